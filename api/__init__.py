@@ -1,0 +1,1 @@
+"""The HTTP front end: app factory, routes, schemas, auth and error rendering."""

@@ -1,0 +1,468 @@
+"""The archive batch: insert, refresh and verified delete of Vicidial leads, on MySQL/MariaDB.
+
+A plain function over a database connection; no Celery here. The invariant it keeps at every
+instant, for every lead: the lead is in ``vicidial_list``, or its identical copy is in
+``vicidial_list_archive``.
+
+How a batch runs. The unique lead IDs are sorted and cut into chunks. For each chunk the rows are
+locked (``LOCK TABLES`` on MyISAM, row locks in ``lead_id`` order on InnoDB), their state is read
+(live? archived? identical? queued or in a call?), and the insert, update and delete statements run
+on exactly the leads that state calls for, each statement still guarded in SQL on its own: the
+delete compares every column, NULL-safe and byte for byte, in the deleting statement itself. The
+lock is released after every chunk, and the chunk size follows a target lock time (like
+pt-online-schema-change's ``--chunk-time``) so the dialer never waits long for the table.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Literal
+
+from pydantic import BaseModel
+from sqlalchemy import Connection
+
+from tasks.errors import BatchError, ConcurrentChangeError
+from tasks.schema import ARCHIVE_TABLE, LIVE_TABLE, Column, TablePair, inspect_tables
+
+InsertOutcome = Literal["inserted", "already_archived", "not_found"]
+UpdateOutcome = Literal["updated", "unchanged", "not_archived", "not_found"]
+DeleteOutcome = Literal["deleted", "not_archived", "mismatch", "in_use", "not_found"]
+
+INSERT_OUTCOMES: tuple[InsertOutcome, ...] = ("inserted", "already_archived", "not_found")
+UPDATE_OUTCOMES: tuple[UpdateOutcome, ...] = ("updated", "unchanged", "not_archived", "not_found")
+DELETE_OUTCOMES: tuple[DeleteOutcome, ...] = (
+    "deleted",
+    "not_archived",
+    "mismatch",
+    "in_use",
+    "not_found",
+)
+
+MAX_LEAD_ID = 4_294_967_295
+
+# Strict for every table (STRICT_TRANS_TABLES lets a multi-row MyISAM statement store adjusted
+# values after its first row). No NO_ZERO_DATE: Vicidial rows carry zero dates that must copy.
+SQL_MODE = (
+    "STRICT_ALL_TABLES,ERROR_FOR_DIVISION_BY_ZERO,NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION"
+)
+
+# MySQL error numbers after which a chunk is rolled back and tried again (InnoDB).
+ER_LOCK_WAIT_TIMEOUT = 1205
+ER_LOCK_DEADLOCK = 1213
+
+
+class LeadResult(BaseModel):
+    """One requested lead: an outcome per requested action and where the lead is at the end."""
+
+    lead_id: int
+    insert: InsertOutcome | None = None
+    update: UpdateOutcome | None = None
+    delete: DeleteOutcome | None = None
+    archived: bool
+    live: bool
+
+
+class BatchReport(BaseModel):
+    """What a batch did (or, in a dry run, would do) to every requested lead."""
+
+    counts: dict[str, dict[str, int]]
+    duplicates: list[int]
+    leads: list[LeadResult]
+
+    def as_json(self) -> dict[str, Any]:
+        """The report as the job status shows it: actions not requested are left out."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Actions:
+    """Which actions a batch carries out."""
+
+    insert: bool = True
+    update: bool = True
+    delete: bool = False
+    dry_run: bool = False
+
+    def __post_init__(self) -> None:
+        if not (self.insert or self.update or self.delete):
+            raise ValueError("at least one of insert, update and delete must be requested")
+
+
+@dataclass(frozen=True, slots=True)
+class Tuning:
+    """How a batch shares the tables with the dialer."""
+
+    # How long one chunk may hold the table lock (pt-online-schema-change's --chunk-time).
+    chunk_time: timedelta = timedelta(milliseconds=10)
+    first_chunk: int = 25
+    max_chunk: int = 500
+    # How many times a chunk is tried again after a deadlock or lock wait timeout (InnoDB).
+    chunk_retries: int = 5
+    # How long LOCK TABLES and row locks may wait before the batch gives up.
+    lock_wait_timeout: timedelta = timedelta(seconds=50)
+
+
+@dataclass(frozen=True, slots=True)
+class LeadState:
+    """A lead's state, read while its rows are locked."""
+
+    live: bool = False
+    archived: bool = False
+    identical: bool = False
+    in_use: bool = False
+
+
+def plan_lead(lead_id: int, state: LeadState, actions: Actions) -> LeadResult:
+    """Decide every requested action's outcome for one lead, in the order insert, update, delete."""
+    live, archived, identical = state.live, state.archived, state.identical
+    result = LeadResult(lead_id=lead_id, archived=archived, live=live)
+    if actions.insert:
+        if archived:
+            result.insert = "already_archived"
+        elif live:
+            result.insert = "inserted"
+            archived = identical = True
+        else:
+            result.insert = "not_found"
+    if actions.update:
+        if not archived:
+            result.update = "not_archived" if live else "not_found"
+        elif live and not identical:
+            result.update = "updated"
+            identical = True
+        else:
+            result.update = "unchanged"
+    if actions.delete:
+        if not live:
+            result.delete = "not_found"
+        elif not archived:
+            result.delete = "not_archived"
+        elif not identical:
+            result.delete = "mismatch"
+        elif state.in_use:
+            result.delete = "in_use"
+        else:
+            result.delete = "deleted"
+            live = False
+    if not actions.dry_run:
+        result.archived, result.live = archived, live
+    return result
+
+
+def make_report(
+    ids: Sequence[int], results: dict[int, LeadResult], actions: Actions
+) -> BatchReport:
+    """Assemble the report: every requested ID once, in request order, with counts."""
+    seen = Counter(ids)
+    order = list(dict.fromkeys(ids))
+    leads = [results[i] for i in order]
+    counts: dict[str, dict[str, int]] = {}
+    for action, outcomes in (
+        ("insert", INSERT_OUTCOMES),
+        ("update", UPDATE_OUTCOMES),
+        ("delete", DELETE_OUTCOMES),
+    ):
+        if getattr(actions, action):
+            tally = Counter(getattr(lead, action) for lead in leads)
+            counts[action] = {outcome: tally[outcome] for outcome in outcomes}
+    return BatchReport(
+        counts=counts,
+        duplicates=[i for i in order if seen[i] > 1],
+        leads=leads,
+    )
+
+
+def validate_lead_ids(ids: Iterable[int]) -> list[int]:
+    """Refuse anything but integers in Vicidial's lead_id range (bool is not an integer here)."""
+    checked = []
+    for i in ids:
+        if type(i) is not int or not 0 <= i <= MAX_LEAD_ID:
+            raise ValueError(f"lead_id must be an integer from 0 to {MAX_LEAD_ID}, got {i!r}")
+        checked.append(i)
+    if not checked:
+        raise ValueError("at least one lead_id is required")
+    return checked
+
+
+def q(identifier: str) -> str:
+    """Quote a MySQL identifier (`rank` is reserved since MySQL 8.0.2)."""
+    return "`" + identifier.replace("`", "``") + "`"
+
+
+def _id_list(ids: Iterable[int]) -> str:
+    # Only ints validated by validate_lead_ids reach here, so inlining them is injection-free
+    # and saves the driver's per-value escaping on every chunk.
+    return ",".join(str(int(i)) for i in ids)
+
+
+def _same(column: Column, left: str, right: str) -> str:
+    """NULL-safe, byte-exact equality of one column between two aliases."""
+    name = q(column.name)
+    if column.is_numeric:
+        return f"{left}.{name} <=> {right}.{name}"
+    # Bytes, not the collation: 'Bob' vs 'BOB' and 'x' vs 'x ' differ. Temporal values compare
+    # as their text in the session's fixed UTC time zone, which maps TIMESTAMPs one to one.
+    return f"CAST({left}.{name} AS BINARY) <=> CAST({right}.{name} AS BINARY)"
+
+
+@dataclass(slots=True)
+class _Statements:
+    """The SQL of one table pair, built once per batch from the live columns."""
+
+    pair: TablePair
+    identical: str = ""
+    in_use: str = ""
+    insert_columns: str = ""
+    insert_values: str = ""
+    update_set: str = ""
+    lock_tables: str = ""
+
+    def __post_init__(self) -> None:
+        columns = self.pair.columns
+        self.identical = "(" + " AND ".join(_same(c, "l", "a") for c in columns) + ")"
+        checks = [
+            f"EXISTS (SELECT 1 FROM {q(t)} AS {alias} WHERE {alias}.lead_id = l.lead_id)"
+            for t, alias in zip(self.pair.in_use_tables, ("h", "c", "g"), strict=False)
+        ]
+        self.in_use = "(" + " OR ".join(checks) + ")" if checks else "0"
+        self.insert_columns = ", ".join(q(c.name) for c in columns)
+        self.insert_values = ", ".join(f"l.{q(c.name)}" for c in columns)
+        # Every column, modify_date included: left out, ON UPDATE would stamp a new time and the
+        # copy could never match again.
+        self.update_set = ", ".join(
+            f"a.{q(c.name)} = l.{q(c.name)}" for c in columns if c.name != "lead_id"
+        )
+        in_use_locks = [
+            f"{q(t)} AS {alias} READ"
+            for t, alias in zip(self.pair.in_use_tables, ("h", "c", "g"), strict=False)
+        ]
+        self.lock_tables = "LOCK TABLES " + ", ".join(
+            [
+                f"{q(LIVE_TABLE)} AS l WRITE",
+                f"{q(ARCHIVE_TABLE)} AS a WRITE",
+                f"{q(ARCHIVE_TABLE)} WRITE",
+                *in_use_locks,
+            ]
+        )
+
+    def classify(self, ids: str) -> str:
+        return (
+            f"SELECT l.lead_id, a.lead_id IS NOT NULL, {self.identical}, {self.in_use}"
+            f" FROM {q(LIVE_TABLE)} AS l LEFT JOIN {q(ARCHIVE_TABLE)} AS a"
+            f" ON a.lead_id = l.lead_id WHERE l.lead_id IN ({ids})"
+        )
+
+    def archived(self, ids: str) -> str:
+        return f"SELECT a.lead_id FROM {q(ARCHIVE_TABLE)} AS a WHERE a.lead_id IN ({ids})"
+
+    def insert(self, ids: str) -> str:
+        # The archive's primary key refuses a second copy; the lock made the check exact.
+        return (
+            f"INSERT INTO {q(ARCHIVE_TABLE)} ({self.insert_columns})"
+            f" SELECT {self.insert_values} FROM {q(LIVE_TABLE)} AS l WHERE l.lead_id IN ({ids})"
+        )
+
+    def update(self, ids: str) -> str:
+        return (
+            f"UPDATE {q(ARCHIVE_TABLE)} AS a JOIN {q(LIVE_TABLE)} AS l ON l.lead_id = a.lead_id"
+            f" SET {self.update_set} WHERE a.lead_id IN ({ids}) AND NOT {self.identical}"
+        )
+
+    def delete(self, ids: str) -> str:
+        # The guard is the comparison itself, evaluated by the deleting statement.
+        return (
+            f"DELETE l FROM {q(LIVE_TABLE)} AS l JOIN {q(ARCHIVE_TABLE)} AS a"
+            f" ON a.lead_id = l.lead_id"
+            f" WHERE l.lead_id IN ({ids}) AND {self.identical} AND NOT {self.in_use}"
+        )
+
+
+class _Cursor:
+    """A thin DB-API cursor wrapper that turns any warning on a write into an error."""
+
+    def __init__(self, dbapi_connection: Any) -> None:
+        self._cursor = dbapi_connection.cursor()
+
+    def rows(self, sql: str) -> list[tuple[Any, ...]]:
+        self._cursor.execute(sql)
+        return list(self._cursor.fetchall())
+
+    def run(self, sql: str) -> None:
+        self._cursor.execute(sql)
+
+    def write(self, sql: str) -> int:
+        self._cursor.execute(sql)
+        if getattr(self._cursor, "warning_count", 0):
+            self._cursor.execute("SHOW WARNINGS")
+            warnings = "; ".join(f"{r[0]} {r[1]}: {r[2]}" for r in self._cursor.fetchall())
+            raise BatchError(f"the database warned on a write, refusing to go on: {warnings}")
+        return int(self._cursor.rowcount)
+
+
+@dataclass(slots=True)
+class _ChunkSizer:
+    """Sizes chunks so each holds the lock for about ``target`` seconds."""
+
+    target: float
+    size: int
+    max_size: int
+    seconds_per_lead: float | None = field(default=None)
+
+    def record(self, leads: int, seconds: float) -> None:
+        if leads == 0:
+            return
+        sample = seconds / leads
+        if self.seconds_per_lead is None:
+            self.seconds_per_lead = sample
+        else:
+            self.seconds_per_lead = 0.7 * self.seconds_per_lead + 0.3 * sample
+        wanted = int(self.target / max(self.seconds_per_lead, 1e-7))
+        # Grow gently (a cold key cache makes the first chunks look slow), shrink at once.
+        self.size = max(1, min(self.max_size, wanted, self.size * 2))
+
+
+def _driver_error_code(exc: BaseException) -> int | None:
+    args = getattr(exc, "orig", exc).args
+    return args[0] if args and isinstance(args[0], int) else None
+
+
+def run_batch(
+    conn: Connection,
+    lead_ids: Sequence[int],
+    actions: Actions,
+    tuning: Tuning | None = None,
+) -> BatchReport:
+    """Archive ``lead_ids`` as ``actions`` says and report every lead's outcome."""
+    tuning = tuning or Tuning()
+    ids = validate_lead_ids(lead_ids)
+    unique = sorted(set(ids))
+    dbapi = conn.connection.dbapi_connection
+    if dbapi is None:
+        raise BatchError("the database connection is closed")
+    # Every statement commits on its own; the InnoDB path opens its short transactions itself.
+    if not dbapi.get_autocommit():
+        raise BatchError("the batch needs an autocommit connection (tasks.db.make_engine)")
+    cursor = _Cursor(dbapi)
+    cursor.run(
+        f"SET SESSION sql_mode = '{SQL_MODE}', time_zone = '+00:00',"
+        f" lock_wait_timeout = {max(1, int(tuning.lock_wait_timeout.total_seconds()))}"
+    )
+    pair = inspect_tables(conn)
+    sql = _Statements(pair)
+    if pair.transactional:
+        cursor.run(
+            "SET SESSION innodb_lock_wait_timeout = "
+            f"{max(1, int(tuning.lock_wait_timeout.total_seconds()))}"
+        )
+    sizer = _ChunkSizer(
+        target=tuning.chunk_time.total_seconds(),
+        size=max(1, min(tuning.first_chunk, tuning.max_chunk)),
+        max_size=tuning.max_chunk,
+    )
+    results: dict[int, LeadResult] = {}
+    position = 0
+    while position < len(unique):
+        chunk = unique[position : position + sizer.size]
+        started = time.perf_counter()
+        if actions.dry_run:
+            states = _read_states(cursor, sql, chunk)
+            results.update((i, plan_lead(i, states[i], actions)) for i in chunk)
+        elif pair.transactional:
+            results.update(_run_chunk_innodb(cursor, dbapi, sql, chunk, actions, tuning))
+        else:
+            results.update(_run_chunk_locked(cursor, sql, chunk, actions))
+        sizer.record(len(chunk), time.perf_counter() - started)
+        position += len(chunk)
+    return make_report(ids, results, actions)
+
+
+def _read_states(cursor: _Cursor, sql: _Statements, chunk: list[int]) -> dict[int, LeadState]:
+    ids = _id_list(chunk)
+    states = {i: LeadState() for i in chunk}
+    for lead_id, archived, identical, in_use in cursor.rows(sql.classify(ids)):
+        states[int(lead_id)] = LeadState(
+            live=True, archived=bool(archived), identical=bool(identical), in_use=bool(in_use)
+        )
+    for (lead_id,) in cursor.rows(sql.archived(ids)):
+        state = states[int(lead_id)]
+        if not state.live:
+            states[int(lead_id)] = LeadState(archived=True)
+    return states
+
+
+def _apply(
+    cursor: _Cursor, sql: _Statements, chunk: list[int], actions: Actions
+) -> dict[int, LeadResult]:
+    """Read the locked chunk's state, then run exactly the statements it calls for."""
+    states = _read_states(cursor, sql, chunk)
+    plans = {i: plan_lead(i, states[i], actions) for i in chunk}
+    for action, outcome, statement in (
+        ("insert", "inserted", sql.insert),
+        ("update", "updated", sql.update),
+        ("delete", "deleted", sql.delete),
+    ):
+        targets = [i for i, p in plans.items() if getattr(p, action) == outcome]
+        if not targets:
+            continue
+        done = cursor.write(statement(_id_list(targets)))
+        if done != len(targets):
+            raise ConcurrentChangeError(
+                f"{action} touched {done} rows where the locked check expected {len(targets)}"
+            )
+    return plans
+
+
+def _run_chunk_locked(
+    cursor: _Cursor, sql: _Statements, chunk: list[int], actions: Actions
+) -> dict[int, LeadResult]:
+    # MyISAM has no transactions: LOCK TABLES makes the check and the statements one atomic
+    # step, and flushes MyISAM's key cache once per chunk instead of once per statement.
+    cursor.run(sql.lock_tables)
+    try:
+        return _apply(cursor, sql, chunk, actions)
+    finally:
+        cursor.run("UNLOCK TABLES")
+
+
+def _run_chunk_innodb(
+    cursor: _Cursor,
+    dbapi: Any,
+    sql: _Statements,
+    chunk: list[int],
+    actions: Actions,
+    tuning: Tuning,
+) -> dict[int, LeadResult]:
+    ids = _id_list(chunk)
+    for attempt in range(tuning.chunk_retries + 1):
+        cursor.run("START TRANSACTION")
+        try:
+            # Rows locked in lead_id order, live table first, the same in every batch, so two
+            # batches on overlapping IDs wait for each other instead of deadlocking.
+            cursor.rows(
+                f"SELECT lead_id FROM {q(LIVE_TABLE)} WHERE lead_id IN ({ids})"
+                " ORDER BY lead_id FOR UPDATE"
+            )
+            cursor.rows(
+                f"SELECT lead_id FROM {q(ARCHIVE_TABLE)} WHERE lead_id IN ({ids})"
+                " ORDER BY lead_id FOR UPDATE"
+            )
+            plans = _apply(cursor, sql, chunk, actions)
+            dbapi.commit()
+            return plans
+        except ConcurrentChangeError:
+            dbapi.rollback()
+            if attempt == tuning.chunk_retries:
+                raise
+        except Exception as exc:
+            dbapi.rollback()
+            if _driver_error_code(exc) not in (ER_LOCK_DEADLOCK, ER_LOCK_WAIT_TIMEOUT):
+                raise
+            if attempt == tuning.chunk_retries:
+                raise
+        time.sleep(random.uniform(0, 0.01 * 2**attempt))  # noqa: S311 - jitter, not crypto
+    raise AssertionError("unreachable")  # pragma: no cover

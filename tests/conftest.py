@@ -1,0 +1,58 @@
+"""Shared fixtures: a fresh MariaDB database per test run, dropped afterwards.
+
+MyISAM cannot roll back, so tests are isolated by recreating tables, never by transactions.
+``LEADARCHIVE_TEST_MYSQL_URL`` points the suite at another server (default: root on 127.0.0.1).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import Connection, Engine, make_url
+
+from tasks.db import make_engine
+from tasks.schema import create_vicidial_tables, drop_vicidial_tables
+
+SERVER_URL = os.environ.get("LEADARCHIVE_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/")
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """A database of its own for this run, with Vicidial's default utf8 / utf8_unicode_ci."""
+    name = f"leadarchive_test_{uuid.uuid4().hex[:12]}"
+    server = make_engine(SERVER_URL)
+    with server.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE `{name}` CHARACTER SET utf8 COLLATE utf8_unicode_ci")
+    url = make_url(SERVER_URL).set(database=name, query={"charset": "utf8mb4"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with server.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{name}`")
+        server.dispose()
+
+
+@pytest.fixture(scope="session")
+def engine(database_url: str) -> Iterator[Engine]:
+    eng = make_engine(database_url, pool_size=5)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture(params=["MyISAM", "InnoDB"])
+def table_engine(request: pytest.FixtureRequest) -> str:
+    """Each test runs on Vicidial's MyISAM and on InnoDB."""
+    return str(request.param)
+
+
+@pytest.fixture
+def conn(engine: Engine, table_engine: str) -> Iterator[Connection]:
+    """A connection to freshly created, empty Vicidial tables on ``table_engine``."""
+    with engine.connect() as c:
+        drop_vicidial_tables(c)
+        create_vicidial_tables(c, table_engine)
+        yield c
+        drop_vicidial_tables(c)

@@ -1,0 +1,387 @@
+"""The archive batch on the real Vicidial schema, MyISAM and InnoDB, against MariaDB."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import Connection, Engine
+
+from tasks.archive import Actions, Tuning, run_batch
+from tasks.errors import BatchError, MissingTableError, SchemaMismatchError
+from tasks.seed import LEAD_COLUMNS, insert_leads, lead_rows
+from tests.helpers import archive, column, live
+
+ALL = Actions(insert=True, update=True, delete=True)
+
+
+def seed(conn: Connection, count: int = 20, first: int = 1) -> None:
+    insert_leads(conn, lead_rows(count, first_lead_id=first, seed=first))
+
+
+def outcomes(report_json: dict, lead_id: int) -> dict:
+    return next(lead for lead in report_json["leads"] if lead["lead_id"] == lead_id)
+
+
+def test_seed_request_moves_lead_and_reports_missing_one(conn: Connection) -> None:
+    seed(conn, 3)
+    before = live(conn)
+
+    report = run_batch(conn, [0, 1], ALL).as_json()
+
+    assert outcomes(report, 0) == {
+        "lead_id": 0,
+        "insert": "not_found",
+        "update": "not_found",
+        "delete": "not_found",
+        "archived": False,
+        "live": False,
+    }
+    assert outcomes(report, 1) == {
+        "lead_id": 1,
+        "insert": "inserted",
+        "update": "unchanged",
+        "delete": "deleted",
+        "archived": True,
+        "live": False,
+    }
+    assert report["counts"] == {
+        "insert": {"inserted": 1, "already_archived": 0, "not_found": 1},
+        "update": {"updated": 0, "unchanged": 1, "not_archived": 0, "not_found": 1},
+        "delete": {"deleted": 1, "not_archived": 0, "mismatch": 0, "in_use": 0, "not_found": 1},
+    }
+    assert report["duplicates"] == []
+    assert archive(conn) == {1: before[1]}
+    assert set(live(conn)) == {2, 3}
+
+
+def test_second_run_changes_nothing_and_says_so(conn: Connection) -> None:
+    seed(conn, 10)
+    run_batch(conn, list(range(1, 11)), ALL)
+    tables = (live(conn), archive(conn))
+
+    again = run_batch(conn, list(range(1, 11)), ALL).as_json()
+
+    assert (live(conn), archive(conn)) == tables
+    assert again["counts"]["insert"]["already_archived"] == 10
+    assert again["counts"]["update"]["unchanged"] == 10
+    assert again["counts"]["delete"]["not_found"] == 10
+    assert all(lead["archived"] and not lead["live"] for lead in again["leads"])
+
+
+def test_update_refreshes_every_column_including_modify_date(conn: Connection) -> None:
+    seed(conn, 5)
+    run_batch(conn, [1, 2], Actions(insert=True, update=False))
+    conn.exec_driver_sql(
+        "UPDATE vicidial_list SET first_name = 'Changed', `rank` = 42, comments = NULL,"
+        " modify_date = '2030-01-02 03:04:05' WHERE lead_id = 1"
+    )
+
+    report = run_batch(conn, [1, 2], Actions(insert=False, update=True)).as_json()
+
+    assert outcomes(report, 1)["update"] == "updated"
+    assert outcomes(report, 2)["update"] == "unchanged"
+    assert archive(conn)[1] == live(conn)[1]
+    assert archive(conn)[1][column("modify_date")] == b"2030-01-02 03:04:05"
+    assert archive(conn)[1][column("rank")] == b"42"
+
+
+def test_update_without_insert_reports_leads_not_yet_archived(conn: Connection) -> None:
+    seed(conn, 2)
+
+    report = run_batch(conn, [1, 2, 3], Actions(insert=False, update=True)).as_json()
+
+    assert [lead["update"] for lead in report["leads"]] == [
+        "not_archived",
+        "not_archived",
+        "not_found",
+    ]
+    assert archive(conn) == {}
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ("first_name = 'Bob'", "case only ('bob' -> 'Bob')"),
+        ("first_name = 'bob '", "a trailing space"),
+        ("comments = ''", "NULL becomes an empty string"),
+        ("modify_date = modify_date + INTERVAL 1 SECOND", "one second of modify_date"),
+        ("gmt_offset_now = -4.00", "a DECIMAL value"),
+        ("called_since_last_reset = 'D'", "an ENUM value"),
+        ("date_of_birth = '0000-00-00'", "NULL becomes a zero date"),
+        ("`rank` = IF(`rank` = 7, 8, 7)", "the reserved-word column rank"),
+        ("first_name = 'bób'", "an accent (equal under utf8_unicode_ci)"),
+    ],
+)
+def test_delete_refuses_a_lead_whose_archive_copy_differs(
+    conn: Connection, change: str, why: str
+) -> None:
+    seed(conn, 1)
+    conn.exec_driver_sql(
+        "UPDATE vicidial_list SET first_name = 'bob', comments = NULL, date_of_birth = NULL,"
+        " called_since_last_reset = 'N', gmt_offset_now = -5.00 WHERE lead_id = 1"
+    )
+    run_batch(conn, [1], Actions(insert=True, update=False))
+    conn.exec_driver_sql(f"UPDATE vicidial_list SET {change} WHERE lead_id = 1")
+    changed = live(conn)[1]
+    assert changed != archive(conn)[1], why
+
+    report = run_batch(conn, [1], Actions(insert=False, update=False, delete=True)).as_json()
+
+    assert outcomes(report, 1)["delete"] == "mismatch", why
+    assert live(conn)[1] == changed
+    assert outcomes(report, 1)["live"] is True
+
+
+def test_delete_with_update_refreshes_then_deletes(conn: Connection) -> None:
+    seed(conn, 1)
+    run_batch(conn, [1], Actions(insert=True, update=False))
+    conn.exec_driver_sql("UPDATE vicidial_list SET first_name = 'BOB' WHERE lead_id = 1")
+    newest = live(conn)[1]
+
+    report = run_batch(conn, [1], ALL).as_json()
+
+    assert outcomes(report, 1) | {} == {
+        "lead_id": 1,
+        "insert": "already_archived",
+        "update": "updated",
+        "delete": "deleted",
+        "archived": True,
+        "live": False,
+    }
+    assert archive(conn) == {1: newest}
+
+
+@pytest.mark.parametrize(
+    "busy",
+    [
+        "INSERT INTO vicidial_hopper (lead_id, campaign_id, list_id) VALUES (2, 'C1', 1)",
+        "INSERT INTO vicidial_auto_calls (lead_id, campaign_id, status) VALUES (2, 'C1', 'LIVE')",
+        "INSERT INTO vicidial_live_agents (lead_id, user, status) VALUES (2, 'agent', 'INCALL')",
+    ],
+)
+def test_lead_queued_or_in_a_call_is_in_use_and_stays_live(conn: Connection, busy: str) -> None:
+    seed(conn, 3)
+    conn.exec_driver_sql(busy)
+
+    report = run_batch(conn, [1, 2, 3], ALL).as_json()
+
+    assert [lead["delete"] for lead in report["leads"]] == ["deleted", "in_use", "deleted"]
+    assert set(live(conn)) == {2}
+    assert set(archive(conn)) == {1, 2, 3}
+    assert archive(conn)[2] == live(conn)[2]
+
+
+def test_dialer_tables_are_optional(conn: Connection) -> None:
+    seed(conn, 2)
+    conn.exec_driver_sql("DROP TABLE vicidial_hopper, vicidial_auto_calls, vicidial_live_agents")
+
+    report = run_batch(conn, [1, 2], ALL).as_json()
+
+    assert report["counts"]["delete"]["deleted"] == 2
+    assert live(conn) == {}
+
+
+def test_delete_without_insert_keeps_leads_that_have_no_archive_copy(conn: Connection) -> None:
+    seed(conn, 2)
+    run_batch(conn, [1], Actions(insert=True, update=False))
+
+    report = run_batch(conn, [1, 2], Actions(insert=False, update=False, delete=True)).as_json()
+
+    assert [lead["delete"] for lead in report["leads"]] == ["deleted", "not_archived"]
+    assert set(live(conn)) == {2}
+
+
+def test_dry_run_changes_nothing_and_predicts_the_real_run(conn: Connection) -> None:
+    seed(conn, 12)
+    run_batch(conn, [1, 2, 3, 4], Actions(insert=True, update=False))
+    conn.exec_driver_sql("UPDATE vicidial_list SET first_name = 'X' WHERE lead_id IN (2, 5)")
+    conn.exec_driver_sql("INSERT INTO vicidial_hopper (lead_id, list_id) VALUES (6, 1)")
+    ids = [0, *range(1, 14), 3]
+    tables = (live(conn), archive(conn))
+
+    dry = run_batch(conn, ids, Actions(insert=True, update=True, delete=True, dry_run=True))
+
+    assert (live(conn), archive(conn)) == tables
+    assert all(lead.live == (lead.lead_id in tables[0]) for lead in dry.leads)
+    assert all(lead.archived == (lead.lead_id in tables[1]) for lead in dry.leads)
+    real = run_batch(conn, ids, ALL)
+    strip = {"archived", "live"}
+    assert [lead.model_dump(exclude=strip) for lead in dry.leads] == [
+        lead.model_dump(exclude=strip) for lead in real.leads
+    ]
+    assert dry.counts == real.counts
+
+
+def test_nulls_in_every_nullable_column_copy_and_compare_exactly(conn: Connection) -> None:
+    nullable = [
+        c
+        for c in LEAD_COLUMNS
+        if c not in {"lead_id", "modify_date", "list_id", "phone_number", "rank", "entry_list_id"}
+    ]
+    conn.exec_driver_sql(
+        "INSERT INTO vicidial_list (lead_id, phone_number, "
+        + ", ".join(f"`{c}`" for c in nullable)
+        + ") VALUES (7, '5550001', "
+        + ", ".join("NULL" for _ in nullable)
+        + ")"
+    )
+    original = live(conn)[7]
+    assert sum(value is None for value in original) == len(nullable)
+
+    report = run_batch(conn, [7], ALL).as_json()
+
+    assert outcomes(report, 7)["delete"] == "deleted"
+    assert archive(conn) == {7: original}
+
+
+def test_non_ascii_zero_dates_and_odd_text_survive_byte_for_byte(conn: Connection) -> None:
+    conn.exec_driver_sql(
+        "INSERT INTO vicidial_list (lead_id, phone_number, first_name, last_name, comments,"
+        " entry_date, date_of_birth, last_local_call_time, `rank`, city) VALUES"
+        " (9, '5550009', 'Иван', '王 Nguyễn', 'ends with a newline\\n', '0000-00-00 00:00:00',"
+        " '0000-00-00', '0000-00-00 00:00:00', -32768, 'São Paulo ')"
+    )
+    original = live(conn)[9]
+
+    run_batch(conn, [9], ALL)
+
+    assert archive(conn) == {9: original}
+    row = archive(conn)[9]
+    assert row[column("first_name")] == "Иван".encode()
+    assert row[column("comments")] == b"ends with a newline\n"
+    assert row[column("entry_date")] == b"0000-00-00 00:00:00"
+    assert row[column("rank")] == b"-32768"
+
+
+def test_realistic_seeded_leads_move_in_many_small_chunks(conn: Connection) -> None:
+    seed(conn, 300)
+    before = live(conn)
+    ids = list(range(1, 301))
+
+    report = run_batch(conn, ids, ALL, Tuning(first_chunk=7, max_chunk=13)).as_json()
+
+    assert report["counts"]["delete"]["deleted"] == 300
+    assert live(conn) == {}
+    assert archive(conn) == before
+
+
+def test_duplicates_are_processed_once_and_listed(conn: Connection) -> None:
+    seed(conn, 3)
+
+    report = run_batch(conn, [3, 1, 3, 3, 2, 1], ALL).as_json()
+
+    assert [lead["lead_id"] for lead in report["leads"]] == [3, 1, 2]
+    assert sorted(report["duplicates"]) == [1, 3]
+    assert sum(report["counts"]["insert"].values()) == 3
+
+
+def _drift(conn: Connection, alter: str) -> None:
+    seed(conn, 2)
+    conn.exec_driver_sql(f"ALTER TABLE vicidial_list_archive {alter}")
+
+
+@pytest.mark.parametrize(
+    ("alter", "named"),
+    [
+        ("DROP COLUMN entry_list_id", "`entry_list_id` is missing from vicidial_list_archive"),
+        (
+            "MODIFY called_since_last_reset ENUM('Y','N','Y1','Y2','Y3','Y4','Y5','Y6','Y7','Y8',"
+            "'Y9','Y10') DEFAULT 'N'",
+            "`called_since_last_reset` is enum(",
+        ),
+        ("MODIFY comments VARCHAR(100)", "`comments` is varchar(255)"),
+        ("ADD COLUMN extra INT", "`extra` is in vicidial_list_archive but not in vicidial_list"),
+        ("MODIFY first_name VARCHAR(30) CHARACTER SET latin1", "character set"),
+        ("MODIFY email VARCHAR(70) NOT NULL DEFAULT ''", "`email` allows NULL"),
+    ],
+)
+def test_schema_drift_is_refused_naming_the_difference_and_changes_nothing(
+    conn: Connection, alter: str, named: str
+) -> None:
+    _drift(conn, alter)
+    before = live(conn)
+
+    with pytest.raises(SchemaMismatchError) as refused:
+        run_batch(conn, [1, 2], ALL)
+
+    assert named in str(refused.value)
+    assert live(conn) == before
+    assert conn.exec_driver_sql("SELECT COUNT(*) FROM vicidial_list_archive").scalar() == 0
+
+
+def test_missing_archive_table_is_refused(conn: Connection) -> None:
+    seed(conn, 1)
+    conn.exec_driver_sql("DROP TABLE vicidial_list_archive")
+
+    with pytest.raises(MissingTableError, match="vicidial_list_archive does not exist"):
+        run_batch(conn, [1], ALL)
+    assert set(live(conn)) == {1}
+
+
+def test_older_display_widths_and_defaults_are_compatible(conn: Connection) -> None:
+    """Vicidial's old archives differ in cosmetic ways (defaults, int display width) only."""
+    seed(conn, 2)
+    conn.exec_driver_sql(
+        "ALTER TABLE vicidial_list_archive MODIFY list_id BIGINT(20) UNSIGNED NOT NULL DEFAULT 0,"
+        " MODIFY modify_date TIMESTAMP NOT NULL DEFAULT '2000-01-01 00:00:00'"
+    )
+    before = live(conn)
+
+    run_batch(conn, [1, 2], ALL)
+
+    assert archive(conn) == before
+
+
+@pytest.mark.parametrize("bad", [True, -1, 4_294_967_296, 1.0, "42", None])
+def test_lead_ids_outside_the_lead_id_range_are_refused(conn: Connection, bad: object) -> None:
+    seed(conn, 1)
+
+    with pytest.raises(ValueError, match="lead_id must be an integer"):
+        run_batch(conn, [1, bad], ALL)  # type: ignore[list-item]
+    assert archive(conn) == {}
+
+
+def test_an_empty_request_or_no_action_is_refused() -> None:
+    with pytest.raises(ValueError, match="at least one of insert"):
+        Actions(insert=False, update=False, delete=False)
+
+
+def test_a_database_warning_on_a_write_stops_the_batch(engine: Engine) -> None:
+    """Strict mode turns truncation into errors; any warning left over is one too."""
+    from tasks.archive import _Cursor
+
+    with engine.connect() as c:
+        dbapi = c.connection.dbapi_connection
+        cursor = _Cursor(dbapi)
+        cursor.run("CREATE TEMPORARY TABLE warn_probe (v VARCHAR(2))")
+        cursor.run("SET SESSION sql_mode = ''")
+        with pytest.raises(BatchError, match=r"Data truncated|Warning"):
+            cursor.write("INSERT INTO warn_probe VALUES ('too long')")
+
+
+def test_the_batch_refuses_a_connection_inside_a_transaction(engine: Engine) -> None:
+    from sqlalchemy import create_engine
+
+    plain = create_engine(engine.url)
+    try:
+        with plain.connect() as c, pytest.raises(BatchError, match="autocommit"):
+            run_batch(c, [1], ALL)
+    finally:
+        plain.dispose()
+
+
+def test_chunks_follow_the_target_lock_time(conn: Connection) -> None:
+    from tasks.archive import _ChunkSizer
+
+    sizer = _ChunkSizer(target=0.010, size=10, max_size=500)
+    sizer.record(10, 0.002)  # 0.2 ms a lead -> 50 wanted, growth capped at double
+    assert sizer.size == 20
+    sizer.record(20, 0.004)
+    assert sizer.size == 40
+    sizer.record(40, 0.200)  # suddenly slow: shrink at once
+    assert sizer.size < 40
+    tuning = Tuning(chunk_time=timedelta(microseconds=1), first_chunk=50)
+    seed(conn, 30)
+    report = run_batch(conn, list(range(1, 31)), ALL, tuning)
+    assert report.counts["delete"]["deleted"] == 30

@@ -1,0 +1,1 @@
+"""How the Celery worker process boots: signals, per-process engine, the ``celery -A`` target."""
