@@ -273,6 +273,18 @@ def _engines(conn: Connection) -> dict[str, str]:
     return {r[0]: r[1] for r in rows}
 
 
+def _primary_key(conn: Connection, table: str) -> list[str]:
+    rows = conn.execute(
+        text(
+            "SELECT COLUMN_NAME FROM information_schema.STATISTICS"
+            " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = :table AND INDEX_NAME = 'PRIMARY'"
+            " ORDER BY SEQ_IN_INDEX"
+        ),
+        {"table": table},
+    ).all()
+    return [r[0] for r in rows]
+
+
 def compare_columns(live: dict[str, Column], archive: dict[str, Column]) -> list[str]:
     """Describe every difference that would make a copy lossy or a comparison meaningless."""
     differences = [
@@ -315,8 +327,11 @@ def inspect_tables(conn: Connection) -> TablePair:
     differences = compare_columns(live, archive)
     if differences:
         raise SchemaMismatchError(differences)
-    if "lead_id" not in live:
-        raise SchemaMismatchError([f"{LIVE_TABLE} has no lead_id column"])
+    # Every statement finds its rows by primary key, and the archive's key is what makes a
+    # second copy of a lead impossible.
+    keyless = [t for t in (LIVE_TABLE, ARCHIVE_TABLE) if _primary_key(conn, t) != ["lead_id"]]
+    if keyless:
+        raise SchemaMismatchError([f"{t} needs PRIMARY KEY (lead_id)" for t in keyless])
     return TablePair(
         columns=tuple(live.values()),
         live_engine=engines[LIVE_TABLE],

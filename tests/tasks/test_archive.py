@@ -310,6 +310,14 @@ def test_schema_drift_is_refused_naming_the_difference_and_changes_nothing(
     assert conn.exec_driver_sql("SELECT COUNT(*) FROM vicidial_list_archive").scalar() == 0
 
 
+def test_archive_without_its_primary_key_is_refused(conn: Connection) -> None:
+    _drift(conn, "DROP PRIMARY KEY")
+
+    with pytest.raises(SchemaMismatchError, match=r"vicidial_list_archive needs PRIMARY KEY"):
+        run_batch(conn, [1], ALL)
+    assert archive(conn) == {}
+
+
 def test_missing_archive_table_is_refused(conn: Connection) -> None:
     seed(conn, 1)
     conn.exec_driver_sql("DROP TABLE vicidial_list_archive")
