@@ -47,3 +47,39 @@ class ConcurrentChangeError(BatchError):
 
     Nothing unsafe happened (every statement is guarded on its own); the chunk is retried.
     """
+
+
+# MySQL/MariaDB error numbers of operational trouble: retry. Anything else is about the data or
+# the schema and would fail the same way again.
+TRANSIENT_MYSQL_ERRORS = frozenset(
+    {
+        1040,  # too many connections
+        1053,  # server shutdown in progress
+        1205,  # lock wait timeout
+        1213,  # deadlock
+        1927,  # connection was killed (MariaDB)
+        2002,  # can't connect (socket)
+        2003,  # can't connect (TCP)
+        2006,  # server has gone away
+        2013,  # lost connection during query
+        2055,  # lost connection (system error)
+    }
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for a database error that a retry may cure (connection lost, deadlock, lock wait)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        original = getattr(current, "orig", None)
+        for candidate in (current, original):
+            args = getattr(candidate, "args", ())
+            if args and isinstance(args[0], int) and args[0] in TRANSIENT_MYSQL_ERRORS:
+                return True
+            # pymysql's InterfaceError (0, '') after the socket died.
+            if type(candidate).__name__ == "InterfaceError":
+                return True
+        current = current.__cause__ or current.__context__
+    return False

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from functools import lru_cache
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_KEY_ENTRY = re.compile(r"^(?P<name>[A-Za-z0-9_.@-]{1,64}):(?P<digest>[0-9a-f]{64})$")
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour|day)\s*$")
 
 
 class Settings(BaseSettings):
@@ -15,23 +19,65 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LEADARCHIVE_", env_file=".env", extra="ignore")
 
     database_url: str = ""
-    broker_url: str = ""
-    result_backend: str = ""
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    result_backend: str = "redis://127.0.0.1:6379/1"
+    # `name:sha256hex` entries, comma-separated: the SHA-256 of each key, never the key.
     api_keys: str = ""
     max_lead_ids: int = Field(default=500, ge=1, le=100_000)
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     office_hours: str = ""
     timezone: str = "UTC"
     rate_limit: str = "100/second"
     result_ttl: timedelta = timedelta(days=7)
     # How long one chunk of a batch may hold the table lock the dialer waits on.
     chunk_time: timedelta = timedelta(milliseconds=10)
+    # A message a worker took and never acknowledged (the worker died) is delivered again after
+    # this long. Every task, retry delay and time limit stays well below it.
+    visibility_timeout: timedelta = timedelta(seconds=30)
+    task_time_limit: timedelta = timedelta(seconds=20)
+    lock_wait_timeout: timedelta = timedelta(seconds=10)
+    # How often a worker looks for deferred jobs whose office-hours window has opened.
+    release_interval: timedelta = timedelta(seconds=15)
 
-    @field_validator("chunk_time")
+    @field_validator("chunk_time", "task_time_limit", "lock_wait_timeout", "release_interval")
     @classmethod
     def _positive(cls, value: timedelta) -> timedelta:
         if value <= timedelta(0):
             raise ValueError("must be positive")
         return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _key_entries(cls, value: str) -> str:
+        for entry in filter(None, (e.strip() for e in value.split(","))):
+            if not _KEY_ENTRY.match(entry):
+                # Never echo the entry: it may be a raw key pasted by mistake.
+                raise ValueError(
+                    "each entry must be name:sha256hex (64 lowercase hex digits);"
+                    " generate one with `leadarchive keys new NAME`"
+                )
+        return value
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        if value.strip() and not _RATE.match(value):
+            raise ValueError("must look like 100/second, 3000/minute, or be empty for no limit")
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _limits_below_visibility(self) -> Settings:
+        if self.task_time_limit + self.lock_wait_timeout / 2 >= self.visibility_timeout:
+            raise ValueError(
+                "task_time_limit must stay well below visibility_timeout, or a slow task is"
+                " delivered to a second worker while it still runs"
+            )
+        return self
+
+    def key_hashes(self) -> dict[str, str]:
+        """``{sha256hex: name}`` of every configured API key."""
+        pairs = (e.strip().split(":", 1) for e in self.api_keys.split(",") if e.strip())
+        return {digest: name for name, digest in pairs}
 
 
 @lru_cache(maxsize=1)

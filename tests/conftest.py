@@ -56,3 +56,29 @@ def conn(engine: Engine, table_engine: str) -> Iterator[Connection]:
         create_vicidial_tables(c, table_engine)
         yield c
         drop_vicidial_tables(c)
+
+
+REDIS_HOST = os.environ.get("LEADARCHIVE_TEST_REDIS_HOST", "127.0.0.1")
+REDIS_PORT = int(os.environ.get("LEADARCHIVE_TEST_REDIS_PORT", "6379"))
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """An empty Redis database number of its own for this run (broker, results and jobs)."""
+    import redis
+
+    claim = f"leadarchive-test-{uuid.uuid4().hex}"
+    for number in range(15, 1, -1):
+        client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=number)
+        # Only an empty database is taken, and claimed atomically, so parallel runs (and a
+        # developer's own data) are never touched.
+        if client.dbsize() == 0 and client.set("leadarchive:test-claim", claim, nx=True, ex=7200):
+            try:
+                yield f"redis://{REDIS_HOST}:{REDIS_PORT}/{number}"
+            finally:
+                if client.get("leadarchive:test-claim") == claim.encode():
+                    client.flushdb()
+                client.close()
+            return
+        client.close()
+    pytest.fail("no empty Redis database (2..15) is free for this test run")

@@ -1,0 +1,291 @@
+"""The HTTP front end: validate, authenticate, refuse or enqueue; and report jobs by ID."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from typing import Any
+
+import kombu.exceptions
+import redis.exceptions
+from celery import Celery
+from fastapi import FastAPI, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
+
+from api import metrics, problems
+from api.auth import authenticate
+from api.problems import Problem
+from api.ratelimit import RateLimiter
+from api.schemas import SEED_EXAMPLE, Accepted, ArchiveRequest
+from tasks import runtime as runtime_module
+from tasks.celery_app import create_celery, enqueue
+from tasks.errors import LeadArchiveError
+from tasks.jobs import IdempotencyConflict, JobRequest, now_iso, request_fingerprint
+from tasks.runtime import Runtime
+from tasks.schema import inspect_tables
+from tasks.settings import Settings, get_settings
+
+log = logging.getLogger("leadarchive.api")
+
+ARCHIVE_PATH = "/vicidial/leads/archive"
+_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+# Errors that mean Redis (the broker and the job store) cannot be reached.
+BROKER_DOWN = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    kombu.exceptions.OperationalError,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+def create_app(
+    settings: Settings | None = None,
+    runtime: Runtime | None = None,
+    celery: Celery | None = None,
+) -> FastAPI:
+    """The API application; collaborators are built from the settings unless given."""
+    settings = settings or get_settings()
+    rt = runtime or runtime_module.Runtime(settings)
+    celery_app = celery or create_celery(settings)
+    limiter = RateLimiter(settings.rate_limit, rt.redis)
+
+    app = FastAPI(
+        title="LeadArchive",
+        version="0.1.0",
+        description=(
+            "Archives Vicidial leads: copies them into vicidial_list_archive, refreshes archived"
+            " copies, and deletes a live lead only when its archive copy is identical."
+        ),
+    )
+    problems.install(app)
+    metrics.install(app)
+
+    def key_name(request: Request) -> str:
+        return authenticate(request.headers.get("authorization"), settings.key_hashes())
+
+    @app.post(
+        ARCHIVE_PATH,
+        status_code=202,
+        response_model=Accepted,
+        summary="Submit leads to archive",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": ArchiveRequest.model_json_schema(),
+                        "example": SEED_EXAMPLE,
+                    }
+                },
+            },
+            "parameters": [
+                {
+                    "name": "Idempotency-Key",
+                    "in": "header",
+                    "required": False,
+                    "schema": {"type": "string", "maxLength": 255},
+                }
+            ],
+        },
+    )
+    async def submit(request: Request) -> JSONResponse:
+        owner = key_name(request)
+        await _guard(run_in_threadpool(limiter.check, owner))
+        payload = await _json_body(request, settings.max_body_bytes)
+        archive_request = _validate(payload, settings.max_lead_ids)
+        now = rt.clock()
+        opens_at = rt.office_hours.window_opens_at(now)
+        if opens_at is not None:
+            raise Problem(
+                503,
+                "office-hours",
+                "Service Unavailable",
+                "archiving runs outside office hours only",
+                headers={"Retry-After": str(rt.office_hours.seconds_until_open(now))},
+                opens_at=now_iso(opens_at),
+            )
+        idempotency_key = request.headers.get("idempotency-key")
+        if idempotency_key is not None and not _IDEMPOTENCY_KEY.match(idempotency_key):
+            raise Problem(
+                400,
+                "bad-idempotency-key",
+                "Bad Request",
+                "Idempotency-Key must be 1 to 255 printable ASCII characters",
+            )
+        job_request = JobRequest(
+            lead_ids=archive_request.lead_ids,
+            insert_leads=archive_request.insert_leads,
+            update_leads=archive_request.update_leads,
+            delete_leads=archive_request.delete_leads,
+            dry_run=archive_request.dry_run,
+        )
+        job_id = await _guard(
+            run_in_threadpool(_create_and_enqueue, owner, job_request, idempotency_key)
+        )
+        url = f"{ARCHIVE_PATH}/{job_id}"
+        return JSONResponse(
+            Accepted(job_id=job_id, status="queued", status_url=url).model_dump(),
+            status_code=202,
+            headers={"Location": url},
+        )
+
+    def _create_and_enqueue(
+        owner: str, job_request: JobRequest, idempotency_key: str | None
+    ) -> str:
+        fingerprint = request_fingerprint(
+            {**job_request.summary(), "lead_ids": job_request.lead_ids}
+        )
+        try:
+            job_id, created = rt.jobs.create(
+                owner, job_request, idempotency_key=idempotency_key, fingerprint=fingerprint
+            )
+        except IdempotencyConflict:
+            raise Problem(
+                422,
+                "idempotency-conflict",
+                "Unprocessable Content",
+                "this Idempotency-Key was used with a different request",
+            ) from None
+        if created:
+            try:
+                enqueue(celery_app, job_id, job_request.lead_ids, job_request.summary())
+            except BaseException:
+                rt.jobs.forget(job_id)
+                raise
+            metrics.JOBS_SUBMITTED.inc()
+            log.info("job queued", extra={"job_id": job_id, "key_name": owner})
+        return job_id
+
+    @app.get(f"{ARCHIVE_PATH}/{{job_id}}", summary="A job's status and, when done, its report")
+    async def status(job_id: str, request: Request) -> dict[str, Any]:
+        owner = key_name(request)
+        record = await _guard(run_in_threadpool(rt.jobs.get, job_id))
+        if record is None or record.get("owner") != owner:
+            raise problems.not_found()
+        return rt.jobs.public_view(record)
+
+    @app.delete(f"{ARCHIVE_PATH}/{{job_id}}", summary="Cancel a job that has not started")
+    async def cancel(job_id: str, request: Request) -> dict[str, Any]:
+        owner = key_name(request)
+        record = await _guard(run_in_threadpool(rt.jobs.get, job_id))
+        if record is None or record.get("owner") != owner:
+            raise problems.not_found()
+        before = await _guard(run_in_threadpool(rt.jobs.cancel, job_id))
+        if before not in ("queued", "deferred", "cancelled"):
+            raise Problem(
+                409,
+                "not-cancellable",
+                "Conflict",
+                f"the job is {before} and can no longer be cancelled",
+            )
+        record = await _guard(run_in_threadpool(rt.jobs.get, job_id))
+        if record is None:
+            raise problems.not_found()
+        return rt.jobs.public_view(record)
+
+    @app.get("/healthz", summary="The process is alive")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="Redis and the database are reachable, the archive table fits")
+    async def readyz() -> JSONResponse:
+        checks = await run_in_threadpool(_readiness)
+        ready = all(v == "ok" for v in checks.values())
+        return JSONResponse(
+            {"status": "ready" if ready else "not ready", "checks": checks},
+            status_code=200 if ready else 503,
+        )
+
+    def _readiness() -> dict[str, str]:
+        checks: dict[str, str] = {}
+        try:
+            rt.redis.ping()
+            checks["redis"] = "ok"
+        except redis.exceptions.RedisError as exc:
+            checks["redis"] = f"unreachable: {type(exc).__name__}"
+        try:
+            with rt.engine.connect() as conn:
+                inspect_tables(conn)
+            checks["database"] = "ok"
+        except LeadArchiveError as exc:
+            checks["database"] = str(exc)
+        except Exception as exc:
+            checks["database"] = f"unreachable: {type(exc).__name__}"
+        return checks
+
+    @app.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    app.state.runtime = rt
+    app.state.celery = celery_app
+    return app
+
+
+async def _guard(awaitable: Any) -> Any:
+    """Await a Redis or broker call; an unreachable Redis becomes a 503, never a stack trace."""
+    try:
+        return await awaitable
+    except BROKER_DOWN:
+        log.warning("redis unreachable", exc_info=True)
+        raise problems.broker_unavailable() from None
+
+
+async def _json_body(request: Request, cap: int) -> Any:
+    content_type = request.headers.get("content-type", "")
+    if content_type.split(";", 1)[0].strip().lower() != "application/json":
+        raise Problem(
+            415,
+            "unsupported-media-type",
+            "Unsupported Media Type",
+            "send the body as Content-Type: application/json",
+        )
+    too_large = Problem(
+        413, "body-too-large", "Content Too Large", f"the body is larger than {cap} bytes"
+    )
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > cap:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > cap:
+            raise too_large
+    try:
+        payload = json.loads(body.decode("utf-8"))
+    except (ValueError, RecursionError):
+        raise Problem(400, "malformed-json", "Bad Request", "the body is not valid JSON") from None
+    if not isinstance(payload, dict):
+        raise Problem(400, "not-an-object", "Bad Request", "the body must be a JSON object")
+    return payload
+
+
+def _validate(payload: dict[str, Any], limit: int) -> ArchiveRequest:
+    lead_ids = payload.get("lead_ids")
+    if isinstance(lead_ids, list) and len(lead_ids) > limit:
+        raise Problem(
+            422,
+            "too-many-lead-ids",
+            "Unprocessable Content",
+            f"lead_ids has {len(lead_ids)} values; the limit is {limit} per request",
+            errors=[{"loc": ["lead_ids"], "msg": f"at most {limit} values", "type": "too_long"}],
+        )
+    try:
+        return ArchiveRequest.model_validate(payload)
+    except ValidationError as exc:
+        errors = [
+            {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
+            for e in exc.errors(include_url=False, include_input=False)
+        ]
+        raise Problem(
+            422,
+            "invalid-request",
+            "Unprocessable Content",
+            "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in errors),
+            errors=errors,
+        ) from None

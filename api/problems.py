@@ -1,0 +1,113 @@
+"""RFC 9457 problem details: every error the API returns, rendered in one place."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class Problem(Exception):
+    """An error answer: status, a stable type slug, a title and a human detail."""
+
+    def __init__(
+        self,
+        status: int,
+        slug: str,
+        title: str,
+        detail: str,
+        *,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.slug = slug
+        self.title = title
+        self.detail = detail
+        self.headers = headers or {}
+        self.extra = extra
+
+    def response(self) -> JSONResponse:
+        body = {
+            "type": f"urn:leadarchive:problem:{self.slug}",
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+            **self.extra,
+        }
+        return JSONResponse(
+            body, status_code=self.status, headers=self.headers, media_type=PROBLEM_JSON
+        )
+
+
+def unauthorized() -> Problem:
+    return Problem(
+        401,
+        "unauthorized",
+        "Unauthorized",
+        "send the header Authorization: Key=<API key>",
+        headers={"WWW-Authenticate": "Key"},
+    )
+
+
+def not_found() -> Problem:
+    return Problem(404, "not-found", "Not Found", "no such job (it may have expired)")
+
+
+def broker_unavailable() -> Problem:
+    return Problem(
+        503,
+        "broker-unavailable",
+        "Service Unavailable",
+        "the job queue (Redis) is unreachable; nothing was enqueued, try again later",
+        headers={"Retry-After": "5"},
+    )
+
+
+def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    return [
+        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+        for e in exc.errors()
+    ]
+
+
+def install(app: FastAPI) -> None:
+    """Render every error, ours and the framework's, as problem+json."""
+
+    @app.exception_handler(Problem)
+    async def _problem(_: Request, exc: Problem) -> JSONResponse:
+        return exc.response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        title = {404: "Not Found", 405: "Method Not Allowed"}.get(exc.status_code, "Error")
+        return Problem(
+            exc.status_code,
+            title.lower().replace(" ", "-"),
+            title,
+            str(exc.detail),
+            headers=dict(exc.headers or {}),
+        ).response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return Problem(
+            422,
+            "invalid-request",
+            "Unprocessable Content",
+            "the request is invalid",
+            errors=_field_errors(exc),
+        ).response()
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        # Never a stack trace to the client; the log has it.
+        return Problem(
+            500, "internal", "Internal Server Error", "unexpected error; it has been logged"
+        ).response()

@@ -1,0 +1,41 @@
+"""Per-key request rate limits, counted in Redis so that every API process shares them."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import redis
+from limits import RateLimitItem, parse
+from limits.storage import RedisStorage
+from limits.strategies import SlidingWindowCounterRateLimiter
+
+from api.problems import Problem
+
+
+class RateLimiter:
+    """``limit`` (e.g. ``100/second``) per API key name; an empty limit allows everything."""
+
+    def __init__(self, limit: str, client: redis.Redis) -> None:
+        self._item: RateLimitItem | None = parse(limit) if limit else None
+        self._limiter: SlidingWindowCounterRateLimiter | None = None
+        if self._item is not None:
+            pool = client.connection_pool
+            storage = RedisStorage("redis://", connection_pool=pool)
+            self._limiter = SlidingWindowCounterRateLimiter(storage)
+
+    def check(self, key_name: str) -> None:
+        """Count one request for ``key_name``; a 429 problem when it is over the limit."""
+        if self._item is None or self._limiter is None:
+            return
+        if self._limiter.hit(self._item, "leadarchive", key_name):
+            return
+        stats = self._limiter.get_window_stats(self._item, "leadarchive", key_name)
+        retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+        raise Problem(
+            429,
+            "rate-limited",
+            "Too Many Requests",
+            f"more than {self._item} requests for this key; slow down",
+            headers={"Retry-After": str(retry_after)},
+        )

@@ -1,0 +1,1022 @@
+"""Benchmark the archive engine against the bare verified SQL and against the dialer's latency.
+
+What it measures, on MyISAM tables in a throw-away database ``leadarchive_bench_<random>``
+(utf8 / utf8_unicode_ci like a stock Vicidial install), dropped at the end even on error:
+
+1. **Cost ratio**, for every size in ``--sizes``: ``vicidial_list`` is loaded with that many seeded
+   leads, then 500-lead batches of randomly chosen lead IDs are archived and deleted, alternating
+   batch by batch (ABAB...) between
+
+   a. the *bare verified SQL*: one autocommit session in strict mode and UTC, three 500-row
+      statements (``INSERT ... SELECT``; ``UPDATE ... JOIN`` of every column where the copy differs;
+      ``DELETE ... JOIN`` guarded by every column equal, NULL-safe and byte-exact), and
+   b. ours: ``run_batch(..., Actions(insert=True, update=True, delete=True))``.
+
+   After every timed batch the leads are moved back (untimed), so every batch sees the same table:
+   ``size`` live leads and an empty archive. The table's checksum is compared before and after.
+   Reported: leads/s of each and the ratio of ours to bare time (target: at most 1.25x), and where
+   the time goes, statement by statement.
+
+2. **Dialer impact**, at the largest size: a probe on its own connection reads one random lead by
+   primary key and updates another (``called_count``, ``last_local_call_time``) every 5 ms, on
+   leads the batches never touch (``lead_id % 10 = 0``). Phases, each ``--phase-seconds`` long:
+   C the probe alone; A the bare verified SQL in 500-row statements back to back; B ours back to
+   back (one phase per chunk time with ``--sweep``); P ``pt-archiver --limit 1`` with
+   ``--pt-archiver``. Reported: leads/s, ours/bare speed (target: at least 0.75x), the probe's
+   p50/p99/max latency of the read+update pair and of each statement (target p99: at most 20 ms),
+   and how long each table lock was held (a chunk for ours, a statement for the bare SQL).
+
+The probe runs in a separate process by default, so that the benchmark's own Python work (the GIL)
+never shows up as dialer latency; ``--probe-thread`` runs it as a thread of this process instead.
+
+Run it from the repository root::
+
+    .venv/bin/python bench/engine.py                                  # 10k, 100k, 1M leads
+    .venv/bin/python bench/engine.py --sizes 10000 --phase-seconds 5  # a quick check
+    .venv/bin/python bench/engine.py --sweep --pt-archiver --json /tmp/bench.json
+
+``LEADARCHIVE_BENCH_MYSQL_URL`` (or ``--url``) points it at another server; the default is root
+with no password on 127.0.0.1:3306. Loading a million leads takes about two minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing
+import os
+import platform
+import queue
+import random
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+import pymysql
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import URL, Connection, Engine, make_url
+
+from tasks import archive
+from tasks.archive import SQL_MODE, Actions, Tuning, _same, q, run_batch
+from tasks.db import make_engine
+from tasks.schema import (
+    ARCHIVE_TABLE,
+    LIVE_TABLE,
+    Column,
+    TablePair,
+    create_vicidial_tables,
+    drop_vicidial_tables,
+    inspect_tables,
+)
+from tasks.seed import insert_leads, lead_rows
+
+DEFAULT_URL = os.environ.get("LEADARCHIVE_BENCH_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/")
+# The probe owns every lead whose ID is a multiple of this; the batches take all the others.
+PROBE_STRIDE = 10
+SWEEP_DEFAULT = "2,5,10,20"
+ALL_ACTIONS = Actions(insert=True, update=True, delete=True)
+
+PROBE_READ = f"SELECT * FROM {q(LIVE_TABLE)} WHERE lead_id = %s"
+# What the dialer does after a call; wraps instead of overflowing the SMALLINT UNSIGNED.
+PROBE_UPDATE = (
+    f"UPDATE {q(LIVE_TABLE)} SET called_count = IF(called_count < 65535, called_count + 1, 0),"
+    " last_local_call_time = NOW() WHERE lead_id = %s"
+)
+
+err = Console(stderr=True)
+
+
+def log(message: str) -> None:
+    err.log(message)
+
+
+def percentile(values: Sequence[float], pct: float) -> float:
+    """Nearest-rank percentile; NaN for no values."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)]
+
+
+def ms(seconds: float) -> float:
+    return round(seconds * 1000, 2)
+
+
+def id_list(ids: Sequence[int]) -> str:
+    return ",".join(str(int(i)) for i in ids)
+
+
+# --------------------------------------------------------------------------------------------
+# What each side runs
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Breakdown:
+    """Time per kind of statement, and how long each table lock was held."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    holds: list[float] = field(default_factory=list)
+    chunk_leads: list[int] = field(default_factory=list)
+    batches: int = 0
+    wall: float = 0.0
+
+    def add(self, kind: str, seconds: float) -> None:
+        self.seconds[kind] = self.seconds.get(kind, 0.0) + seconds
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+
+    def per_batch_ms(self) -> dict[str, float]:
+        """Mean milliseconds per batch for each kind, the rest of the wall time as ``python``."""
+        if not self.batches:
+            return {}
+        result = {k: ms(v / self.batches) for k, v in self.seconds.items()}
+        result["python"] = ms((self.wall - sum(self.seconds.values())) / self.batches)
+        return result
+
+
+class BareVerifiedSQL:
+    """The orientation baseline: three statements per batch, no lock, no state read first."""
+
+    def __init__(self, columns: Sequence[Column]) -> None:
+        names = ", ".join(q(c.name) for c in columns)
+        equal = "(" + " AND ".join(_same(c, "l", "a") for c in columns) + ")"
+        assignments = ", ".join(
+            f"a.{q(c.name)} = l.{q(c.name)}" for c in columns if c.name != "lead_id"
+        )
+        live, arch = q(LIVE_TABLE), q(ARCHIVE_TABLE)
+        self.insert = (
+            f"INSERT INTO {arch} ({names}) SELECT {names} FROM {live} WHERE lead_id IN ({{ids}})"
+        )
+        self.update = (
+            f"UPDATE {arch} AS a JOIN {live} AS l ON l.lead_id = a.lead_id SET {assignments}"
+            f" WHERE a.lead_id IN ({{ids}}) AND NOT {equal}"
+        )
+        self.delete = (
+            f"DELETE l FROM {live} AS l JOIN {arch} AS a ON a.lead_id = l.lead_id"
+            f" WHERE l.lead_id IN ({{ids}}) AND {equal}"
+        )
+
+    @staticmethod
+    def open_session(dbapi_cursor: Any) -> None:
+        dbapi_cursor.execute(f"SET SESSION sql_mode = '{SQL_MODE}', time_zone = '+00:00'")
+
+    def run(self, cursor: Any, ids: Sequence[int], breakdown: Breakdown) -> None:
+        """Archive and delete ``ids``; every lead must be inserted and deleted."""
+        started = time.perf_counter()
+        listed = id_list(ids)
+        for kind, template in (
+            ("insert", self.insert),
+            ("update", self.update),
+            ("delete", self.delete),
+        ):
+            t0 = time.perf_counter()
+            cursor.execute(template.format(ids=listed))
+            spent = time.perf_counter() - t0
+            breakdown.add(kind, spent)
+            breakdown.holds.append(spent)
+            if cursor.warning_count:
+                raise RuntimeError(f"bare {kind} warned ({cursor.warning_count} warnings)")
+            if kind != "update" and cursor.rowcount != len(ids):
+                raise RuntimeError(f"bare {kind} touched {cursor.rowcount} of {len(ids)} leads")
+        breakdown.batches += 1
+        breakdown.wall += time.perf_counter() - started
+
+
+def _statement_kind(sql: str) -> str:
+    for prefix, kind in (
+        ("LOCK TABLES", "lock"),
+        ("UNLOCK TABLES", "unlock"),
+        ("SELECT", "read state"),
+        ("INSERT", "insert"),
+        ("UPDATE", "update"),
+        ("DELETE", "delete"),
+        ("SET SESSION", "session"),
+    ):
+        if sql.startswith(prefix):
+            return kind
+    return "other sql"
+
+
+@contextmanager
+def instrumented(breakdown: Breakdown) -> Iterator[None]:
+    """Time every statement ``run_batch`` sends, by swapping in a timing cursor (bench only)."""
+    original_cursor = archive._Cursor
+    original_inspect = archive.inspect_tables  # type: ignore[attr-defined]
+
+    class TimedCursor(original_cursor):  # type: ignore[valid-type,misc]
+        locked_at = 0.0
+
+        def _timed(self, sql: str, call: Callable[[str], Any]) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return call(sql)
+            finally:
+                now = time.perf_counter()
+                kind = _statement_kind(sql)
+                breakdown.add(kind, now - t0)
+                if kind == "lock":
+                    self.locked_at = now
+                elif kind == "unlock":
+                    breakdown.holds.append(now - self.locked_at)
+                elif sql.startswith("SELECT l.lead_id"):
+                    breakdown.chunk_leads.append(sql[sql.rindex("IN (") :].count(",") + 1)
+
+        def rows(self, sql: str) -> list[tuple[Any, ...]]:
+            return self._timed(sql, super().rows)  # type: ignore[no-any-return]
+
+        def run(self, sql: str) -> None:
+            self._timed(sql, super().run)
+
+        def write(self, sql: str) -> int:
+            return self._timed(sql, super().write)  # type: ignore[no-any-return]
+
+    def timed_inspect(conn: Connection) -> TablePair:
+        t0 = time.perf_counter()
+        try:
+            return original_inspect(conn)
+        finally:
+            breakdown.add("inspect", time.perf_counter() - t0)
+
+    archive._Cursor = TimedCursor  # type: ignore[misc]
+    archive.inspect_tables = timed_inspect  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        archive._Cursor = original_cursor  # type: ignore[misc]
+        archive.inspect_tables = original_inspect  # type: ignore[attr-defined]
+
+
+def run_ours(conn: Connection, ids: Sequence[int], tuning: Tuning, breakdown: Breakdown) -> None:
+    """Archive and delete ``ids`` with the engine; every lead must be deleted."""
+    started = time.perf_counter()
+    report = run_batch(conn, ids, ALL_ACTIONS, tuning)
+    breakdown.wall += time.perf_counter() - started
+    breakdown.batches += 1
+    deleted = report.counts["delete"]["deleted"]
+    if deleted != len(ids):
+        raise RuntimeError(f"run_batch deleted {deleted} of {len(ids)} leads: {report.counts}")
+
+
+# --------------------------------------------------------------------------------------------
+# pt-archiver (optional reference)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class PtArchiverRun:
+    leads: int
+    wall: float
+    internal: float
+
+
+def pt_archiver(url: URL, where: str, *, run_time: float | None = None) -> PtArchiverRun:
+    """pt-archiver in one-row mode (``--limit 1``): copy, then delete, one lead at a time."""
+    dsn = f"h={url.host or '127.0.0.1'},P={url.port or 3306},u={url.username or 'root'}"
+    if url.password:
+        dsn += f",p={url.password}"
+    dsn += f",D={url.database},A=utf8"
+    command = [
+        "pt-archiver",
+        "--source",
+        f"{dsn},t={LIVE_TABLE}",
+        "--dest",
+        f"t={ARCHIVE_TABLE}",
+        "--where",
+        where,
+        "--limit",
+        "1",
+        "--commit-each",
+        "--no-safe-auto-increment",
+        "--statistics",
+    ]
+    if run_time is not None:
+        command += ["--run-time", f"{max(1, round(run_time))}s"]
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: S603
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"pt-archiver failed: {done.stderr.strip() or done.stdout.strip()}")
+    deleted = re.search(r"^DELETE (\d+)$", done.stdout, re.MULTILINE)
+    actions = re.findall(r"^\w+\s+\d+\s+([\d.]+)\s+[\d.]+$", done.stdout, re.MULTILINE)
+    return PtArchiverRun(
+        leads=int(deleted.group(1)) if deleted else 0,
+        wall=wall,
+        internal=sum(float(a) for a in actions) or wall,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The probe: the dialer's view
+# --------------------------------------------------------------------------------------------
+
+
+class Flag(Protocol):
+    def set(self) -> None: ...
+    def clear(self) -> None: ...
+    def is_set(self) -> bool: ...
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+
+class Outbox(Protocol):
+    def put(self, obj: Any) -> None: ...
+
+
+@dataclass(slots=True)
+class ProbeSamples:
+    read: list[float] = field(default_factory=list)
+    update: list[float] = field(default_factory=list)
+    pair: list[float] = field(default_factory=list)
+    errors: int = 0
+    error: str = ""
+
+
+def probe_loop(
+    url: str,
+    size: int,
+    interval: float,
+    seed: int,
+    ready: Flag,
+    recording: Flag,
+    stop: Flag,
+    outbox: Outbox,
+) -> None:
+    """Every ``interval`` seconds read one probe lead and update another; record while asked."""
+    samples = ProbeSamples()
+    try:
+        u = make_url(url)
+        conn = pymysql.connect(
+            host=u.host or "127.0.0.1",
+            port=u.port or 3306,
+            user=u.username or "root",
+            password=u.password or "",
+            database=u.database,
+            charset="utf8mb4",
+            autocommit=True,
+        )
+    except Exception as exc:  # reported to the parent, which fails the run
+        samples.error = repr(exc)
+        ready.set()
+        outbox.put(samples)
+        return
+    rng = random.Random(seed)
+    top = size // PROBE_STRIDE
+    cursor = conn.cursor()
+    ready.set()
+    due = time.monotonic()
+    try:
+        while not stop.is_set():
+            now = time.monotonic()
+            if due > now:
+                time.sleep(due - now)
+            read_id = rng.randint(1, top) * PROBE_STRIDE
+            update_id = rng.randint(1, top) * PROBE_STRIDE
+            try:
+                t0 = time.perf_counter()
+                cursor.execute(PROBE_READ, (read_id,))
+                cursor.fetchall()
+                t1 = time.perf_counter()
+                cursor.execute(PROBE_UPDATE, (update_id,))
+                t2 = time.perf_counter()
+            except pymysql.MySQLError as exc:
+                samples.errors += 1
+                samples.error = repr(exc)
+            else:
+                if recording.is_set():
+                    samples.read.append(t1 - t0)
+                    samples.update.append(t2 - t1)
+                    samples.pair.append(t2 - t0)
+            # Keep the 5 ms schedule; after a slow pair start the next one at once, no burst.
+            due = max(due + interval, time.monotonic())
+    finally:
+        conn.close()
+        outbox.put(samples)
+
+
+class Probe:
+    """Runs ``probe_loop`` in a child process (default) or a thread, for one phase."""
+
+    def __init__(self, url: str, size: int, interval: float, seed: int, *, thread: bool) -> None:
+        args: tuple[Any, ...]
+        self.samples: ProbeSamples | None = None
+        if thread:
+            self.ready: Flag = threading.Event()
+            self.recording: Flag = threading.Event()
+            self.stop_flag: Flag = threading.Event()
+            self.outbox: Any = queue.Queue()
+            args = (url, size, interval, seed, self.ready, self.recording, self.stop_flag)
+            self.worker: Any = threading.Thread(
+                target=probe_loop, args=(*args, self.outbox), daemon=True
+            )
+        else:
+            ctx = multiprocessing.get_context("spawn")
+            self.ready, self.recording, self.stop_flag = ctx.Event(), ctx.Event(), ctx.Event()
+            self.outbox = ctx.Queue()
+            args = (url, size, interval, seed, self.ready, self.recording, self.stop_flag)
+            self.worker = ctx.Process(target=probe_loop, args=(*args, self.outbox), daemon=True)
+
+    def __enter__(self) -> Probe:
+        self.worker.start()
+        if not self.ready.wait(60):
+            raise RuntimeError("the probe did not start")
+        time.sleep(0.5)  # let it settle into its schedule
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_flag.set()
+        if self.samples is None:
+            self.samples = self.outbox.get(timeout=60)
+        self.worker.join(30)
+        if self.worker.is_alive() and isinstance(self.worker, multiprocessing.process.BaseProcess):
+            self.worker.terminate()
+
+    def record(self, on: bool) -> None:
+        if on:
+            self.recording.set()
+        else:
+            self.recording.clear()
+
+    def finish(self) -> ProbeSamples:
+        """Stop the probe and return what it recorded."""
+        self.stop_flag.set()
+        self.samples = self.outbox.get(timeout=60)
+        if self.samples.error and not self.samples.pair:
+            raise RuntimeError(f"the probe failed: {self.samples.error}")
+        return self.samples
+
+
+@dataclass(slots=True)
+class ProbeStats:
+    ops: int
+    errors: int
+    pair_p50_ms: float
+    pair_p99_ms: float
+    pair_max_ms: float
+    read_p50_ms: float
+    read_p99_ms: float
+    read_max_ms: float
+    update_p50_ms: float
+    update_p99_ms: float
+    update_max_ms: float
+
+    @classmethod
+    def of(cls, s: ProbeSamples) -> ProbeStats:
+        return cls(
+            ops=len(s.pair),
+            errors=s.errors,
+            pair_p50_ms=ms(percentile(s.pair, 50)),
+            pair_p99_ms=ms(percentile(s.pair, 99)),
+            pair_max_ms=ms(max(s.pair, default=math.nan)),
+            read_p50_ms=ms(percentile(s.read, 50)),
+            read_p99_ms=ms(percentile(s.read, 99)),
+            read_max_ms=ms(max(s.read, default=math.nan)),
+            update_p50_ms=ms(percentile(s.update, 50)),
+            update_p99_ms=ms(percentile(s.update, 99)),
+            update_max_ms=ms(max(s.update, default=math.nan)),
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Results
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class CostRow:
+    size: int
+    load_seconds: float
+    batches: int
+    batch_size: int
+    bare_leads_per_s: float
+    ours_leads_per_s: float
+    ratio_ours_to_bare_time: float
+    bare_median_ms: float
+    ours_median_ms: float
+    ours_chunks_per_batch: float
+    ours_lock_hold_p99_ms: float
+    bare_statement_p99_ms: float
+    data_intact: bool
+    bare_breakdown_ms: dict[str, float]
+    ours_breakdown_ms: dict[str, float]
+    pt_archiver_leads_per_s: float | None = None
+    pt_archiver_wall_leads_per_s: float | None = None
+
+
+@dataclass(slots=True)
+class PhaseRow:
+    phase: str
+    workload: str
+    chunk_time_ms: float | None
+    seconds: float
+    leads: int
+    leads_per_s: float
+    vs_bare: float | None
+    probe: ProbeStats
+    lock_hold_p99_ms: float | None
+    lock_hold_max_ms: float | None
+    chunks_per_batch: float | None
+    mean_chunk_leads: float | None
+
+
+# --------------------------------------------------------------------------------------------
+# The run
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Bench:
+    args: argparse.Namespace
+    url: URL
+    engine: Engine
+    rng: random.Random
+    columns: tuple[Column, ...] = ()
+    size: int = 0
+
+    # ---- data ------------------------------------------------------------------------------
+
+    def load(self, size: int) -> float:
+        started = time.perf_counter()
+        with self.engine.connect() as conn:
+            drop_vicidial_tables(conn)
+            create_vicidial_tables(conn, "MyISAM")
+            insert_leads(conn, lead_rows(size, first_lead_id=1, seed=1))
+            self.columns = inspect_tables(conn).columns
+        self.size = size
+        return time.perf_counter() - started
+
+    def batch_pool(self) -> list[int]:
+        return [i for i in range(1, self.size + 1) if i % PROBE_STRIDE]
+
+    def admin(self, sql: str) -> tuple[int, list[tuple[Any, ...]]]:
+        with self.engine.connect() as conn:
+            dbapi = conn.connection.dbapi_connection
+            assert dbapi is not None  # noqa: S101 - a live Connection always has one
+            cursor = dbapi.cursor()
+            cursor.execute(f"SET SESSION sql_mode = '{SQL_MODE}', time_zone = '+00:00'")
+            cursor.execute(sql)
+            if cursor.warning_count:
+                raise RuntimeError(f"warning on {sql[:60]}")
+            return int(cursor.rowcount), list(cursor.fetchall())
+
+    def restore(self, ids: Sequence[int] | None = None) -> None:
+        """Move archived leads back to the live table (all of them when ``ids`` is None)."""
+        names = ", ".join(q(c.name) for c in self.columns)
+        where = f" WHERE lead_id IN ({id_list(ids)})" if ids is not None else ""
+        moved, _ = self.admin(
+            f"INSERT INTO {q(LIVE_TABLE)} ({names}) SELECT {names} FROM {q(ARCHIVE_TABLE)}{where}"
+        )
+        removed, _ = self.admin(f"DELETE FROM {q(ARCHIVE_TABLE)}{where}")
+        if moved != removed or (ids is not None and moved != len(ids)):
+            raise RuntimeError(f"restore moved {moved} and removed {removed} leads")
+
+    def checksum(self) -> tuple[int, int, int]:
+        _, rows = self.admin(f"CHECKSUM TABLE {q(LIVE_TABLE)}")
+        _, live = self.admin(f"SELECT COUNT(*) FROM {q(LIVE_TABLE)}")
+        _, arch = self.admin(f"SELECT COUNT(*) FROM {q(ARCHIVE_TABLE)}")
+        return int(rows[0][1]), int(live[0][0]), int(arch[0][0])
+
+    def tuning(self, chunk_time_ms: float) -> Tuning:
+        return Tuning(chunk_time=timedelta(milliseconds=chunk_time_ms))
+
+    # ---- 1. cost ratio ---------------------------------------------------------------------
+
+    def cost_ratio(self, load_seconds: float) -> CostRow:
+        args = self.args
+        pool = self.batch_pool()
+        before = self.checksum()
+        bare_bd, ours_bd = Breakdown(), Breakdown()
+        bare_times: list[float] = []
+        ours_times: list[float] = []
+        pt_runs: list[PtArchiverRun] = []
+        tuning = self.tuning(args.chunk_time_ms)
+        with self.engine.connect() as bare_conn, self.engine.connect() as ours_conn:
+            bare_dbapi = bare_conn.connection.dbapi_connection
+            assert bare_dbapi is not None  # noqa: S101 - a live Connection always has one
+            bare_cursor = bare_dbapi.cursor()
+            BareVerifiedSQL.open_session(bare_cursor)
+            bare = BareVerifiedSQL(self.columns)
+            # One untimed pair first: table handles opened, key cache and statements warm.
+            for index in range(1 + args.batches):
+                warm = index == 0
+                bd_bare = Breakdown() if warm else bare_bd
+                bd_ours = Breakdown() if warm else ours_bd
+                ids = sorted(self.rng.sample(pool, args.batch_size))
+                t0 = time.perf_counter()
+                bare.run(bare_cursor, ids, bd_bare)
+                spent_bare = time.perf_counter() - t0
+                self.restore(ids)
+                ids = sorted(self.rng.sample(pool, args.batch_size))
+                with instrumented(bd_ours):
+                    t0 = time.perf_counter()
+                    run_ours(ours_conn, ids, tuning, bd_ours)
+                    spent_ours = time.perf_counter() - t0
+                self.restore(ids)
+                if args.pt_archiver:
+                    ids = sorted(self.rng.sample(pool, args.batch_size))
+                    run = pt_archiver(self.url, f"lead_id IN ({id_list(ids)})")
+                    if run.leads != len(ids):
+                        raise RuntimeError(f"pt-archiver archived {run.leads} of {len(ids)}")
+                    self.restore(ids)
+                    if not warm:
+                        pt_runs.append(run)
+                if not warm:
+                    bare_times.append(spent_bare)
+                    ours_times.append(spent_ours)
+        after = self.checksum()
+        leads = args.batch_size * args.batches
+        pt_internal = sum(r.internal for r in pt_runs)
+        pt_wall = sum(r.wall for r in pt_runs)
+        return CostRow(
+            size=self.size,
+            load_seconds=round(load_seconds, 1),
+            batches=args.batches,
+            batch_size=args.batch_size,
+            bare_leads_per_s=round(leads / sum(bare_times)),
+            ours_leads_per_s=round(leads / sum(ours_times)),
+            ratio_ours_to_bare_time=round(sum(ours_times) / sum(bare_times), 3),
+            bare_median_ms=ms(statistics.median(bare_times)),
+            ours_median_ms=ms(statistics.median(ours_times)),
+            ours_chunks_per_batch=round(ours_bd.counts.get("lock", 0) / ours_bd.batches, 1),
+            ours_lock_hold_p99_ms=ms(percentile(ours_bd.holds, 99)),
+            bare_statement_p99_ms=ms(percentile(bare_bd.holds, 99)),
+            data_intact=before == after and after[1] == self.size and after[2] == 0,
+            bare_breakdown_ms=bare_bd.per_batch_ms(),
+            ours_breakdown_ms=ours_bd.per_batch_ms(),
+            pt_archiver_leads_per_s=round(leads / pt_internal) if pt_runs else None,
+            pt_archiver_wall_leads_per_s=round(leads / pt_wall) if pt_runs else None,
+        )
+
+    # ---- 2. dialer impact ------------------------------------------------------------------
+
+    def back_to_back(
+        self, step: Callable[[list[int]], None], seconds: float
+    ) -> tuple[int, float, int]:
+        """Run ``step`` on fresh 500-lead batches until ``seconds`` pass or the pool runs out."""
+        pool = self.batch_pool()
+        self.rng.shuffle(pool)
+        size = self.args.batch_size
+        done = batches = 0
+        started = time.perf_counter()
+        while time.perf_counter() - started < seconds and done + size <= len(pool):
+            step(sorted(pool[done : done + size]))
+            done += size
+            batches += 1
+        return done, time.perf_counter() - started, batches
+
+    def phase(
+        self,
+        label: str,
+        workload: str,
+        run: Callable[[float], tuple[int, float, Breakdown | None]] | None,
+        chunk_time_ms: float | None = None,
+    ) -> PhaseRow:
+        seconds = self.args.phase_seconds
+        log(f"[{self.size:,} leads] phase {label}: {workload}, {seconds:g} s")
+        probe = Probe(
+            self.url.render_as_string(hide_password=False),
+            self.size,
+            self.args.probe_interval_ms / 1000,
+            seed=self.rng.randrange(2**31),
+            thread=self.args.probe_thread,
+        )
+        with probe:
+            probe.record(True)
+            if run is None:
+                time.sleep(seconds)
+                leads, elapsed, breakdown = 0, float(seconds), None
+            else:
+                leads, elapsed, breakdown = run(seconds)
+            probe.record(False)
+            samples = probe.finish()
+        if run is not None:
+            self.restore()
+        holds = breakdown.holds if breakdown else []
+        locks = breakdown.counts.get("lock", 0) if breakdown else 0
+        return PhaseRow(
+            phase=label,
+            workload=workload,
+            chunk_time_ms=chunk_time_ms,
+            seconds=round(elapsed, 1),
+            leads=leads,
+            leads_per_s=round(leads / elapsed) if elapsed else 0,
+            vs_bare=None,
+            probe=ProbeStats.of(samples),
+            lock_hold_p99_ms=ms(percentile(holds, 99)) if holds else None,
+            lock_hold_max_ms=ms(max(holds)) if holds else None,
+            chunks_per_batch=(round(locks / breakdown.batches, 1) if breakdown and locks else None),
+            mean_chunk_leads=(
+                round(statistics.mean(breakdown.chunk_leads), 1)
+                if breakdown and breakdown.chunk_leads
+                else None
+            ),
+        )
+
+    def run_bare(self, seconds: float) -> tuple[int, float, Breakdown]:
+        breakdown = Breakdown()
+        with self.engine.connect() as conn:
+            dbapi = conn.connection.dbapi_connection
+            assert dbapi is not None  # noqa: S101 - a live Connection always has one
+            cursor = dbapi.cursor()
+            BareVerifiedSQL.open_session(cursor)
+            bare = BareVerifiedSQL(self.columns)
+            leads, elapsed, _ = self.back_to_back(
+                lambda ids: bare.run(cursor, ids, breakdown), seconds
+            )
+        return leads, elapsed, breakdown
+
+    def run_ours(self, chunk_time_ms: float) -> Callable[[float], tuple[int, float, Breakdown]]:
+        def run(seconds: float) -> tuple[int, float, Breakdown]:
+            breakdown = Breakdown()
+            tuning = self.tuning(chunk_time_ms)
+            with self.engine.connect() as conn, instrumented(breakdown):
+                leads, elapsed, _ = self.back_to_back(
+                    lambda ids: run_ours(conn, ids, tuning, breakdown), seconds
+                )
+            return leads, elapsed, breakdown
+
+        return run
+
+    def run_pt_archiver(self, seconds: float) -> tuple[int, float, None]:
+        run = pt_archiver(self.url, f"lead_id % {PROBE_STRIDE} <> 0", run_time=seconds)
+        return run.leads, run.wall, None
+
+    def dialer(self) -> list[PhaseRow]:
+        args = self.args
+        rows = [self.phase("C", "probe alone (baseline)", None)]
+        bare = self.phase("A", "bare verified SQL, 500-row stmts", self.run_bare)
+        rows.append(bare)
+        chunk_times = [args.chunk_time_ms]
+        chunk_times += [c for c in args.sweep if c != args.chunk_time_ms]
+        for chunk_ms in chunk_times:
+            row = self.phase(
+                "B", f"ours, chunk time {chunk_ms:g} ms", self.run_ours(chunk_ms), chunk_ms
+            )
+            row.vs_bare = round(row.leads_per_s / bare.leads_per_s, 3)
+            rows.append(row)
+        if args.pt_archiver:
+            row = self.phase("P", "pt-archiver --limit 1, unverified", self.run_pt_archiver)
+            row.vs_bare = round(row.leads_per_s / bare.leads_per_s, 3)
+            rows.append(row)
+        return rows
+
+
+# --------------------------------------------------------------------------------------------
+# Output
+# --------------------------------------------------------------------------------------------
+
+
+def fmt(value: float | None, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def cost_table(rows: list[CostRow], args: argparse.Namespace) -> Table:
+    table = Table(
+        title=f"1. Cost ratio: {args.batch_size}-lead archive+delete batches, ABAB,"
+        f" {args.batches} each per size, chunk time {args.chunk_time_ms:g} ms",
+        box=box.SIMPLE_HEAVY,
+    )
+    for name in (
+        "leads",
+        "bare leads/s",
+        "ours leads/s",
+        "ours/bare time",
+        "bare ms/batch",
+        "ours ms/batch",
+        "chunks/batch",
+        "lock p99 ms",
+        "intact",
+    ):
+        table.add_column(name, justify="right")
+    if args.pt_archiver:
+        table.add_column("pt-archiver leads/s", justify="right")
+    for r in rows:
+        cells = [
+            f"{r.size:,}",
+            f"{r.bare_leads_per_s:,.0f}",
+            f"{r.ours_leads_per_s:,.0f}",
+            f"{r.ratio_ours_to_bare_time:.2f}x",
+            fmt(r.bare_median_ms),
+            fmt(r.ours_median_ms),
+            fmt(r.ours_chunks_per_batch),
+            fmt(r.ours_lock_hold_p99_ms),
+            "yes" if r.data_intact else "NO",
+        ]
+        if args.pt_archiver:
+            cells.append(
+                f"{fmt(r.pt_archiver_leads_per_s, 0)} ({fmt(r.pt_archiver_wall_leads_per_s, 0)})"
+            )
+        table.add_row(*cells)
+    return table
+
+
+BREAKDOWN_KINDS = (
+    "session",
+    "inspect",
+    "lock",
+    "read state",
+    "insert",
+    "update",
+    "delete",
+    "unlock",
+    "python",
+)
+
+
+def breakdown_table(rows: list[CostRow]) -> Table:
+    table = Table(
+        title="Where the time goes: mean ms per batch (statement round trips as seen by the"
+        " client; python = the rest)",
+        box=box.SIMPLE_HEAVY,
+    )
+    table.add_column("leads", justify="right")
+    table.add_column("side")
+    for kind in BREAKDOWN_KINDS:
+        table.add_column(kind, justify="right")
+    table.add_column("total", justify="right")
+    for r in rows:
+        for side, parts in (("bare", r.bare_breakdown_ms), ("ours", r.ours_breakdown_ms)):
+            table.add_row(
+                f"{r.size:,}",
+                side,
+                *(fmt(parts.get(kind)) for kind in BREAKDOWN_KINDS),
+                fmt(sum(parts.values())),
+            )
+    return table
+
+
+def dialer_table(rows: list[PhaseRow], size: int, args: argparse.Namespace) -> Table:
+    table = Table(
+        title=f"2. Dialer impact at {size:,} leads: probe (PK read + update of other leads) every"
+        f" {args.probe_interval_ms:g} ms, {args.phase_seconds:g} s per phase",
+        box=box.SIMPLE_HEAVY,
+    )
+    for name, justify in (
+        ("phase", "left"),
+        ("workload", "left"),
+        ("leads/s", "right"),
+        ("vs bare", "right"),
+        ("probe ops", "right"),
+        ("pair p50", "right"),
+        ("pair p99", "right"),
+        ("pair max", "right"),
+        ("read p99", "right"),
+        ("update p99", "right"),
+        ("lock p99/max", "right"),
+        ("chunk leads", "right"),
+    ):
+        table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    for r in rows:
+        p = r.probe
+        table.add_row(
+            r.phase,
+            r.workload,
+            f"{r.leads_per_s:,}" if r.leads else "-",
+            f"{r.vs_bare:.2f}x" if r.vs_bare is not None else "-",
+            f"{p.ops:,}" + (f" ({p.errors} err)" if p.errors else ""),
+            fmt(p.pair_p50_ms),
+            fmt(p.pair_p99_ms),
+            fmt(p.pair_max_ms),
+            fmt(p.read_p99_ms),
+            fmt(p.update_p99_ms),
+            f"{fmt(r.lock_hold_p99_ms)} / {fmt(r.lock_hold_max_ms)}"
+            if r.lock_hold_max_ms is not None
+            else "-",
+            fmt(r.mean_chunk_leads),
+        )
+    return table
+
+
+# --------------------------------------------------------------------------------------------
+# Entry point
+# --------------------------------------------------------------------------------------------
+
+
+def int_list(text: str) -> list[int]:
+    return [int(part.replace("_", "")) for part in text.split(",") if part.strip()]
+
+
+def float_list(text: str) -> list[float]:
+    return [float(part) for part in text.split(",") if part.strip()]
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--sizes", type=int_list, default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--batches", type=int, default=15, help="timed batches per side and size")
+    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--chunk-time-ms", type=float, default=10.0, help="ours: Tuning.chunk_time")
+    parser.add_argument(
+        "--sweep",
+        type=float_list,
+        nargs="?",
+        const=float_list(SWEEP_DEFAULT),
+        default=[],
+        help=f"also run the dialer phase of ours at these chunk times (default {SWEEP_DEFAULT})",
+    )
+    parser.add_argument("--phase-seconds", type=float, default=30.0)
+    parser.add_argument("--probe-interval-ms", type=float, default=5.0)
+    parser.add_argument(
+        "--probe-thread", action="store_true", help="probe in a thread, not a process"
+    )
+    parser.add_argument("--no-dialer", action="store_true", help="skip the dialer-impact phases")
+    parser.add_argument("--pt-archiver", action="store_true", help="add pt-archiver --limit 1")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the batches' lead choice")
+    parser.add_argument("--url", default=DEFAULT_URL, help="server URL, without a database")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args(argv)
+    if not args.sizes or min(args.sizes) < PROBE_STRIDE * args.batch_size:
+        parser.error(f"every size must be at least {PROBE_STRIDE * args.batch_size}")
+    if args.pt_archiver and not shutil.which("pt-archiver"):
+        parser.error("pt-archiver is not installed (apt-get install percona-toolkit)")
+    return args
+
+
+def machine(engine: Engine) -> dict[str, Any]:
+    with engine.connect() as conn:
+        version, key_buffer, concurrent = conn.exec_driver_sql(
+            "SELECT VERSION(), @@key_buffer_size, @@concurrent_insert"
+        ).one()
+    cpu = ""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        found = re.search(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.MULTILINE)
+        cpu = found.group(1) if found else ""
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "cores": os.cpu_count(),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "server": version,
+        "key_buffer_size": int(key_buffer),
+        "concurrent_insert": concurrent,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    server = make_engine(args.url)
+    name = f"leadarchive_bench_{uuid.uuid4().hex[:10]}"
+    url = make_url(args.url).set(database=name, query={"charset": "utf8mb4"})
+    info = machine(server)
+    out = Console(width=None if sys.stdout.isatty() else 160)
+    cost_rows: list[CostRow] = []
+    phase_rows: list[PhaseRow] = []
+    with server.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE `{name}` CHARACTER SET utf8 COLLATE utf8_unicode_ci")
+    log(f"database {name}; {info['server']}, {info['cores']} cores")
+    engine = make_engine(url.render_as_string(hide_password=False), pool_size=4)
+    try:
+        bench = Bench(args=args, url=url, engine=engine, rng=random.Random(args.seed))
+        for size in sorted(args.sizes):
+            log(f"loading {size:,} leads")
+            load_seconds = bench.load(size)
+            log(f"loaded in {load_seconds:.1f} s; cost ratio, {args.batches} batches per side")
+            cost_rows.append(bench.cost_ratio(load_seconds))
+            log(f"ours/bare time {cost_rows[-1].ratio_ours_to_bare_time:.2f}x")
+        if not args.no_dialer:
+            phase_rows = bench.dialer()
+    finally:
+        engine.dispose()
+        with server.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{name}`")
+        server.dispose()
+        log(f"dropped {name}")
+    out.print(cost_table(cost_rows, args))
+    out.print(breakdown_table(cost_rows))
+    if phase_rows:
+        out.print(dialer_table(phase_rows, max(args.sizes), args))
+    out.print(
+        f"{info['date']}  {info['cores']} cores ({info['cpu']}), MariaDB {info['server']},"
+        f" key_buffer_size {info['key_buffer_size'] // 2**20} MiB, probe in a"
+        f" {'thread' if args.probe_thread else 'separate process'}"
+    )
+    if args.json:
+        payload = {
+            "machine": info,
+            "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+            "cost_ratio": [asdict(r) for r in cost_rows],
+            "dialer": [asdict(r) for r in phase_rows],
+        }
+        args.json.write_text(json.dumps(payload, indent=2) + "\n")
+        log(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

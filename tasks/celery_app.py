@@ -1,0 +1,176 @@
+"""The Celery application and its one task, a thin wrapper around the archive batch.
+
+Every setting below that Celery has a default for is changed on purpose; the links say why.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from celery import Celery, Task
+from celery.utils.time import get_exponential_backoff_interval
+
+from tasks import runtime
+from tasks.archive import Actions, run_batch
+from tasks.errors import LeadArchiveError, is_transient
+from tasks.jobs import FINAL, now_iso
+from tasks.settings import Settings
+
+# Stable names: in-flight messages and Flower refer to tasks by these, not by module paths.
+ARCHIVE_TASK = "leadarchive.archive_leads"
+QUEUE = "leadarchive"
+MAX_RETRIES = 8
+
+
+def create_celery(settings: Settings) -> Celery:
+    """A Celery app for ``settings``, with the archive task registered on it."""
+    app = Celery("leadarchive", set_as_current=False)
+    visibility = settings.visibility_timeout.total_seconds()
+    hard_limit = settings.task_time_limit.total_seconds()
+    app.conf.update(
+        broker_url=settings.broker_url,
+        result_backend=settings.result_backend,
+        # https://docs.celeryq.dev/en/stable/userguide/security.html#serializers
+        # JSON only: a pickled message would run code of the sender's choosing.
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        # https://docs.celeryq.dev/en/stable/userguide/tasks.html#Task.acks_late
+        # Acknowledge after the batch, and requeue if the worker process dies: safe because
+        # batches are idempotent.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        # https://docs.celeryq.dev/en/stable/userguide/optimizing.html#prefetch-limits
+        worker_prefetch_multiplier=1,
+        # https://docs.celeryq.dev/en/stable/getting-started/backends-and-brokers/redis.html#visibility-timeout
+        # Short, so a job whose worker was killed runs again within a minute. Hence no long
+        # countdowns anywhere: deferred jobs wait in Redis, not as ETA messages in a worker.
+        broker_transport_options={"visibility_timeout": visibility},
+        result_backend_transport_options={"visibility_timeout": visibility},
+        task_time_limit=hard_limit,
+        task_soft_time_limit=max(1.0, hard_limit * 0.8),
+        result_expires=settings.result_ttl,
+        # https://docs.celeryq.dev/en/stable/userguide/monitoring.html#events
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        task_track_started=True,
+        task_default_queue=QUEUE,
+        broker_connection_retry_on_startup=True,
+        # Refuse to enqueue quickly when Redis is down, so the API can answer 503 at once.
+        broker_connection_timeout=2,
+        broker_connection_max_retries=1,
+        worker_hijack_root_logger=False,
+    )
+    app.task(
+        name=ARCHIVE_TASK,
+        bind=True,
+        max_retries=MAX_RETRIES,
+        acks_late=True,
+        reject_on_worker_lost=True,
+    )(archive_leads)
+    return app
+
+
+def archive_leads(
+    task: Task,
+    job_id: str,
+    lead_ids: list[int],
+    insert_leads: bool = True,
+    update_leads: bool = True,
+    delete_leads: bool = False,
+    dry_run: bool = False,
+) -> dict[str, Any]:
+    """Run one archive job: defer it inside office hours, else run the batch and record it."""
+    rt = runtime.current()
+    jobs = rt.jobs
+    record = jobs.get(job_id)
+    if record is None:
+        return {"job_id": job_id, "status": "expired"}
+    if record["status"] in FINAL or record["status"] == "deferred":
+        # Delivered again after it ended, or a duplicate of a parked job: nothing to do.
+        return {"job_id": job_id, "status": record["status"]}
+    now = rt.clock()
+    opens_at = rt.office_hours.window_opens_at(now)
+    if opens_at is not None:
+        jobs.defer(job_id, opens_at)
+        return {"job_id": job_id, "status": "deferred", "not_before": now_iso(opens_at)}
+    before = jobs.transition(job_id, ("queued", "running"), "running", started_at=now_iso())
+    if before not in ("queued", "running"):
+        return {"job_id": job_id, "status": before or "expired"}
+    jobs.count_attempt(job_id)
+    actions = Actions(
+        insert=insert_leads, update=update_leads, delete=delete_leads, dry_run=dry_run
+    )
+    try:
+        with rt.engine.connect() as conn:
+            try:
+                report = run_batch(conn, lead_ids, actions, rt.tuning)
+            except BaseException:
+                # Never hand a connection back to the pool mid-batch (it may hold LOCK TABLES).
+                conn.invalidate()
+                raise
+    except Exception as exc:
+        if is_transient(exc) and task.request.retries < MAX_RETRIES:
+            jobs.transition(job_id, ("running",), "queued")
+            # Backoff with full jitter, capped well below the visibility timeout.
+            countdown = get_exponential_backoff_interval(
+                factor=1,
+                retries=task.request.retries,
+                maximum=int(rt.settings.visibility_timeout.total_seconds() // 3),
+                full_jitter=True,
+            )
+            raise task.retry(exc=exc, countdown=countdown) from exc
+        _fail(job_id, exc)
+        if isinstance(exc, LeadArchiveError | ValueError) or is_transient(exc):
+            return {"job_id": job_id, "status": "failed", "error": type(exc).__name__}
+        raise
+    jobs.transition(
+        job_id,
+        ("running",),
+        "succeeded",
+        finished_at=now_iso(),
+        result=json.dumps(report.as_json()),
+    )
+    jobs.refresh_ttl(job_id)
+    return {"job_id": job_id, "status": "succeeded", "counts": report.counts}
+
+
+def enqueue(app: Celery, job_id: str, lead_ids: list[int], request: dict[str, Any]) -> None:
+    """Send the archive task for a job; the task ID is the job ID, so Flower shows both as one."""
+    app.send_task(
+        ARCHIVE_TASK,
+        kwargs={
+            "job_id": job_id,
+            "lead_ids": lead_ids,
+            "insert_leads": bool(request["insert_leads"]),
+            "update_leads": bool(request["update_leads"]),
+            "delete_leads": bool(request["delete_leads"]),
+            "dry_run": bool(request["dry_run"]),
+        },
+        task_id=job_id,
+        queue=QUEUE,
+    )
+
+
+def release_due_jobs(app: Celery) -> list[str]:
+    """Send again every deferred job whose office-hours window has opened."""
+    rt = runtime.current()
+    released = []
+    for job_id in rt.jobs.take_due(rt.clock()):
+        record = rt.jobs.get(job_id)
+        if record is None:
+            continue
+        enqueue(app, job_id, json.loads(record["lead_ids"]), json.loads(record["request"]))
+        released.append(job_id)
+    return released
+
+
+def _fail(job_id: str, exc: BaseException) -> None:
+    jobs = runtime.current().jobs
+    error = {"type": type(exc).__name__, "detail": str(exc) or type(exc).__name__}
+    jobs.transition(
+        job_id, ("running", "queued"), "failed", finished_at=now_iso(), error=json.dumps(error)
+    )
+    jobs.refresh_ttl(job_id)

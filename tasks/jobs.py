@@ -1,0 +1,230 @@
+"""Job records in Redis: the service's own view of every archive job.
+
+Celery reports any unknown task ID as PENDING, so it cannot say "no such job" or "not yours";
+this record can. One Redis hash per job, expiring with the results. Status changes are atomic
+compare-and-set steps (a Lua script), so a cancel and a starting worker can never both win.
+
+    queued ──▶ running ──▶ succeeded | failed
+      │  ▲        │
+      │  └────────┘ (retry after an operational error)
+      ├──▶ deferred ──▶ queued (the office-hours window opened)
+      └──▶ cancelled (also from deferred)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+import redis
+
+Status = Literal["queued", "deferred", "running", "succeeded", "failed", "cancelled"]
+FINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+
+_PREFIX = "leadarchive"
+DEFERRED_KEY = f"{_PREFIX}:deferred"
+
+# KEYS[1] job hash; ARGV[1] JSON list of statuses allowed now; ARGV[2] new status;
+# ARGV[3..] field/value pairs to set. Returns the status found (the change applied only if it was
+# allowed), or false when the job does not exist.
+_TRANSITION = """
+local current = redis.call('HGET', KEYS[1], 'status')
+if not current then return false end
+local allowed = cjson.decode(ARGV[1])
+for _, status in ipairs(allowed) do
+  if status == current then
+    redis.call('HSET', KEYS[1], 'status', ARGV[2])
+    for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+    return current
+  end
+end
+return current
+"""
+
+
+def now_iso(now: datetime | None = None) -> str:
+    """An aware UTC time as ISO 8601, the form every record time takes."""
+    return (now or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="milliseconds")
+
+
+def new_job_id() -> str:
+    """An unguessable job ID (a job is visible only to its key, but IDs still must not leak)."""
+    return secrets.token_urlsafe(16)
+
+
+def request_fingerprint(payload: dict[str, Any]) -> str:
+    """A digest of a request body's meaning, for idempotency keys."""
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class JobRequest:
+    """What a client asked for."""
+
+    lead_ids: list[int]
+    insert_leads: bool
+    update_leads: bool
+    delete_leads: bool
+    dry_run: bool
+
+    def summary(self) -> dict[str, Any]:
+        """The request as the status shows it (the IDs themselves are in the result)."""
+        return {
+            "insert_leads": self.insert_leads,
+            "update_leads": self.update_leads,
+            "delete_leads": self.delete_leads,
+            "dry_run": self.dry_run,
+            "lead_count": len(self.lead_ids),
+        }
+
+
+class IdempotencyConflict(Exception):
+    """The idempotency key was used before with a different request."""
+
+
+class JobStore:
+    """Job records and idempotency keys in one Redis database."""
+
+    def __init__(self, client: redis.Redis, ttl: timedelta) -> None:
+        self.redis = client
+        self.ttl = ttl
+        self._transition = client.register_script(_TRANSITION)
+
+    @staticmethod
+    def _key(job_id: str) -> str:
+        return f"{_PREFIX}:job:{job_id}"
+
+    def create(
+        self,
+        owner: str,
+        request: JobRequest,
+        *,
+        idempotency_key: str | None = None,
+        fingerprint: str = "",
+        now: datetime | None = None,
+    ) -> tuple[str, bool]:
+        """Record a new queued job; returns ``(job_id, created)``.
+
+        With an idempotency key seen before for this owner, returns that job instead
+        (``created`` False), or raises ``IdempotencyConflict`` when the request differs.
+        """
+        job_id = new_job_id()
+        ttl = int(self.ttl.total_seconds())
+        idem_key = ""
+        if idempotency_key is not None:
+            digest = hashlib.sha256(idempotency_key.encode()).hexdigest()
+            idem_key = f"{_PREFIX}:idem:{owner}:{digest}"
+            claim = json.dumps({"job_id": job_id, "fingerprint": fingerprint})
+            if not self.redis.set(idem_key, claim, nx=True, ex=ttl):
+                existing: bytes | None = self.redis.get(idem_key)  # type: ignore[assignment]
+                if existing is not None:
+                    found = json.loads(existing)
+                    if found["fingerprint"] != fingerprint:
+                        raise IdempotencyConflict(idempotency_key)
+                    return str(found["job_id"]), False
+                # The earlier claim expired between the two calls: claim it now.
+                self.redis.set(idem_key, claim, ex=ttl)
+        key = self._key(job_id)
+        pipe = self.redis.pipeline()
+        pipe.hset(
+            key,
+            mapping={
+                "job_id": job_id,
+                "owner": owner,
+                "status": "queued",
+                "submitted_at": now_iso(now),
+                "request": json.dumps(request.summary()),
+                "lead_ids": json.dumps(request.lead_ids),
+                "idempotency": idem_key,
+            },
+        )
+        pipe.expire(key, ttl)
+        pipe.execute()
+        return job_id, True
+
+    def count_attempt(self, job_id: str) -> None:
+        """Count one more start of the batch (retries and redeliveries show up here)."""
+        self.redis.hincrby(self._key(job_id), "attempts", 1)
+
+    def refresh_ttl(self, job_id: str) -> None:
+        """Keep a finished job for the whole result lifetime, counted from now."""
+        self.redis.expire(self._key(job_id), int(self.ttl.total_seconds()))
+
+    def forget(self, job_id: str) -> None:
+        """Remove a record whose task could not be enqueued, and its idempotency claim."""
+        idem_key = self.redis.hget(self._key(job_id), "idempotency")
+        if idem_key:
+            self.redis.delete(idem_key)  # type: ignore[arg-type]
+        self.redis.delete(self._key(job_id))
+
+    def get(self, job_id: str) -> dict[str, str] | None:
+        """The raw record, or None when it does not exist or has expired."""
+        record: dict[bytes, bytes] = self.redis.hgetall(self._key(job_id))  # type: ignore[assignment]
+        if not record:
+            return None
+        return {k.decode(): v.decode() for k, v in record.items()}
+
+    def transition(
+        self, job_id: str, allowed: tuple[str, ...], status: Status, **fields: str
+    ) -> str | None:
+        """Set ``status`` (and ``fields``) if the job is in one of ``allowed``.
+
+        Returns the status the job had (the change was made only if it is in ``allowed``), or
+        None when the job does not exist.
+        """
+        args: list[str] = [json.dumps(list(allowed)), status]
+        for name, value in fields.items():
+            args += [name, value]
+        found = self._transition(keys=[self._key(job_id)], args=args)
+        return found.decode() if isinstance(found, bytes) else None
+
+    def defer(self, job_id: str, not_before: datetime) -> bool:
+        """Park a job until ``not_before``: no message waits in a worker meanwhile."""
+        before = self.transition(
+            job_id, ("queued", "running"), "deferred", not_before=now_iso(not_before)
+        )
+        if before not in ("queued", "running"):
+            return False
+        self.redis.zadd(DEFERRED_KEY, {job_id: not_before.timestamp()})
+        return True
+
+    def cancel(self, job_id: str) -> str | None:
+        """Cancel a job that has not started; returns the status it had (None: no such job)."""
+        before = self.transition(job_id, ("queued", "deferred"), "cancelled", finished_at=now_iso())
+        if before in ("queued", "deferred"):
+            self.redis.zrem(DEFERRED_KEY, job_id)
+        return before
+
+    def take_due(self, now: datetime) -> list[str]:
+        """Remove and return the deferred jobs whose window has opened (each to one caller)."""
+        due: list[bytes] = self.redis.zrangebyscore(  # type: ignore[assignment]
+            DEFERRED_KEY, "-inf", now.timestamp()
+        )
+        taken = []
+        for raw in due:
+            # ZREM is the claim: of several workers releasing at once, one wins each job.
+            if self.redis.zrem(DEFERRED_KEY, raw):
+                job_id = raw.decode()
+                if self.transition(job_id, ("deferred",), "queued") == "deferred":
+                    taken.append(job_id)
+        return taken
+
+    def public_view(self, record: dict[str, str]) -> dict[str, Any]:
+        """The record as the status endpoint shows it: never the owner, never raw internals."""
+        view: dict[str, Any] = {"job_id": record["job_id"], "status": record["status"]}
+        for name in ("submitted_at", "started_at", "finished_at", "not_before"):
+            if name in record:
+                view[name] = record[name]
+        if "attempts" in record:
+            view["attempts"] = int(record["attempts"])
+        view["request"] = json.loads(record["request"])
+        if "result" in record:
+            view["result"] = json.loads(record["result"])
+        if "error" in record:
+            view["error"] = json.loads(record["error"])
+        return view

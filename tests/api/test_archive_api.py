@@ -1,0 +1,444 @@
+"""The job API end to end: HTTP -> Redis -> a real Celery worker -> MariaDB -> polling."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+from sqlalchemy import Connection
+
+from tasks.seed import insert_leads, lead_rows
+from tests.api.conftest import (
+    ALICE,
+    BOB,
+    SEED_REQUEST,
+    FakeClock,
+    poll_until_done,
+    wait_for,
+)
+from tests.helpers import archive, live
+
+pytestmark = pytest.mark.usefixtures("worker")
+
+URL = "/vicidial/leads/archive"
+
+
+def submit(client: TestClient, body: object, headers: dict[str, str] | None = None):
+    return client.post(URL, json=body, headers={**ALICE, **(headers or {})})
+
+
+def test_seed_request_from_submit_to_final_report(client: TestClient, vicidial: Connection) -> None:
+    insert_leads(vicidial, lead_rows(3, seed=11))
+    lead_1 = live(vicidial)[1]
+
+    answer = submit(client, SEED_REQUEST)
+
+    assert answer.status_code == 202
+    body = answer.json()
+    assert body["status"] == "queued"
+    assert answer.headers["location"] == body["status_url"] == f"{URL}/{body['job_id']}"
+    final = poll_until_done(client, answer.headers["location"], ALICE)
+    assert final["status"] == "succeeded"
+    assert final["request"] == {
+        "insert_leads": True,
+        "update_leads": True,
+        "delete_leads": True,
+        "dry_run": False,
+        "lead_count": 2,
+    }
+    assert final["submitted_at"] <= final["started_at"] <= final["finished_at"]
+    assert final["result"]["leads"] == [
+        {
+            "lead_id": 0,
+            "insert": "not_found",
+            "update": "not_found",
+            "delete": "not_found",
+            "archived": False,
+            "live": False,
+        },
+        {
+            "lead_id": 1,
+            "insert": "inserted",
+            "update": "unchanged",
+            "delete": "deleted",
+            "archived": True,
+            "live": False,
+        },
+    ]
+    assert final["result"]["counts"]["insert"] == {
+        "inserted": 1,
+        "already_archived": 0,
+        "not_found": 1,
+    }
+    assert final["result"]["duplicates"] == []
+    assert archive(vicidial) == {1: lead_1}
+    assert set(live(vicidial)) == {2, 3}
+
+
+def test_defaults_duplicates_and_dry_run(client: TestClient, vicidial: Connection) -> None:
+    insert_leads(vicidial, lead_rows(2, seed=12))
+    before = (live(vicidial), archive(vicidial))
+
+    answer = submit(client, {"lead_ids": [2, 1, 2], "dry_run": True})
+
+    final = poll_until_done(client, answer.headers["location"], ALICE)
+    assert final["status"] == "succeeded"
+    assert final["request"]["delete_leads"] is False  # the documented default
+    assert final["request"]["lead_count"] == 3
+    assert final["result"]["duplicates"] == [2]
+    assert [lead["insert"] for lead in final["result"]["leads"]] == ["inserted", "inserted"]
+    assert "delete" not in final["result"]["counts"]
+    assert (live(vicidial), archive(vicidial)) == before
+
+
+# --- refusals: each answers problem+json and enqueues nothing ---------------------------------
+
+
+@pytest.fixture
+def nothing_enqueued(redis_client: redis.Redis):
+    before = set(redis_client.keys("leadarchive:job:*"))
+    yield
+    assert redis_client.llen("leadarchive") == 0
+    assert set(redis_client.keys("leadarchive:job:*")) == before
+
+
+def _problem(answer, status: int) -> dict:
+    assert answer.status_code == status, answer.text
+    assert answer.headers["content-type"] == "application/problem+json"
+    body = answer.json()
+    assert body["status"] == status
+    assert {"type", "title", "detail"} <= set(body)
+    return body
+
+
+@pytest.mark.usefixtures("nothing_enqueued")
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        None,
+        "",
+        "Key",
+        "Key=",
+        "Bearer alice-test-key-0123456789abcdef",
+        "Key alice-test-key-0123456789abcdef",
+        "key=alice-test-key-0123456789abcdef",
+        "Key=alice-test-key-0123456789abcdeF",  # one character off
+        "Key=alice-test-key-0123456789abcde",  # one character short
+        "Key=alice-test-key-0123456789abcdef ",
+        "Key=" + "x" * 300,
+    ],
+)
+def test_missing_malformed_or_unknown_key_is_401(
+    client: TestClient, authorization: str | None
+) -> None:
+    headers = {} if authorization is None else {"Authorization": authorization}
+
+    answer = client.post(URL, json=SEED_REQUEST, headers=headers)
+
+    _problem(answer, 401)
+    assert answer.headers["www-authenticate"] == "Key"
+    assert "alice-test-key" not in answer.text
+
+
+@pytest.mark.usefixtures("nothing_enqueued")
+@pytest.mark.parametrize(
+    ("content", "content_type", "status"),
+    [
+        (b"{not json", "application/json", 400),
+        (b"[0, 1]", "application/json", 400),
+        (b'"lead_ids"', "application/json", 400),
+        (b'{"lead_ids": [1], "x": "\xff\xfe"}', "application/json", 400),
+        (b"[" * 100_000 + b"]" * 100_000, "application/json", 413),
+        (b"[" * 20_000 + b"]" * 20_000, "application/json", 400),
+        (json.dumps(SEED_REQUEST).encode(), "text/plain", 415),
+        (b"lead_ids=1", "application/x-www-form-urlencoded", 415),
+        (json.dumps({"lead_ids": list(range(20_000))}).encode(), "application/json", 413),
+    ],
+)
+def test_bodies_that_are_not_a_json_object_are_refused(
+    client: TestClient, content: bytes, content_type: str, status: int
+) -> None:
+    answer = client.post(URL, content=content, headers={**ALICE, "Content-Type": content_type})
+
+    _problem(answer, status)
+
+
+@pytest.mark.usefixtures("nothing_enqueued")
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"lead_ids": [1], "insert_leads": "true"}, "insert_leads"),
+        ({"lead_ids": [1], "delete_leads": 1}, "delete_leads"),
+        ({"lead_ids": [1], "dry_run": None}, "dry_run"),
+        ({"lead_ids": [1.0]}, "lead_ids"),
+        ({"lead_ids": ["42"]}, "lead_ids"),
+        ({"lead_ids": [True]}, "lead_ids"),
+        ({"lead_ids": [None]}, "lead_ids"),
+        ({"lead_ids": [-1]}, "lead_ids"),
+        ({"lead_ids": [4294967296]}, "lead_ids"),
+        ({"lead_ids": []}, "lead_ids"),
+        ({"lead_ids": 1}, "lead_ids"),
+        ({}, "lead_ids"),
+        ({"lead_ids": [1], "delete_lead": True}, "delete_lead"),
+        ({"lead_ids": [1], "lead_ids; DROP TABLE vicidial_list": 1}, "DROP TABLE"),
+    ],
+)
+def test_invalid_fields_are_422_naming_the_field(
+    client: TestClient, body: dict, field: str
+) -> None:
+    problem = _problem(submit(client, body), 422)
+
+    assert field in json.dumps(problem["errors"])
+
+
+@pytest.mark.usefixtures("nothing_enqueued")
+def test_no_action_requested_is_422(client: TestClient) -> None:
+    body = {"insert_leads": False, "update_leads": False, "delete_leads": False, "lead_ids": [1]}
+
+    problem = _problem(submit(client, body), 422)
+
+    assert "at least one of" in problem["detail"]
+
+
+@pytest.mark.usefixtures("nothing_enqueued")
+def test_more_ids_than_the_limit_is_422_naming_the_limit(client: TestClient) -> None:
+    problem = _problem(submit(client, {"lead_ids": list(range(501))}), 422)
+
+    assert "501" in problem["detail"] and "500" in problem["detail"]
+
+
+def test_the_limit_counts_values_sent_duplicates_included(
+    client: TestClient, vicidial: Connection
+) -> None:
+    assert submit(client, {"lead_ids": [7] * 500}).status_code == 202
+    _problem(submit(client, {"lead_ids": [7] * 501}), 422)
+
+
+@pytest.mark.usefixtures("nothing_enqueued")
+def test_inside_office_hours_is_503_with_retry_after_and_opens_at(
+    client: TestClient, clock: FakeClock
+) -> None:
+    clock.now = datetime(2026, 11, 30, 15, 0, tzinfo=UTC)  # Monday 10:00 in New York
+
+    problem = _problem(submit(client, SEED_REQUEST), 503)
+
+    assert problem["opens_at"] == "2026-11-30T23:00:00.000+00:00"  # 18:00 EST
+    assert client.post(URL, json=SEED_REQUEST, headers=ALICE).headers["retry-after"] == str(
+        8 * 3600
+    )
+
+
+def test_unreachable_redis_is_503_with_a_clear_message(database_url: str, clock: FakeClock) -> None:
+    from api.app import create_app
+    from tasks.celery_app import create_celery
+    from tasks.runtime import Runtime
+    from tests.api.conftest import make_settings
+
+    # Nothing listens on port 1.
+    settings = make_settings(database_url, "redis://127.0.0.1:1/0")
+    app = create_app(
+        settings, runtime=Runtime(settings, clock=clock), celery=create_celery(settings)
+    )
+    with TestClient(app, raise_server_exceptions=False) as offline:
+        submitted = offline.post(URL, json=SEED_REQUEST, headers=ALICE)
+        polled = offline.get(f"{URL}/some-job", headers=ALICE)
+
+    for answer in (submitted, polled):
+        problem = _problem(answer, 503)
+        assert "Redis" in problem["detail"]
+        assert "Traceback" not in answer.text
+
+
+def test_rate_limit_answers_429_with_retry_after(
+    database_url: str, redis_url: str, clock: FakeClock, celery_app, rt
+) -> None:
+    from api.app import create_app
+    from tasks.runtime import Runtime
+    from tests.api.conftest import make_settings
+
+    settings = make_settings(database_url, redis_url, rate_limit="3/minute")
+    app = create_app(settings, runtime=Runtime(settings, clock=clock), celery=celery_app)
+    with TestClient(app) as limited:
+        answers = [limited.post(URL, json={"lead_ids": [999]}, headers=BOB) for _ in range(4)]
+        other_key = limited.post(URL, json={"lead_ids": [999]}, headers=ALICE)
+
+    assert [a.status_code for a in answers] == [202, 202, 202, 429]
+    _problem(answers[3], 429)
+    assert 1 <= int(answers[3].headers["retry-after"]) <= 60
+    assert other_key.status_code == 202
+
+
+# --- idempotency, ownership, cancellation ------------------------------------------------------
+
+
+def test_idempotency_key_returns_the_same_job_and_refuses_a_different_body(
+    client: TestClient, vicidial: Connection
+) -> None:
+    key = {"Idempotency-Key": "batch-2026-11-28-0001"}
+    first = submit(client, {"lead_ids": [5, 6]}, key)
+    again = submit(client, {"lead_ids": [5, 6]}, key)
+    different = submit(client, {"lead_ids": [5, 7]}, key)
+    other_owner = client.post(URL, json={"lead_ids": [5, 6]}, headers={**BOB, **key})
+
+    assert first.status_code == again.status_code == 202
+    assert again.json()["job_id"] == first.json()["job_id"]
+    _problem(different, 422)
+    assert other_owner.status_code == 202
+    assert other_owner.json()["job_id"] != first.json()["job_id"]
+
+
+def test_a_job_is_visible_only_to_its_key(client: TestClient, vicidial: Connection) -> None:
+    url = submit(client, {"lead_ids": [1]}).headers["location"]
+    poll_until_done(client, url, ALICE)
+
+    _problem(client.get(url, headers=BOB), 404)
+    _problem(client.delete(url, headers=BOB), 404)
+    _problem(client.get(f"{URL}/no-such-job", headers=ALICE), 404)
+    _problem(client.get(url), 401)
+    assert client.get(url, headers=ALICE).status_code == 200
+
+
+def test_a_finished_job_cannot_be_cancelled(client: TestClient, vicidial: Connection) -> None:
+    url = submit(client, {"lead_ids": [1]}).headers["location"]
+    poll_until_done(client, url, ALICE)
+
+    problem = _problem(client.delete(url, headers=ALICE), 409)
+
+    assert "succeeded" in problem["detail"]
+
+
+# --- office hours on the worker side ----------------------------------------------------------
+
+
+def test_worker_defers_a_job_that_reaches_it_in_office_hours_and_runs_it_after(
+    client: TestClient,
+    vicidial: Connection,
+    clock: FakeClock,
+    rt,
+    celery_app,
+    redis_client: redis.Redis,
+) -> None:
+    """Submitted outside hours, picked up inside: deferred in Redis, not held by a worker."""
+    from tasks.celery_app import enqueue
+    from tasks.jobs import JobRequest
+
+    insert_leads(vicidial, lead_rows(2, seed=13))
+    clock.now = datetime(2026, 11, 30, 15, 0, tzinfo=UTC)  # Monday 10:00 New York
+    request = JobRequest([1, 2], True, True, True, False)
+    job_id, _ = rt.jobs.create("alice", request)
+    enqueue(celery_app, job_id, request.lead_ids, request.summary())
+    url = f"{URL}/{job_id}"
+
+    deferred = wait_for(
+        lambda: (b := client.get(url, headers=ALICE).json())["status"] == "deferred" and b
+    )
+    assert deferred["not_before"] == "2026-11-30T23:00:00.000+00:00"
+    # Nothing waits in a worker as an ETA message: no unacknowledged or queued message.
+    assert redis_client.hlen("unacked") == 0
+    assert redis_client.llen("leadarchive") == 0
+    assert set(live(vicidial)) == {1, 2}
+
+    clock.now = datetime(2026, 11, 30, 22, 59, tzinfo=UTC)  # still inside
+    assert client.get(url, headers=ALICE).json()["status"] == "deferred"
+    clock.now = datetime(2026, 11, 30, 23, 0, 1, tzinfo=UTC)  # the window has opened
+
+    final = poll_until_done(client, url, ALICE)
+    assert final["status"] == "succeeded"
+    assert live(vicidial) == {}
+    assert set(archive(vicidial)) == {1, 2}
+
+
+def test_a_deferred_job_can_be_cancelled_and_never_runs(
+    client: TestClient, vicidial: Connection, clock: FakeClock, rt, celery_app
+) -> None:
+    from tasks.celery_app import enqueue
+    from tasks.jobs import JobRequest
+
+    insert_leads(vicidial, lead_rows(1, seed=14))
+    clock.now = datetime(2026, 11, 30, 15, 0, tzinfo=UTC)
+    request = JobRequest([1], True, True, True, False)
+    job_id, _ = rt.jobs.create("alice", request)
+    enqueue(celery_app, job_id, request.lead_ids, request.summary())
+    url = f"{URL}/{job_id}"
+    wait_for(lambda: client.get(url, headers=ALICE).json()["status"] == "deferred")
+
+    cancelled = client.delete(url, headers=ALICE)
+    clock.now = datetime(2026, 12, 1, 0, 0, tzinfo=UTC)
+    import time
+
+    time.sleep(1.0)  # five release intervals
+
+    assert cancelled.status_code == 200
+    assert cancelled.json()["status"] == "cancelled"
+    assert client.get(url, headers=ALICE).json()["status"] == "cancelled"
+    assert set(live(vicidial)) == {1}
+    assert archive(vicidial) == {}
+
+
+# --- failures and retries ---------------------------------------------------------------------
+
+
+def test_schema_drift_fails_the_job_at_once_naming_the_difference(
+    client: TestClient, vicidial: Connection
+) -> None:
+    insert_leads(vicidial, lead_rows(1, seed=15))
+    vicidial.exec_driver_sql("ALTER TABLE vicidial_list_archive DROP COLUMN entry_list_id")
+
+    final = poll_until_done(client, submit(client, SEED_REQUEST).headers["location"], ALICE)
+
+    assert final["status"] == "failed"
+    assert final["error"]["type"] == "SchemaMismatchError"
+    assert "entry_list_id" in final["error"]["detail"]
+    assert final["attempts"] == 1
+    assert set(live(vicidial)) == {1}
+
+
+def test_a_lock_wait_timeout_is_retried_until_the_batch_succeeds(
+    client: TestClient, vicidial: Connection, engine
+) -> None:
+    """The dialer (here: a READ lock) holds the table past the lock wait timeout, then lets go."""
+    import time
+
+    insert_leads(vicidial, lead_rows(2, seed=16))
+    with engine.connect() as blocker:
+        blocker.exec_driver_sql("LOCK TABLES vicidial_list READ")
+        url = submit(client, SEED_REQUEST).headers["location"]
+        wait_for(lambda: client.get(url, headers=ALICE).json().get("attempts", 0) >= 1)
+        time.sleep(2.5)  # past the 1 s lock wait timeout: at least one retry
+        blocker.exec_driver_sql("UNLOCK TABLES")
+
+    final = poll_until_done(client, url, ALICE)
+    assert final["status"] == "succeeded"
+    assert final["attempts"] >= 2
+    assert set(live(vicidial)) == {2}
+
+
+def test_broker_down_after_the_record_is_made_leaves_no_job_behind(
+    database_url: str, redis_url: str, clock: FakeClock, redis_client: redis.Redis
+) -> None:
+    import time
+
+    from api.app import create_app
+    from tasks.celery_app import create_celery
+    from tasks.runtime import Runtime
+    from tests.api.conftest import make_settings
+
+    settings = make_settings(database_url, redis_url, broker_url="redis://127.0.0.1:1/0")
+    app = create_app(
+        settings, runtime=Runtime(settings, clock=clock), celery=create_celery(settings)
+    )
+    before = set(redis_client.keys("leadarchive:*"))
+    started = time.monotonic()
+    with TestClient(app) as offline:
+        answer = offline.post(
+            URL, json={"lead_ids": [31337]}, headers={**ALICE, "Idempotency-Key": "k-broker-down"}
+        )
+    elapsed = time.monotonic() - started
+
+    problem = _problem(answer, 503)
+    assert "Redis" in problem["detail"]
+    assert set(redis_client.keys("leadarchive:*")) == before
+    assert elapsed < 10

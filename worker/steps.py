@@ -1,0 +1,42 @@
+"""Worker bootsteps."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery, bootsteps
+
+from tasks import runtime
+from tasks.celery_app import release_due_jobs
+
+
+class ReleaseDeferredJobs(bootsteps.StartStopStep):
+    """Every few seconds, send again the deferred jobs whose office-hours window has opened.
+
+    Deferred jobs wait in a Redis sorted set rather than as countdown messages, which would sit
+    unacknowledged in a worker for hours and be delivered twice after the visibility timeout.
+    """
+
+    requires = ("celery.worker.components:Timer",)
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self._entry: Any = None
+
+    def start(self, parent: Any) -> None:
+        interval = runtime.current().settings.release_interval.total_seconds()
+        self._entry = parent.timer.call_repeatedly(interval, self._release, (parent.app,))
+
+    def stop(self, parent: Any) -> None:
+        if self._entry is not None:
+            self._entry.cancel()
+
+    @staticmethod
+    def _release(celery_app: Celery) -> None:
+        release_due_jobs(celery_app)
+
+
+def install(celery_app: Celery) -> Celery:
+    """Add this project's worker steps to ``celery_app``."""
+    celery_app.steps["worker"].add(ReleaseDeferredJobs)
+    return celery_app
