@@ -47,7 +47,13 @@ def create_celery(settings: Settings) -> Celery:
         # https://docs.celeryq.dev/en/stable/getting-started/backends-and-brokers/redis.html#visibility-timeout
         # Short, so a job whose worker was killed runs again within a minute. Hence no long
         # countdowns anywhere: deferred jobs wait in Redis, not as ETA messages in a worker.
-        broker_transport_options={"visibility_timeout": visibility},
+        # Kombu looks for such messages only every interval x throttle seconds (100 s by
+        # default): every 5 s instead, or the short timeout would not help.
+        broker_transport_options={
+            "visibility_timeout": visibility,
+            "unacked_restore_interval": 5,
+            "unacked_restore_throttle": 1,
+        },
         result_backend_transport_options={"visibility_timeout": visibility},
         task_time_limit=hard_limit,
         task_soft_time_limit=max(1.0, hard_limit * 0.8),

@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     lock_wait_timeout: timedelta = timedelta(seconds=10)
     # How often a worker looks for deferred jobs whose office-hours window has opened.
     release_interval: timedelta = timedelta(seconds=15)
+    # `user:password` for Flower's basic auth; Flower refuses to start without it.
+    flower_basic_auth: str = ""
 
     @field_validator("chunk_time", "task_time_limit", "lock_wait_timeout", "release_interval")
     @classmethod

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from sqlalchemy import Connection, Engine, make_url
@@ -42,6 +43,16 @@ def engine(database_url: str) -> Iterator[Engine]:
     eng.dispose()
 
 
+@pytest.fixture
+def vicidial(engine: Engine) -> Iterator[Connection]:
+    """Fresh MyISAM Vicidial tables, as on a real Vicidial server."""
+    with engine.connect() as c:
+        drop_vicidial_tables(c)
+        create_vicidial_tables(c, "MyISAM")
+        yield c
+        drop_vicidial_tables(c)
+
+
 @pytest.fixture(params=["MyISAM", "InnoDB"])
 def table_engine(request: pytest.FixtureRequest) -> str:
     """Each test runs on Vicidial's MyISAM and on InnoDB."""
@@ -62,9 +73,9 @@ REDIS_HOST = os.environ.get("LEADARCHIVE_TEST_REDIS_HOST", "127.0.0.1")
 REDIS_PORT = int(os.environ.get("LEADARCHIVE_TEST_REDIS_PORT", "6379"))
 
 
-@pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    """An empty Redis database number of its own for this run (broker, results and jobs)."""
+@contextmanager
+def claim_redis_database() -> Iterator[str]:
+    """An empty Redis database number, claimed atomically and flushed when done."""
     import redis
 
     claim = f"leadarchive-test-{uuid.uuid4().hex}"
@@ -82,3 +93,10 @@ def redis_url() -> Iterator[str]:
             return
         client.close()
     pytest.fail("no empty Redis database (2..15) is free for this test run")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A Redis database of its own for this run (broker, results and job records)."""
+    with claim_redis_database() as url:
+        yield url

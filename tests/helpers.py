@@ -1,10 +1,17 @@
-"""Reading the tables back byte for byte, to check data rather than reports."""
+"""Test helpers: reading tables back byte for byte, settings for a test run, polling."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
 from sqlalchemy import Connection
 
+from api.auth import hash_key
 from tasks.seed import LEAD_COLUMNS
+from tasks.settings import Settings
 
 Row = tuple[bytes | None, ...]
 
@@ -29,3 +36,38 @@ def archive(conn: Connection) -> dict[int, Row]:
 def column(name: str) -> int:
     """Position of a column in the rows ``table_rows`` returns."""
     return LEAD_COLUMNS.index(name)
+
+
+ALICE_KEY = "alice-test-key-0123456789abcdef"
+BOB_KEY = "bob-test-key-0123456789abcdef012"
+ALICE = {"Authorization": f"Key={ALICE_KEY}"}
+BOB = {"Authorization": f"Key={BOB_KEY}"}
+
+
+def make_settings(database_url: str, redis_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "broker_url": redis_url,
+        "result_backend": redis_url,
+        "api_keys": f"alice:{hash_key(ALICE_KEY)},bob:{hash_key(BOB_KEY)}",
+        "rate_limit": "",
+        "office_hours": "mon-fri 08:00-18:00",
+        "timezone": "America/New_York",
+        "release_interval": timedelta(milliseconds=200),
+        "lock_wait_timeout": timedelta(seconds=1),
+        "_env_file": None,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.02) -> Any:
+    """Poll until ``predicate()`` is truthy; its value, or an assertion error on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {predicate}")
+        time.sleep(interval)

@@ -1,0 +1,118 @@
+"""The real worker process (`leadarchive worker`, prefork) killed in the middle of a job.
+
+The job must be delivered again and end ``succeeded`` within a minute, with every lead either
+live or identically archived. A table lock held by the test (as a busy dialer would) pins the
+batch inside its first statement, so the kill lands mid-batch every time.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+import psutil
+import pytest
+from sqlalchemy import Connection, Engine
+
+from tasks.celery_app import create_celery, enqueue
+from tasks.jobs import JobRequest, JobStore
+from tasks.runtime import Runtime
+from tasks.seed import insert_leads, lead_rows
+from tests.conftest import claim_redis_database
+from tests.helpers import archive, live, make_settings, wait_for
+
+LEADS = 300
+
+
+@pytest.fixture
+def own_redis() -> Iterator[str]:
+    # Not the session's database: the in-thread test worker must not take this job.
+    with claim_redis_database() as url:
+        yield url
+
+
+def _start_worker(env: dict[str, str], log: IO[bytes]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "leadarchive.cli", "worker", "--concurrency", "1"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+@pytest.mark.parametrize("victim", ["pool process", "whole worker"])
+def test_a_killed_worker_job_runs_again_and_succeeds_within_a_minute(
+    engine: Engine,
+    vicidial: Connection,
+    database_url: str,
+    own_redis: str,
+    tmp_path: Path,
+    victim: str,
+) -> None:
+    insert_leads(vicidial, lead_rows(LEADS, seed=21))
+    before = live(vicidial)
+    settings = make_settings(database_url, own_redis, office_hours="")
+    env = {
+        **os.environ,
+        "LEADARCHIVE_DATABASE_URL": database_url,
+        "LEADARCHIVE_BROKER_URL": own_redis,
+        "LEADARCHIVE_RESULT_BACKEND": own_redis,
+        "LEADARCHIVE_OFFICE_HOURS": "",
+    }
+    rt = Runtime(settings)
+    jobs: JobStore = rt.jobs
+    request = JobRequest(list(range(1, LEADS + 1)), True, True, True, False)
+    log_path = tmp_path / "worker.log"
+    log = log_path.open("ab")
+    workers = [_start_worker(env, log)]
+    try:
+        with engine.connect() as dialer:
+            # The "dialer" holds a read lock: the batch waits in LOCK TABLES ... WRITE.
+            dialer.exec_driver_sql("LOCK TABLES vicidial_list READ")
+            job_id, _ = jobs.create("alice", request)
+            enqueue(create_celery(settings), job_id, request.lead_ids, request.summary())
+            wait_for(lambda: (jobs.get(job_id) or {}).get("status") == "running", timeout=30)
+
+            parent = psutil.Process(workers[0].pid)
+            if victim == "pool process":
+                children = parent.children()
+                assert len(children) == 1
+                children[0].kill()
+            else:
+                _stop(workers[0])
+                workers.append(_start_worker(env, log))
+            killed_at = time.monotonic()
+            dialer.exec_driver_sql("UNLOCK TABLES")
+
+        record = wait_for(
+            lambda: (r := jobs.get(job_id)) and r["status"] in ("succeeded", "failed") and r,
+            timeout=75,
+        )
+        took = time.monotonic() - killed_at
+    finally:
+        for process in workers:
+            _stop(process)
+        rt.close()
+        log.close()
+
+    assert record["status"] == "succeeded", log_path.read_text()[-3000:]
+    assert took < 60, f"the job ended {took:.0f}s after the kill"
+    assert int(record["attempts"]) >= 2
+    # The invariant, checked on the tables: every lead is live or identically archived.
+    live_after, archive_after = live(vicidial), archive(vicidial)
+    for lead_id, row in before.items():
+        assert live_after.get(lead_id) == row or archive_after.get(lead_id) == row
+    assert live_after == {}
