@@ -1,0 +1,57 @@
+"""Health, readiness, metrics and the OpenAPI document."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+from sqlalchemy import Connection
+
+from tests.api.conftest import SEED_REQUEST
+from tests.helpers import ALICE
+
+
+def test_healthz_needs_no_key(client: TestClient) -> None:
+    answer = client.get("/healthz")
+
+    assert answer.status_code == 200
+    assert answer.json() == {"status": "ok"}
+
+
+def test_readyz_checks_redis_database_and_archive_schema(
+    client: TestClient, vicidial: Connection
+) -> None:
+    ready = client.get("/readyz")
+    vicidial.exec_driver_sql("ALTER TABLE vicidial_list_archive DROP COLUMN `rank`")
+    drifted = client.get("/readyz")
+    vicidial.exec_driver_sql("DROP TABLE vicidial_list_archive")
+    missing = client.get("/readyz")
+
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"redis": "ok", "database": "ok"}
+    assert drifted.status_code == 503
+    assert "`rank` is missing" in drifted.json()["checks"]["database"]
+    assert missing.status_code == 503
+    assert "vicidial_list_archive does not exist" in missing.json()["checks"]["database"]
+
+
+def test_metrics_count_requests_by_route_template(client: TestClient) -> None:
+    client.get("/vicidial/leads/archive/some-unknown-job", headers=ALICE)
+
+    text = client.get("/metrics").text
+
+    assert 'route="/vicidial/leads/archive/{job_id}"' in text
+    assert "some-unknown-job" not in text
+    assert "leadarchive_http_request_duration_seconds_bucket" in text
+    assert "alice-test-key" not in text
+
+
+def test_openapi_documents_the_seed_request_and_docs_render(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    docs = client.get("/docs")
+
+    post = spec["paths"]["/vicidial/leads/archive"]["post"]
+    body = post["requestBody"]["content"]["application/json"]
+    assert body["example"] == SEED_REQUEST
+    assert body["schema"]["additionalProperties"] is False
+    assert "/vicidial/leads/archive/{job_id}" in spec["paths"]
+    assert docs.status_code == 200
+    assert "swagger" in docs.text.lower()

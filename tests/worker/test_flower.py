@@ -1,0 +1,111 @@
+"""Flower (`leadarchive flower`) shows every task with its name, arguments and result, and only
+to a user with the basic-auth credentials."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx2 as httpx
+import pytest
+from sqlalchemy import Connection
+
+from tasks.celery_app import ARCHIVE_TASK, create_celery, enqueue
+from tasks.jobs import JobRequest
+from tasks.runtime import Runtime
+from tasks.seed import insert_leads, lead_rows
+from tests.conftest import claim_redis_database
+from tests.helpers import make_settings, wait_for
+
+AUTH = ("operator", "flower-test-password")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def own_redis() -> Iterator[str]:
+    with claim_redis_database() as url:
+        yield url
+
+
+def test_flower_lists_tasks_with_arguments_and_results_behind_basic_auth(
+    vicidial: Connection, database_url: str, own_redis: str, tmp_path: Path
+) -> None:
+    insert_leads(vicidial, lead_rows(3, seed=31))
+    port = _free_port()
+    env = {
+        **os.environ,
+        "LEADARCHIVE_DATABASE_URL": database_url,
+        "LEADARCHIVE_BROKER_URL": own_redis,
+        "LEADARCHIVE_RESULT_BACKEND": own_redis,
+        "LEADARCHIVE_OFFICE_HOURS": "",
+        "LEADARCHIVE_FLOWER_BASIC_AUTH": ":".join(AUTH),
+    }
+    settings = make_settings(database_url, own_redis, office_hours="")
+    rt = Runtime(settings)
+    processes: list[subprocess.Popen[bytes]] = []
+    log = (tmp_path / "processes.log").open("ab")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for command in (["flower", "--port", str(port)], ["worker", "--concurrency", "1"]):
+            processes.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "leadarchive.cli", *command],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+        wait_for(lambda: _answers(f"{base}/healthcheck"), timeout=30)
+        # Flower needs a moment to subscribe to events before the task is sent.
+        wait_for(lambda: _workers_seen(base), timeout=30, interval=0.5)
+        request = JobRequest([1, 2], True, True, True, False)
+        job_id, _ = rt.jobs.create("alice", request)
+        enqueue(create_celery(settings), job_id, request.lead_ids, request.summary())
+
+        task = wait_for(lambda: _task(base, job_id), timeout=30, interval=0.3)
+        refused = httpx.get(f"{base}/api/tasks", timeout=5)
+        wrong = httpx.get(f"{base}/api/tasks", auth=(AUTH[0], "wrong"), timeout=5)
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+        rt.close()
+        log.close()
+
+    assert task["name"] == ARCHIVE_TASK
+    assert job_id in task["kwargs"] and "lead_ids" in task["kwargs"]
+    assert "succeeded" in task["result"]
+    assert refused.status_code == 401
+    assert wrong.status_code == 401
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code < 500
+    except httpx.HTTPError:
+        return False
+
+
+def _workers_seen(base: str) -> bool:
+    answer = httpx.get(f"{base}/api/workers", auth=AUTH, params={"refresh": 1}, timeout=10)
+    return answer.status_code == 200 and bool(answer.json())
+
+
+def _task(base: str, job_id: str) -> dict | None:
+    answer = httpx.get(f"{base}/api/tasks", auth=AUTH, timeout=5)
+    if answer.status_code != 200:
+        return None
+    task = answer.json().get(job_id)
+    return task if task and task.get("state") == "SUCCESS" else None
