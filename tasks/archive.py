@@ -200,15 +200,12 @@ def _id_list(ids: Iterable[int]) -> str:
     return ",".join(str(int(i)) for i in ids)
 
 
-# Primary-key lookups, always: on a small or freshly emptied table the optimizer may choose a
-# full scan, which on InnoDB would lock every row it reads.
-LIVE_BY_ID = f"{q(LIVE_TABLE)} AS l FORCE INDEX (PRIMARY)"
-ARCHIVE_BY_ID = f"{q(ARCHIVE_TABLE)} AS a FORCE INDEX (PRIMARY)"
-
-
-def _same(column: Column, left: str, right: str) -> str:
+def _same(column: Column, left: str, right: str, dialect: str) -> str:
     """NULL-safe, byte-exact equality of one column between two aliases."""
     name = q(column.name)
+    if dialect == "sqlite":
+        # IS is NULL-safe, and SQLite's default BINARY collation compares bytes.
+        return f"{left}.{name} IS {right}.{name}"
     if column.is_numeric:
         return f"{left}.{name} <=> {right}.{name}"
     # Bytes, not the collation: 'Bob' vs 'BOB' and 'x' vs 'x ' differ. Temporal values compare
@@ -221,6 +218,8 @@ class _Statements:
     """The SQL of one table pair, built once per batch from the live columns."""
 
     pair: TablePair
+    live_by_id: str = ""
+    archive_by_id: str = ""
     identical: str = ""
     in_use: str = ""
     insert_columns: str = ""
@@ -230,7 +229,13 @@ class _Statements:
 
     def __post_init__(self) -> None:
         columns = self.pair.columns
-        self.identical = "(" + " AND ".join(_same(c, "l", "a") for c in columns) + ")"
+        dialect = self.pair.dialect
+        # Primary-key lookups, always: on a small or freshly emptied table the optimizer may
+        # choose a full scan, which on InnoDB would lock every row it reads.
+        by_id = " FORCE INDEX (PRIMARY)" if dialect == "mysql" else ""
+        self.live_by_id = f"{q(LIVE_TABLE)} AS l{by_id}"
+        self.archive_by_id = f"{q(ARCHIVE_TABLE)} AS a{by_id}"
+        self.identical = "(" + " AND ".join(_same(c, "l", "a", dialect) for c in columns) + ")"
         checks = [
             f"EXISTS (SELECT 1 FROM {q(t)} AS {alias} WHERE {alias}.lead_id = l.lead_id)"
             for t, alias in zip(self.pair.in_use_tables, ("h", "c", "g"), strict=False)
@@ -239,9 +244,10 @@ class _Statements:
         self.insert_columns = ", ".join(q(c.name) for c in columns)
         self.insert_values = ", ".join(f"l.{q(c.name)}" for c in columns)
         # Every column, modify_date included: left out, ON UPDATE would stamp a new time and the
-        # copy could never match again.
+        # copy could never match again. (SQLite names the target's columns unqualified.)
+        target = "a." if dialect == "mysql" else ""
         self.update_set = ", ".join(
-            f"a.{q(c.name)} = l.{q(c.name)}" for c in columns if c.name != "lead_id"
+            f"{target}{q(c.name)} = l.{q(c.name)}" for c in columns if c.name != "lead_id"
         )
         in_use_locks = [
             f"{q(t)} AS {alias} READ"
@@ -259,30 +265,42 @@ class _Statements:
     def classify(self, ids: str) -> str:
         return (
             f"SELECT l.lead_id, a.lead_id IS NOT NULL, {self.identical}, {self.in_use}"
-            f" FROM {LIVE_BY_ID} LEFT JOIN {ARCHIVE_BY_ID}"
+            f" FROM {self.live_by_id} LEFT JOIN {self.archive_by_id}"
             f" ON a.lead_id = l.lead_id WHERE l.lead_id IN ({ids})"
         )
 
     def archived(self, ids: str) -> str:
-        return f"SELECT a.lead_id FROM {ARCHIVE_BY_ID} WHERE a.lead_id IN ({ids})"
+        return f"SELECT a.lead_id FROM {self.archive_by_id} WHERE a.lead_id IN ({ids})"
 
     def insert(self, ids: str) -> str:
         # The archive's primary key refuses a second copy; the lock made the check exact.
         return (
             f"INSERT INTO {q(ARCHIVE_TABLE)} ({self.insert_columns})"
-            f" SELECT {self.insert_values} FROM {LIVE_BY_ID} WHERE l.lead_id IN ({ids})"
+            f" SELECT {self.insert_values} FROM {self.live_by_id} WHERE l.lead_id IN ({ids})"
         )
 
     def update(self, ids: str) -> str:
+        if self.pair.dialect == "sqlite":
+            return (
+                f"UPDATE {self.archive_by_id} SET {self.update_set} FROM {self.live_by_id}"
+                f" WHERE l.lead_id = a.lead_id AND a.lead_id IN ({ids})"
+                f" AND NOT {self.identical}"
+            )
         return (
-            f"UPDATE {ARCHIVE_BY_ID} JOIN {LIVE_BY_ID} ON l.lead_id = a.lead_id"
+            f"UPDATE {self.archive_by_id} JOIN {self.live_by_id} ON l.lead_id = a.lead_id"
             f" SET {self.update_set} WHERE a.lead_id IN ({ids}) AND NOT {self.identical}"
         )
 
     def delete(self, ids: str) -> str:
         # The guard is the comparison itself, evaluated by the deleting statement.
+        if self.pair.dialect == "sqlite":
+            return (
+                f"DELETE FROM {self.live_by_id} WHERE l.lead_id IN ({ids})"
+                f" AND EXISTS (SELECT 1 FROM {self.archive_by_id}"
+                f" WHERE a.lead_id = l.lead_id AND {self.identical}) AND NOT {self.in_use}"
+            )
         return (
-            f"DELETE l FROM {LIVE_BY_ID} JOIN {ARCHIVE_BY_ID} ON a.lead_id = l.lead_id"
+            f"DELETE l FROM {self.live_by_id} JOIN {self.archive_by_id} ON a.lead_id = l.lead_id"
             f" WHERE l.lead_id IN ({ids}) AND {self.identical} AND NOT {self.in_use}"
         )
 
@@ -355,14 +373,18 @@ def run_batch(
     dbapi = conn.connection.dbapi_connection
     if dbapi is None:
         raise BatchError("the database connection is closed")
-    # Every statement commits on its own; the InnoDB path opens its short transactions itself.
-    if not dbapi.get_autocommit():
+    sqlite = conn.dialect.name == "sqlite"
+    # Every statement commits on its own; the chunks open their short transactions themselves.
+    if not (dbapi.isolation_level is None if sqlite else dbapi.get_autocommit()):
         raise BatchError("the batch needs an autocommit connection (tasks.db.make_engine)")
     cursor = _Cursor(dbapi)
-    cursor.run(
-        f"SET SESSION sql_mode = '{SQL_MODE}', time_zone = '+00:00',"
-        f" lock_wait_timeout = {max(1, int(tuning.lock_wait_timeout.total_seconds()))}"
-    )
+    wait = max(1, int(tuning.lock_wait_timeout.total_seconds()))
+    if sqlite:
+        cursor.run(f"PRAGMA busy_timeout = {wait * 1000}")
+    else:
+        cursor.run(
+            f"SET SESSION sql_mode = '{SQL_MODE}', time_zone = '+00:00', lock_wait_timeout = {wait}"
+        )
     pair = inspect_tables(conn)
     sql = _Statements(pair)
     if pair.transactional:
@@ -391,6 +413,8 @@ def run_batch(
         if actions.dry_run:
             states = _read_states(cursor, sql, chunk)
             results.update((i, plan_lead(i, states[i], actions)) for i in chunk)
+        elif sqlite:
+            results.update(_run_chunk_sqlite(cursor, sql, chunk, actions))
         elif pair.transactional:
             results.update(_run_chunk_innodb(cursor, dbapi, sql, chunk, actions, tuning))
         else:
@@ -446,6 +470,20 @@ def _run_chunk_locked(
         return _apply(cursor, sql, chunk, actions)
     finally:
         cursor.run("UNLOCK TABLES")
+
+
+def _run_chunk_sqlite(
+    cursor: _Cursor, sql: _Statements, chunk: list[int], actions: Actions
+) -> dict[int, LeadResult]:
+    # The embedded default: IMMEDIATE takes SQLite's write lock before the check.
+    cursor.run("BEGIN IMMEDIATE")
+    try:
+        plans = _apply(cursor, sql, chunk, actions)
+    except BaseException:
+        cursor.run("ROLLBACK")
+        raise
+    cursor.run("COMMIT")
+    return plans
 
 
 def _run_chunk_innodb(

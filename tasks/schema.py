@@ -171,8 +171,40 @@ CREATE TABLE vicidial_lists (
 ALL_TABLES = (ARCHIVE_TABLE, LIVE_TABLE, *IN_USE_TABLES, "vicidial_admin_log", "vicidial_lists")
 
 
+_SQLITE_REWRITES = (
+    # The embedded default's SQLite has no engines, unsigned types, ENUMs or ON UPDATE.
+    (re.compile(r"INT\(9\) UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY"), "INTEGER PRIMARY KEY"),
+    (re.compile(r"INT\(9\) UNSIGNED NOT NULL PRIMARY KEY"), "INTEGER PRIMARY KEY"),
+    (re.compile(r" UNSIGNED"), ""),
+    (re.compile(r"ENUM\([^)]*\)"), "TEXT"),
+    (re.compile(r" ON UPDATE CURRENT_TIMESTAMP"), ""),
+    (re.compile(r"\) ENGINE=\{engine\}"), ")"),
+)
+
+
+def sqlite_ddl(mysql_ddl: str) -> str:
+    """This module's MySQL DDL as SQLite DDL: same tables, columns and column names."""
+    # Secondary indexes are left out: the demo's tables are small.
+    lines = [line for line in mysql_ddl.splitlines() if not line.strip().startswith("INDEX ")]
+    ddl = re.sub(r",\s*\n\)", "\n)", "\n".join(lines))
+    for pattern, replacement in _SQLITE_REWRITES:
+        ddl = pattern.sub(replacement, ddl)
+    return ddl
+
+
 def create_vicidial_tables(conn: Connection, engine: str = "MyISAM", archive: bool = True) -> None:
     """Create Vicidial's lead tables (and the archive, by Vicidial's recipe) on ``engine``."""
+    if conn.dialect.name == "sqlite":
+        for ddl in (VICIDIAL_LIST_DDL, *IN_USE_DDL, ADMIN_LOG_DDL, LISTS_DDL):
+            conn.exec_driver_sql(sqlite_ddl(ddl))
+        if archive:
+            # No CREATE TABLE ... LIKE in SQLite: the same DDL under the archive's name.
+            conn.exec_driver_sql(
+                sqlite_ddl(VICIDIAL_LIST_DDL).replace(
+                    "CREATE TABLE vicidial_list (", f"CREATE TABLE {ARCHIVE_TABLE} ("
+                )
+            )
+        return
     if engine not in ("MyISAM", "InnoDB", "Aria"):
         raise ValueError(f"unsupported engine {engine!r}")
     conn.exec_driver_sql(VICIDIAL_LIST_DDL.format(engine=engine))
@@ -234,6 +266,7 @@ class TablePair:
     live_engine: str
     archive_engine: str
     in_use_tables: tuple[str, ...]
+    dialect: str = "mysql"
 
     @property
     def transactional(self) -> bool:
@@ -316,8 +349,49 @@ def compare_columns(live: dict[str, Column], archive: dict[str, Column]) -> list
     return differences
 
 
+def _sqlite_columns(conn: Connection, table: str) -> dict[str, Column]:
+    rows = conn.exec_driver_sql(f"PRAGMA table_info({table})").all()
+    return {
+        r[1]: Column(
+            name=r[1],
+            data_type=r[2].split("(")[0].lower(),
+            column_type=r[2],
+            nullable=not r[3] and not r[5],
+            charset=None,
+        )
+        for r in rows
+    }
+
+
+def _inspect_sqlite(conn: Connection) -> TablePair:
+    tables = {
+        r[0] for r in conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'table'")
+    }
+    for table in (LIVE_TABLE, ARCHIVE_TABLE):
+        if table not in tables:
+            raise MissingTableError(f"table {table} does not exist in the database")
+    live = _sqlite_columns(conn, LIVE_TABLE)
+    archive = _sqlite_columns(conn, ARCHIVE_TABLE)
+    differences = compare_columns(live, archive)
+    for table in (LIVE_TABLE, ARCHIVE_TABLE):
+        keys = conn.exec_driver_sql(f"PRAGMA table_info({table})").all()
+        if [r[1] for r in keys if r[5]] != ["lead_id"]:
+            differences.append(f"{table} needs PRIMARY KEY (lead_id)")
+    if differences:
+        raise SchemaMismatchError(differences)
+    return TablePair(
+        columns=tuple(live.values()),
+        live_engine="sqlite",
+        archive_engine="sqlite",
+        in_use_tables=tuple(t for t in IN_USE_TABLES if t in tables),
+        dialect="sqlite",
+    )
+
+
 def inspect_tables(conn: Connection) -> TablePair:
     """Read both tables' columns and engines; refuse when the archive cannot hold exact copies."""
+    if conn.dialect.name == "sqlite":
+        return _inspect_sqlite(conn)
     engines = _engines(conn)
     for table in (LIVE_TABLE, ARCHIVE_TABLE):
         if table not in engines:

@@ -176,9 +176,11 @@ def insert_leads(conn: Connection, rows: Iterator[tuple[Any, ...]], chunk: int =
     dbapi = conn.connection.dbapi_connection
     assert dbapi is not None  # noqa: S101 - a live Connection always has one
     cursor = dbapi.cursor()
-    cursor.execute(f"SET SESSION sql_mode = '{SQL_MODE}'")
+    if conn.dialect.name == "mysql":
+        cursor.execute(f"SET SESSION sql_mode = '{SQL_MODE}'")
     columns = ", ".join(f"`{c}`" for c in LEAD_COLUMNS)
-    placeholders = ", ".join(["%s"] * len(LEAD_COLUMNS))
+    marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    placeholders = ", ".join([marker] * len(LEAD_COLUMNS))
     statement = f"INSERT INTO vicidial_list ({columns}) VALUES ({placeholders})"  # noqa: S608
     total = 0
     batch: list[tuple[Any, ...]] = []
@@ -199,11 +201,12 @@ def seed_demo(
     conn: Connection, count: int = 500, *, list_id: int = DEMO_LIST_ID, first_lead_id: int = 1
 ) -> int:
     """Create a dummy list and load ``count`` leads into it; returns how many were loaded."""
+    marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     conn.exec_driver_sql(
-        "INSERT INTO vicidial_lists (list_id, list_name, campaign_id, active, list_description,"
-        " list_changedate) VALUES (%s, 'LeadArchive demo', 'DEMO', 'N',"
-        " 'Dummy leads loaded by leadarchive seed-demo', NOW())",
-        (list_id,),
+        "INSERT INTO vicidial_lists (list_id, list_name, campaign_id, active, list_description,"  # noqa: S608 - only the driver's placeholder is spliced in
+        f" list_changedate) VALUES ({marker}, 'LeadArchive demo', 'DEMO', 'N',"
+        f" 'Dummy leads loaded by leadarchive seed-demo', {marker})",
+        (list_id, datetime.now().strftime("%Y-%m-%d %H:%M:%S")),
     )
     return insert_leads(
         conn, lead_rows(count, first_lead_id=first_lead_id, list_id=list_id, seed=list_id)

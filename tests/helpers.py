@@ -20,6 +20,11 @@ _BYTES = ", ".join(f"CAST(`{c}` AS BINARY)" for c in LEAD_COLUMNS)
 
 def table_rows(conn: Connection, table: str) -> dict[int, Row]:
     """Every row of ``table`` as raw bytes per column (TIMESTAMPs read in UTC), by lead_id."""
+    if conn.dialect.name == "sqlite":
+        # SQLite hands back what it stored; the type is part of the value (1 vs '1').
+        columns = ", ".join(f"`{c}`" for c in LEAD_COLUMNS)
+        rows = conn.exec_driver_sql(f"SELECT lead_id, {columns} FROM `{table}`").all()
+        return {int(r[0]): tuple((type(v).__name__, v) for v in r[1:]) for r in rows}  # type: ignore[misc]
     conn.exec_driver_sql("SET SESSION time_zone = '+00:00'")
     rows = conn.exec_driver_sql(f"SELECT lead_id, {_BYTES} FROM `{table}`").all()
     return {int(r[0]): tuple(r[1:]) for r in rows}
