@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import sqlite3
 from typing import Any
 
 import kombu.exceptions
@@ -24,7 +25,13 @@ from api.schemas import SEED_EXAMPLE, Accepted, ArchiveRequest
 from tasks import runtime as runtime_module
 from tasks.celery_app import create_celery, enqueue
 from tasks.errors import LeadArchiveError
-from tasks.jobs import IdempotencyConflict, JobRequest, now_iso, request_fingerprint
+from tasks.jobs import (
+    IdempotencyConflict,
+    JobRequest,
+    now_iso,
+    public_view,
+    request_fingerprint,
+)
 from tasks.runtime import Runtime
 from tasks.schema import inspect_tables
 from tasks.settings import Settings, get_settings
@@ -52,7 +59,7 @@ def create_app(
     settings = settings or get_settings()
     rt = runtime or runtime_module.Runtime(settings)
     celery_app = celery or create_celery(settings)
-    limiter = RateLimiter(settings.rate_limit, rt.redis)
+    limiter = RateLimiter(settings.rate_limit, None if settings.embedded else rt.redis)
 
     app = FastAPI(
         title="LeadArchive",
@@ -167,7 +174,7 @@ def create_app(
         record = await _guard(run_in_threadpool(rt.jobs.get, job_id))
         if record is None or record.get("owner") != owner:
             raise problems.not_found()
-        return rt.jobs.public_view(record)
+        return public_view(record)
 
     @app.delete(f"{ARCHIVE_PATH}/{{job_id}}", summary="Cancel a job that has not started")
     async def cancel(job_id: str, request: Request) -> dict[str, Any]:
@@ -186,7 +193,7 @@ def create_app(
         record = await _guard(run_in_threadpool(rt.jobs.get, job_id))
         if record is None:
             raise problems.not_found()
-        return rt.jobs.public_view(record)
+        return public_view(record)
 
     @app.get("/healthz", summary="The process is alive")
     async def healthz() -> dict[str, str]:
@@ -203,11 +210,12 @@ def create_app(
 
     def _readiness() -> dict[str, str]:
         checks: dict[str, str] = {}
+        store = "jobs" if settings.embedded else "redis"
         try:
-            rt.redis.ping()
-            checks["redis"] = "ok"
-        except redis.exceptions.RedisError as exc:
-            checks["redis"] = f"unreachable: {type(exc).__name__}"
+            rt.jobs.ping()
+            checks[store] = "ok"
+        except (redis.exceptions.RedisError, OSError, sqlite3.Error) as exc:
+            checks[store] = f"unreachable: {type(exc).__name__}"
         try:
             with rt.engine.connect() as conn:
                 inspect_tables(conn)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -10,6 +11,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
+
+log = logging.getLogger("leadarchive.api")
 
 
 class Problem(Exception):
@@ -106,8 +109,14 @@ def install(app: FastAPI) -> None:
         ).response()
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         # Never a stack trace to the client; the log has it.
+        log.error(
+            "unexpected error on %s %s",
+            request.method,
+            request.url.path,
+            exc_info=(type(exc), exc, exc.__traceback__),
+        )
         return Problem(
             500, "internal", "Internal Server Error", "unexpected error; it has been logged"
         ).response()

@@ -7,7 +7,7 @@ import time
 
 import redis
 from limits import RateLimitItem, parse
-from limits.storage import RedisStorage
+from limits.storage import MemoryStorage, RedisStorage, Storage
 from limits.strategies import SlidingWindowCounterRateLimiter
 
 from api.problems import Problem
@@ -16,12 +16,16 @@ from api.problems import Problem
 class RateLimiter:
     """``limit`` (e.g. ``100/second``) per API key name; an empty limit allows everything."""
 
-    def __init__(self, limit: str, client: redis.Redis) -> None:
+    def __init__(self, limit: str, client: redis.Redis | None) -> None:
+        """Count in ``client``'s Redis, or in this process's memory when there is none."""
         self._item: RateLimitItem | None = parse(limit) if limit else None
         self._limiter: SlidingWindowCounterRateLimiter | None = None
         if self._item is not None:
-            pool = client.connection_pool
-            storage = RedisStorage("redis://", connection_pool=pool)
+            storage: Storage = (
+                RedisStorage("redis://", connection_pool=client.connection_pool)
+                if client is not None
+                else MemoryStorage()
+            )
             self._limiter = SlidingWindowCounterRateLimiter(storage)
 
     def check(self, key_name: str) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
 from collections.abc import Sequence
 
@@ -47,8 +49,99 @@ def _worker(args: argparse.Namespace) -> int:
 
     argv = ["worker", "--loglevel", args.loglevel, "--concurrency", str(args.concurrency)]
     # -E: task events on, so Flower sees every task; one queue, this project's own.
-    app.worker_main([*argv, "-E", "-Q", QUEUE])
+    argv += ["-E", "-Q", QUEUE]
+    if get_settings().embedded:
+        # The filesystem broker has no broadcast: no worker-to-worker chatter.
+        argv += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
+    app.worker_main(argv)
     return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The API and a worker together on one machine; the embedded default when unconfigured."""
+    import uvicorn
+
+    from api.app import create_app
+    from api.auth import hash_key, new_key
+
+    settings = get_settings()
+    env = dict(os.environ)
+    key = ""
+    if settings.embedded:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        _prepare_embedded(settings.database_url, args.demo_leads)
+        if not settings.api_keys:
+            key_file = settings.data_dir / "demo-api-key"
+            if not key_file.exists():
+                key_file.write_text(new_key() + "\n", encoding="ascii")
+                key_file.chmod(0o600)
+            key = key_file.read_text(encoding="ascii").strip()
+            settings = settings.model_copy(update={"api_keys": f"demo:{hash_key(key)}"})
+    if not settings.api_keys:
+        err.print("set LEADARCHIVE_API_KEYS (make one with `leadarchive keys new NAME`)")
+        return 2
+    # The worker resolves exactly what this process resolved.
+    env.update(
+        LEADARCHIVE_DATABASE_URL=settings.database_url,
+        LEADARCHIVE_BROKER_URL=settings.broker_url,
+        LEADARCHIVE_RESULT_BACKEND=settings.result_backend,
+        LEADARCHIVE_DATA_DIR=str(settings.data_dir.resolve()),
+        LEADARCHIVE_API_KEYS=settings.api_keys,
+    )
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "leadarchive.cli",
+            "worker",
+            "--concurrency",
+            "1",
+            "--loglevel",
+            "WARNING",
+        ],
+        env=env,
+    )
+    url = f"http://{args.host}:{args.port}"
+    console.print(f"LeadArchive is listening on {url}  (docs: {url}/docs)")
+    if settings.embedded:
+        console.print(f"Embedded demo: data in {settings.data_dir.resolve()}")
+    if key:
+        console.print(f"Demo API key: {key}", highlight=False, soft_wrap=True)
+        body = (
+            '{"insert_leads": true, "update_leads": true, "delete_leads": true, "lead_ids": [0, 1]}'
+        )
+        console.print(
+            f"Try: curl -s -X POST {url}/vicidial/leads/archive -H 'Authorization: Key={key}'"
+            f" -H 'Content-Type: application/json' -d '{body}'",
+            highlight=False,
+            soft_wrap=True,
+        )
+    try:
+        uvicorn.run(create_app(settings), host=args.host, port=args.port, access_log=False)
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+    return 0
+
+
+def _prepare_embedded(database_url: str, demo_leads: int) -> None:
+    """Create the SQLite Vicidial tables with a demo list, once."""
+    from tasks.schema import create_vicidial_tables
+
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            exists = conn.exec_driver_sql(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'vicidial_list'"
+            ).first()
+            if exists is None:
+                create_vicidial_tables(conn)
+                seed_demo(conn, demo_leads)
+    finally:
+        engine.dispose()
 
 
 def _flower(args: argparse.Namespace) -> int:
@@ -111,6 +204,14 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--concurrency", type=int, default=2)
     worker.add_argument("--loglevel", default="INFO")
     worker.set_defaults(handler=_worker)
+
+    run = commands.add_parser(
+        "run", help="the API and a worker together (the embedded demo when unconfigured)"
+    )
+    run.add_argument("--host", default="127.0.0.1")
+    run.add_argument("--port", type=int, default=8000)
+    run.add_argument("--demo-leads", type=int, default=500)
+    run.set_defaults(handler=_run)
 
     flower = commands.add_parser("flower", help="run Flower, with basic auth")
     flower.add_argument("--host", default="127.0.0.1")

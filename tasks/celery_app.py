@@ -6,6 +6,7 @@ Every setting below that Celery has a default for is changed on purpose; the lin
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from celery import Celery, Task
@@ -47,13 +48,7 @@ def create_celery(settings: Settings) -> Celery:
         # https://docs.celeryq.dev/en/stable/getting-started/backends-and-brokers/redis.html#visibility-timeout
         # Short, so a job whose worker was killed runs again within a minute. Hence no long
         # countdowns anywhere: deferred jobs wait in Redis, not as ETA messages in a worker.
-        # Kombu looks for such messages only every interval x throttle seconds (100 s by
-        # default): every 5 s instead, or the short timeout would not help.
-        broker_transport_options={
-            "visibility_timeout": visibility,
-            "unacked_restore_interval": 5,
-            "unacked_restore_throttle": 1,
-        },
+        broker_transport_options=_transport_options(settings),
         result_backend_transport_options={"visibility_timeout": visibility},
         task_time_limit=hard_limit,
         task_soft_time_limit=max(1.0, hard_limit * 0.8),
@@ -77,6 +72,31 @@ def create_celery(settings: Settings) -> Celery:
         reject_on_worker_lost=True,
     )(archive_leads)
     return app
+
+
+def _transport_options(settings: Settings) -> dict[str, Any]:
+    if settings.result_backend.startswith("file://"):
+        Path(settings.result_backend.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
+    if settings.broker_url.startswith("filesystem://"):
+        # The embedded default: messages are files in the data folder (one queue, so the
+        # folder the API writes to is the one the worker reads from).
+        queue = (settings.data_dir / "broker" / "queue").resolve()
+        processed = (settings.data_dir / "broker" / "processed").resolve()
+        for folder in (queue, processed):
+            folder.mkdir(parents=True, exist_ok=True)
+        return {
+            "data_folder_in": str(queue),
+            "data_folder_out": str(queue),
+            "data_folder_processed": str(processed),
+            "store_processed": False,
+        }
+    return {
+        "visibility_timeout": settings.visibility_timeout.total_seconds(),
+        # Kombu looks for unacknowledged messages only every interval x throttle seconds (100 s
+        # by default): every 5 s instead, or the short visibility timeout would not help.
+        "unacked_restore_interval": 5,
+        "unacked_restore_throttle": 1,
+    }
 
 
 def archive_leads(

@@ -18,7 +18,7 @@ import json
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import redis
 
@@ -87,7 +87,32 @@ class IdempotencyConflict(Exception):
     """The idempotency key was used before with a different request."""
 
 
-class JobStore:
+class JobStore(Protocol):
+    """Where job records, idempotency keys and deferred jobs live."""
+
+    def create(
+        self,
+        owner: str,
+        request: JobRequest,
+        *,
+        idempotency_key: str | None = None,
+        fingerprint: str = "",
+        now: datetime | None = None,
+    ) -> tuple[str, bool]: ...
+    def get(self, job_id: str) -> dict[str, str] | None: ...
+    def transition(
+        self, job_id: str, allowed: tuple[str, ...], status: Status, **fields: str
+    ) -> str | None: ...
+    def count_attempt(self, job_id: str) -> None: ...
+    def refresh_ttl(self, job_id: str) -> None: ...
+    def forget(self, job_id: str) -> None: ...
+    def defer(self, job_id: str, not_before: datetime) -> bool: ...
+    def cancel(self, job_id: str) -> str | None: ...
+    def take_due(self, now: datetime) -> list[str]: ...
+    def ping(self) -> None: ...
+
+
+class RedisJobStore:
     """Job records and idempotency keys in one Redis database."""
 
     def __init__(self, client: redis.Redis, ttl: timedelta) -> None:
@@ -155,6 +180,10 @@ class JobStore:
         """Keep a finished job for the whole result lifetime, counted from now."""
         self.redis.expire(self._key(job_id), int(self.ttl.total_seconds()))
 
+    def ping(self) -> None:
+        """Raise when Redis cannot be reached."""
+        self.redis.ping()
+
     def forget(self, job_id: str) -> None:
         """Remove a record whose task could not be enqueued, and its idempotency claim."""
         idem_key = self.redis.hget(self._key(job_id), "idempotency")
@@ -214,17 +243,18 @@ class JobStore:
                     taken.append(job_id)
         return taken
 
-    def public_view(self, record: dict[str, str]) -> dict[str, Any]:
-        """The record as the status endpoint shows it: never the owner, never raw internals."""
-        view: dict[str, Any] = {"job_id": record["job_id"], "status": record["status"]}
-        for name in ("submitted_at", "started_at", "finished_at", "not_before"):
-            if name in record:
-                view[name] = record[name]
-        if "attempts" in record:
-            view["attempts"] = int(record["attempts"])
-        view["request"] = json.loads(record["request"])
-        if "result" in record:
-            view["result"] = json.loads(record["result"])
-        if "error" in record:
-            view["error"] = json.loads(record["error"])
-        return view
+
+def public_view(record: dict[str, str]) -> dict[str, Any]:
+    """A record as the status endpoint shows it: never the owner, never raw internals."""
+    view: dict[str, Any] = {"job_id": record["job_id"], "status": record["status"]}
+    for name in ("submitted_at", "started_at", "finished_at", "not_before"):
+        if name in record:
+            view[name] = record[name]
+    if "attempts" in record:
+        view["attempts"] = int(record["attempts"])
+    view["request"] = json.loads(record["request"])
+    if "result" in record:
+        view["result"] = json.loads(record["result"])
+    if "error" in record:
+        view["error"] = json.loads(record["error"])
+    return view

@@ -16,10 +16,10 @@ from sqlalchemy import Engine
 
 from tasks.archive import Tuning
 from tasks.db import make_engine
-from tasks.errors import ConfigurationError
-from tasks.jobs import JobStore
+from tasks.jobs import JobStore, RedisJobStore
 from tasks.office_hours import Clock, OfficeHours, system_clock
 from tasks.settings import Settings, get_settings
+from tasks.sql_jobs import SqliteJobStore
 
 
 @dataclass
@@ -38,12 +38,12 @@ class Runtime:
 
     @cached_property
     def jobs(self) -> JobStore:
-        return JobStore(self.redis, self.settings.result_ttl)
+        if self.settings.embedded:
+            return SqliteJobStore(self.settings.data_dir / "jobs.db", self.settings.result_ttl)
+        return RedisJobStore(self.redis, self.settings.result_ttl)
 
     @cached_property
     def engine(self) -> Engine:
-        if not self.settings.database_url:
-            raise ConfigurationError("no database configured: set LEADARCHIVE_DATABASE_URL")
         return make_engine(self.settings.database_url)
 
     @cached_property

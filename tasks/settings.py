@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from functools import lru_cache
+from pathlib import Path
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -16,11 +17,18 @@ _RATE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour|day)\s*$")
 class Settings(BaseSettings):
     """Every setting, typed; built on first use by ``get_settings()``, never at import."""
 
-    model_config = SettingsConfigDict(env_prefix="LEADARCHIVE_", env_file=".env", extra="ignore")
+    # hide_input_in_errors: a key pasted into the wrong variable must not land in a log.
+    model_config = SettingsConfigDict(
+        env_prefix="LEADARCHIVE_", env_file=".env", extra="ignore", hide_input_in_errors=True
+    )
 
+    # Empty: the Vicidial credentials of astguiclient_conf if it exists, else the embedded
+    # default (SQLite, Celery's filesystem broker and file results, all under data_dir).
     database_url: str = ""
-    broker_url: str = "redis://127.0.0.1:6379/0"
-    result_backend: str = "redis://127.0.0.1:6379/1"
+    broker_url: str = ""
+    result_backend: str = ""
+    astguiclient_conf: Path = Path("/etc/astguiclient.conf")
+    data_dir: Path = Path("leadarchive-data")
     # `name:sha256hex` entries, comma-separated: the SHA-256 of each key, never the key.
     api_keys: str = ""
     max_lead_ids: int = Field(default=500, ge=1, le=100_000)
@@ -66,6 +74,27 @@ class Settings(BaseSettings):
         if value.strip() and not _RATE.match(value):
             raise ValueError("must look like 100/second, 3000/minute, or be empty for no limit")
         return value.strip()
+
+    @model_validator(mode="after")
+    def _resolve_services(self) -> Settings:
+        from tasks.astguiclient import database_url_from
+
+        if not self.database_url and self.astguiclient_conf.is_file():
+            self.database_url = database_url_from(self.astguiclient_conf)
+        if not self.database_url:
+            self.database_url = f"sqlite:///{(self.data_dir / 'vicidial.db').resolve()}"
+        embedded = self.database_url.startswith("sqlite")
+        if not self.broker_url:
+            self.broker_url = "filesystem://" if embedded else "redis://127.0.0.1:6379/0"
+        if not self.result_backend:
+            results = (self.data_dir / "results").resolve()
+            self.result_backend = f"file://{results}" if embedded else "redis://127.0.0.1:6379/1"
+        return self
+
+    @property
+    def embedded(self) -> bool:
+        """True when jobs and results live in data_dir instead of Redis."""
+        return not self.result_backend.startswith(("redis://", "rediss://", "unix://"))
 
     @model_validator(mode="after")
     def _limits_below_visibility(self) -> Settings:

@@ -1,0 +1,94 @@
+"""The README's run command on a fresh folder with no configuration: the embedded default."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import httpx2 as httpx
+
+from tests.helpers import wait_for
+
+REPO = Path(__file__).resolve().parent.parent
+SEED_REQUEST = {
+    "insert_leads": True,
+    "update_leads": True,
+    "delete_leads": True,
+    "lead_ids": [0, 1],
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_run_command_serves_the_seed_request_from_an_empty_folder(tmp_path: Path) -> None:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADARCHIVE_")}
+    output = tmp_path / "run.log"
+    with output.open("wb") as log:
+        process = subprocess.Popen(
+            [str(REPO / "scripts" / "run"), "--port", str(port)],
+            cwd=tmp_path,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        started = time.monotonic()
+        wait_for(lambda: _healthy(base), timeout=120, interval=0.2)
+        key = wait_for(lambda: _printed_key(output), timeout=10)
+        headers = {"Authorization": f"Key={key}"}
+        answer = httpx.post(f"{base}/vicidial/leads/archive", json=SEED_REQUEST, headers=headers)
+        assert answer.status_code == 202, answer.text
+        status_url = base + answer.headers["location"]
+        final = wait_for(
+            lambda: (
+                (b := httpx.get(status_url, headers=headers).json())["status"] == "succeeded" and b
+            ),
+            timeout=60,
+        )
+        elapsed = time.monotonic() - started
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+    leads = {lead["lead_id"]: lead for lead in final["result"]["leads"]}
+    assert leads[0]["insert"] == "not_found"
+    assert leads[1] == {
+        "lead_id": 1,
+        "insert": "inserted",
+        "update": "unchanged",
+        "delete": "deleted",
+        "archived": True,
+        "live": False,
+    }
+    assert (tmp_path / "leadarchive-data" / "vicidial.db").is_file()
+    text = output.read_text()
+    assert f"curl -s -X POST {base}/vicidial/leads/archive" in text
+    assert elapsed < 120
+
+
+def _healthy(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _printed_key(output: Path) -> str | None:
+    match = re.search(r"Demo API key: (\S+)", output.read_text())
+    return match.group(1) if match else None
