@@ -71,6 +71,10 @@ def create_app(
     )
     problems.install(app)
     metrics.install(app)
+    request_schema = ArchiveRequest.model_json_schema()
+    # The limit is a setting; the document states this server's, and `leadarchive submit`
+    # reads it to size its batches.
+    request_schema["properties"]["lead_ids"]["maxItems"] = settings.max_lead_ids
 
     def key_name(request: Request) -> str:
         return authenticate(request.headers.get("authorization"), settings.key_hashes())
@@ -85,7 +89,7 @@ def create_app(
                 "required": True,
                 "content": {
                     "application/json": {
-                        "schema": ArchiveRequest.model_json_schema(),
+                        "schema": request_schema,
                         "example": SEED_EXAMPLE,
                     }
                 },

@@ -155,6 +155,59 @@ def _flower(args: argparse.Namespace) -> int:
     return 0
 
 
+def _submit(args: argparse.Namespace) -> int:
+    import json
+
+    import httpx2 as httpx
+
+    from leadarchive.client import (
+        EXIT_FAILED,
+        SubmitError,
+        Submitter,
+        print_summary,
+        read_lead_ids,
+        submit_all,
+    )
+
+    key = args.key or os.environ.get("LEADARCHIVE_CLIENT_KEY", "")
+    if not key:
+        err.print("give the API key with --key or LEADARCHIVE_CLIENT_KEY")
+        return EXIT_FAILED
+    try:
+        if args.file == "-":
+            ids = read_lead_ids(sys.stdin)
+        elif args.file:
+            with open(args.file, encoding="utf-8") as source:
+                ids = read_lead_ids(source)
+        else:
+            ids = read_lead_ids(args.lead_ids)
+    except (OSError, ValueError) as exc:
+        err.print(f"cannot read lead IDs: {exc}")
+        return EXIT_FAILED
+    if not ids:
+        err.print("no lead IDs given")
+        return EXIT_FAILED
+    flags = {
+        "insert_leads": not args.no_insert,
+        "update_leads": not args.no_update,
+        "delete_leads": args.delete,
+        "dry_run": args.dry_run,
+    }
+    with httpx.Client(base_url=args.url, verify=not args.insecure, timeout=30) as http:
+        try:
+            summary = submit_all(
+                Submitter(http, key), ids, flags, batch_size=args.batch_size, salt=args.run_id
+            )
+        except SubmitError as exc:
+            err.print(f"[red]{exc}[/red]")
+            return EXIT_FAILED
+    if args.json:
+        sys.stdout.write(json.dumps(summary.as_json(), indent=2) + "\n")
+    else:
+        print_summary(summary)
+    return summary.exit_code()
+
+
 def _keys_new(args: argparse.Namespace) -> int:
     from api.auth import hash_key, new_key
 
@@ -217,6 +270,25 @@ def build_parser() -> argparse.ArgumentParser:
     flower.add_argument("--host", default="127.0.0.1")
     flower.add_argument("--port", type=int, default=5555)
     flower.set_defaults(handler=_flower)
+
+    submit = commands.add_parser(
+        "submit",
+        help="archive lead IDs through the API, in batches, with progress and a summary",
+        description="Exit code: 0 all done, 1 some leads were left undeleted, 2 a job failed.",
+    )
+    submit.add_argument("lead_ids", nargs="*", help="lead IDs (or use --file)")
+    submit.add_argument("--file", help="read IDs from this file, or - for standard input")
+    submit.add_argument("--url", default=os.environ.get("LEADARCHIVE_URL", "http://127.0.0.1:8000"))
+    submit.add_argument("--key", help="API key (default: $LEADARCHIVE_CLIENT_KEY)")
+    submit.add_argument("--no-insert", action="store_true", help="do not copy missing leads")
+    submit.add_argument("--no-update", action="store_true", help="do not refresh copies")
+    submit.add_argument("--delete", action="store_true", help="delete verified live leads")
+    submit.add_argument("--dry-run", action="store_true", help="report only, change nothing")
+    submit.add_argument("--batch-size", type=int, help="default: the server's limit")
+    submit.add_argument("--run-id", default="", help="start new jobs for an input run before")
+    submit.add_argument("--insecure", action="store_true", help="accept a self-signed cert")
+    submit.add_argument("--json", action="store_true", help="machine-readable report")
+    submit.set_defaults(handler=_submit)
 
     keys = commands.add_parser("keys", help="manage API keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)

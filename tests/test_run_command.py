@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -58,6 +59,29 @@ def test_run_command_serves_the_seed_request_from_an_empty_folder(tmp_path: Path
             timeout=60,
         )
         elapsed = time.monotonic() - started
+        # The client people use: IDs on standard input, batches of 2, a JSON report.
+        submitted = subprocess.run(
+            [
+                str(REPO / ".venv" / "bin" / "leadarchive"),
+                "submit",
+                "--url",
+                base,
+                "--key",
+                key,
+                "--delete",
+                "--batch-size",
+                "2",
+                "--file",
+                "-",
+                "--json",
+            ],
+            input="2 3\n4, 5\n1\n",
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+            check=False,
+        )
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         try:
@@ -80,6 +104,17 @@ def test_run_command_serves_the_seed_request_from_an_empty_folder(tmp_path: Path
     text = output.read_text()
     assert f"curl -s -X POST {base}/vicidial/leads/archive" in text
     assert elapsed < 120
+    assert submitted.returncode == 0, submitted.stderr
+    report = json.loads(submitted.stdout)
+    assert len(report["jobs"]) == 3
+    assert report["counts"]["delete"] == {
+        "deleted": 4,
+        "not_archived": 0,
+        "mismatch": 0,
+        "in_use": 0,
+        "not_found": 1,
+    }
+    assert report["left_live"] == []
 
 
 def _healthy(base: str) -> bool:
