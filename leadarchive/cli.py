@@ -16,7 +16,8 @@ from tasks.schema import inspect_tables
 from tasks.seed import DEMO_LIST_ID, seed_demo
 from tasks.settings import get_settings
 
-console = Console()
+# soft_wrap: no hard line breaks, so output can be grepped and copied.
+console = Console(soft_wrap=True)
 err = Console(stderr=True)
 
 
@@ -228,17 +229,45 @@ def _seed_demo(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from tasks.checks import check_database
+
     engine = make_engine(_database_url(args))
-    with engine.connect() as conn:
-        try:
-            pair = inspect_tables(conn)
-        except LeadArchiveError as exc:
-            console.print(f"[red]not ready:[/red] {exc}")
-            return 1
-    console.print(
-        f"ok: {len(pair.columns)} columns match; vicidial_list is {pair.live_engine},"
-        f" vicidial_list_archive is {pair.archive_engine}"
-    )
+    try:
+        with engine.connect() as conn:
+            if conn.dialect.name == "sqlite":
+                pair = inspect_tables(conn)
+                console.print(f"ok: embedded SQLite, {len(pair.columns)} columns match")
+                return 0
+            report = check_database(conn)
+    except LeadArchiveError as exc:
+        console.print(f"[red]not ready:[/red] {exc}")
+        return 1
+    except Exception as exc:  # a connection failure, said in plain words
+        console.print(f"[red]cannot connect:[/red] {type(exc).__name__}: {exc}")
+        return 1
+    finally:
+        engine.dispose()
+    for fact in report.facts:
+        console.print(f"  {fact}", highlight=False)
+    for problem in report.problems:
+        console.print(f"[red]  ✗ {problem}[/red]", highlight=False)
+    console.print("[green]ready[/green]" if report.ready else "[red]not ready[/red]")
+    return 0 if report.ready else 1
+
+
+def _create_archive_table(args: argparse.Namespace) -> int:
+    from tasks.schema import ARCHIVE_RECIPE, create_archive_table
+
+    engine = make_engine(_database_url(args))
+    try:
+        with engine.connect() as conn:
+            create_archive_table(conn)
+    except Exception as exc:
+        console.print(f"[red]could not create vicidial_list_archive:[/red] {exc}")
+        return 1
+    finally:
+        engine.dispose()
+    console.print("created vicidial_list_archive:\n  " + ";\n  ".join(ARCHIVE_RECIPE) + ";")
     return 0
 
 
@@ -306,6 +335,12 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="verify the archive table and its schema")
     check.add_argument("--database-url")
     check.set_defaults(handler=_check)
+
+    create = commands.add_parser(
+        "create-archive-table", help="create vicidial_list_archive by Vicidial's own recipe"
+    )
+    create.add_argument("--database-url")
+    create.set_defaults(handler=_create_archive_table)
     return parser
 
 

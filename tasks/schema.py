@@ -274,7 +274,7 @@ class TablePair:
         return self.live_engine == "InnoDB" and self.archive_engine == "InnoDB"
 
 
-def _read_columns(conn: Connection, table: str) -> dict[str, Column]:
+def read_columns(conn: Connection, table: str) -> dict[str, Column]:
     rows = conn.execute(
         text(
             "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE, CHARACTER_SET_NAME"
@@ -396,8 +396,8 @@ def inspect_tables(conn: Connection) -> TablePair:
     for table in (LIVE_TABLE, ARCHIVE_TABLE):
         if table not in engines:
             raise MissingTableError(f"table {table} does not exist in the database")
-    live = _read_columns(conn, LIVE_TABLE)
-    archive = _read_columns(conn, ARCHIVE_TABLE)
+    live = read_columns(conn, LIVE_TABLE)
+    archive = read_columns(conn, ARCHIVE_TABLE)
     differences = compare_columns(live, archive)
     if differences:
         raise SchemaMismatchError(differences)
