@@ -31,6 +31,9 @@ def _database_url(args: argparse.Namespace) -> str:
 def _api(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from tasks.logs import configure_logging
+
+    configure_logging()
     uvicorn.run(
         "api.app:create_app",
         factory=True,
@@ -40,13 +43,30 @@ def _api(args: argparse.Namespace) -> int:
         ssl_keyfile=args.keyfile,
         proxy_headers=True,
         access_log=False,
+        log_config=None,
     )
     return 0
 
 
 def _worker(args: argparse.Namespace) -> int:
+    import tempfile
+
+    # Before prometheus_client is first imported: the prefork children write their metrics
+    # here, and this process serves their sum.
+    os.environ.setdefault(
+        "PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="leadarchive-metrics-")
+    )
+    from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+
     from tasks.celery_app import QUEUE
+    from tasks.logs import configure_logging
     from worker.app import app
+
+    configure_logging(args.loglevel)
+    if args.metrics_port:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        start_http_server(args.metrics_port, addr=args.metrics_host, registry=registry)
 
     argv = ["worker", "--loglevel", args.loglevel, "--concurrency", str(args.concurrency)]
     # -E: task events on, so Flower sees every task; one queue, this project's own.
@@ -285,6 +305,10 @@ def build_parser() -> argparse.ArgumentParser:
     worker = commands.add_parser("worker", help="run a Celery worker (events on)")
     worker.add_argument("--concurrency", type=int, default=2)
     worker.add_argument("--loglevel", default="INFO")
+    worker.add_argument("--metrics-host", default="127.0.0.1")
+    worker.add_argument(
+        "--metrics-port", type=int, default=9808, help="Prometheus metrics; 0 turns them off"
+    )
     worker.set_defaults(handler=_worker)
 
     run = commands.add_parser(

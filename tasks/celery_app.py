@@ -6,13 +6,15 @@ Every setting below that Celery has a default for is changed on purpose; the lin
 from __future__ import annotations
 
 import json
+import logging
+import time
 from pathlib import Path
 from typing import Any
 
 from celery import Celery, Task
 from celery.utils.time import get_exponential_backoff_interval
 
-from tasks import runtime
+from tasks import metrics, runtime
 from tasks.archive import Actions, run_batch
 from tasks.errors import LeadArchiveError, is_transient
 from tasks.jobs import FINAL, now_iso
@@ -22,6 +24,8 @@ from tasks.settings import Settings
 ARCHIVE_TASK = "leadarchive.archive_leads"
 QUEUE = "leadarchive"
 MAX_RETRIES = 8
+
+log = logging.getLogger("leadarchive.worker")
 
 
 def create_celery(settings: Settings) -> Celery:
@@ -117,15 +121,19 @@ def archive_leads(
     if record["status"] in FINAL or record["status"] == "deferred":
         # Delivered again after it ended, or a duplicate of a parked job: nothing to do.
         return {"job_id": job_id, "status": record["status"]}
+    fields = {"job_id": job_id, "key_name": record["owner"]}
     now = rt.clock()
     opens_at = rt.office_hours.window_opens_at(now)
     if opens_at is not None:
         jobs.defer(job_id, opens_at)
+        log.info("job deferred", extra={**fields, "not_before": now_iso(opens_at)})
         return {"job_id": job_id, "status": "deferred", "not_before": now_iso(opens_at)}
     before = jobs.transition(job_id, ("queued", "running"), "running", started_at=now_iso())
     if before not in ("queued", "running"):
         return {"job_id": job_id, "status": before or "expired"}
     jobs.count_attempt(job_id)
+    log.info("job started", extra={**fields, "lead_count": len(lead_ids)})
+    started = time.perf_counter()
     actions = Actions(
         insert=insert_leads, update=update_leads, delete=delete_leads, dry_run=dry_run
     )
@@ -139,6 +147,10 @@ def archive_leads(
                 raise
     except Exception as exc:
         if is_transient(exc) and task.request.retries < MAX_RETRIES:
+            log.warning(
+                "job will be retried",
+                extra={**fields, "error": type(exc).__name__, "retry": task.request.retries + 1},
+            )
             jobs.transition(job_id, ("running",), "queued")
             # Backoff with full jitter, capped well below the visibility timeout.
             countdown = get_exponential_backoff_interval(
@@ -149,6 +161,8 @@ def archive_leads(
             )
             raise task.retry(exc=exc, countdown=countdown) from exc
         _fail(job_id, exc)
+        metrics.JOBS.labels("failed").inc()
+        log.error("job failed", extra={**fields, "error": type(exc).__name__, "detail": str(exc)})
         if isinstance(exc, LeadArchiveError | ValueError) or is_transient(exc):
             return {"job_id": job_id, "status": "failed", "error": type(exc).__name__}
         raise
@@ -160,6 +174,17 @@ def archive_leads(
         result=json.dumps(report.as_json()),
     )
     jobs.refresh_ttl(job_id)
+    seconds = time.perf_counter() - started
+    metrics.BATCH_SECONDS.observe(seconds)
+    metrics.JOBS.labels("succeeded").inc()
+    for action, outcomes in report.counts.items():
+        for outcome, count in outcomes.items():
+            if count:
+                metrics.LEADS.labels(action, outcome, str(dry_run).lower()).inc(count)
+    log.info(
+        "job succeeded",
+        extra={**fields, "duration_ms": round(seconds * 1000, 1), "counts": report.counts},
+    )
     return {"job_id": job_id, "status": "succeeded", "counts": report.counts}
 
 

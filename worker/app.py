@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from celery.signals import worker_process_init, worker_process_shutdown
+from celery.signals import setup_logging, worker_process_init, worker_process_shutdown
 
 from tasks import runtime
 from tasks.celery_app import create_celery
+from tasks.logs import configure_logging
 from tasks.settings import get_settings
 from worker import steps
 
@@ -19,8 +21,18 @@ def _after_fork(**_: Any) -> None:
 
 
 @worker_process_shutdown.connect
-def _on_shutdown(**_: Any) -> None:
+def _on_shutdown(pid: int | None = None, **_: Any) -> None:
     runtime.configure(None)
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid or os.getpid())  # type: ignore[no-untyped-call]
+
+
+@setup_logging.connect
+def _logging(loglevel: str | int | None = None, **_: Any) -> None:
+    # Connected, this keeps Celery from installing its own text handlers: JSON lines only.
+    configure_logging(loglevel or "INFO")
 
 
 # Built when the worker process imports this module (celery -A worker.app), not before.

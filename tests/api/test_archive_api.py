@@ -442,3 +442,19 @@ def test_broker_down_after_the_record_is_made_leaves_no_job_behind(
     assert "Redis" in problem["detail"]
     assert set(redis_client.keys("leadarchive:*")) == before
     assert elapsed < 10
+
+
+def test_logs_name_the_job_and_key_name_never_the_key(
+    client: TestClient, vicidial: Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.helpers import ALICE_KEY
+
+    with caplog.at_level("INFO", logger="leadarchive"):
+        job_id = submit(client, {"lead_ids": [1]}).json()["job_id"]
+        client.post(URL, json={"lead_ids": [1]}, headers={"Authorization": "Key=" + "z" * 40})
+
+    queued = [r for r in caplog.records if r.getMessage() == "job queued"]
+    assert [(r.job_id, r.key_name) for r in queued] == [(job_id, "alice")]  # type: ignore[attr-defined]
+    for record in caplog.records:
+        assert ALICE_KEY not in str(record.__dict__)
+        assert "z" * 40 not in str(record.__dict__)

@@ -1,8 +1,10 @@
-"""Flower (`leadarchive flower`) shows every task with its name, arguments and result, and only
-to a user with the basic-auth credentials."""
+"""Watching the real worker: Flower (`leadarchive flower`) shows every task with its name,
+arguments and result, only with the basic-auth credentials; the worker serves Prometheus metrics
+of jobs and leads by outcome and logs one JSON line per event."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -41,7 +43,7 @@ def test_flower_lists_tasks_with_arguments_and_results_behind_basic_auth(
     vicidial: Connection, database_url: str, own_redis: str, tmp_path: Path
 ) -> None:
     insert_leads(vicidial, lead_rows(3, seed=31))
-    port = _free_port()
+    port, metrics_port = _free_port(), _free_port()
     env = {
         **os.environ,
         "LEADARCHIVE_DATABASE_URL": database_url,
@@ -53,10 +55,12 @@ def test_flower_lists_tasks_with_arguments_and_results_behind_basic_auth(
     settings = make_settings(database_url, own_redis, office_hours="")
     rt = Runtime(settings)
     processes: list[subprocess.Popen[bytes]] = []
-    log = (tmp_path / "processes.log").open("ab")
+    log_path = tmp_path / "processes.log"
+    log = log_path.open("ab")
     base = f"http://127.0.0.1:{port}"
     try:
-        for command in (["flower", "--port", str(port)], ["worker", "--concurrency", "1"]):
+        worker = ["worker", "--concurrency", "1", "--metrics-port", str(metrics_port)]
+        for command in (["flower", "--port", str(port)], worker):
             processes.append(
                 subprocess.Popen(
                     [sys.executable, "-m", "leadarchive.cli", *command],
@@ -74,6 +78,7 @@ def test_flower_lists_tasks_with_arguments_and_results_behind_basic_auth(
         enqueue(create_celery(settings), job_id, request.lead_ids, request.summary())
 
         task = wait_for(lambda: _task(base, job_id), timeout=30, interval=0.3)
+        metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
         refused = httpx.get(f"{base}/api/tasks", timeout=5)
         wrong = httpx.get(f"{base}/api/tasks", auth=(AUTH[0], "wrong"), timeout=5)
     finally:
@@ -89,6 +94,20 @@ def test_flower_lists_tasks_with_arguments_and_results_behind_basic_auth(
     assert "succeeded" in task["result"]
     assert refused.status_code == 401
     assert wrong.status_code == 401
+    assert 'leadarchive_jobs_total{status="succeeded"} 1.0' in metrics
+    assert 'leadarchive_leads_total{action="delete",dry_run="false",outcome="deleted"} 2.0' in (
+        metrics
+    )
+    assert "leadarchive_batch_duration_seconds_count 1.0" in metrics
+    events = [
+        json.loads(line)
+        for line in log_path.read_text().splitlines()
+        if line.startswith("{") and job_id in line
+    ]
+    succeeded = next(e for e in events if e["message"] == "job succeeded")
+    assert succeeded["key_name"] == "alice"
+    assert succeeded["counts"]["delete"]["deleted"] == 2
+    assert {"time", "level", "logger"} <= set(succeeded)
 
 
 def _answers(url: str) -> bool:
