@@ -458,3 +458,26 @@ def test_logs_name_the_job_and_key_name_never_the_key(
     for record in caplog.records:
         assert ALICE_KEY not in str(record.__dict__)
         assert "z" * 40 not in str(record.__dict__)
+
+
+def test_a_queued_job_cancelled_before_a_worker_takes_it_never_runs(
+    client: TestClient, vicidial: Connection, rt, celery_app
+) -> None:
+    from tasks.celery_app import enqueue
+    from tasks.jobs import JobRequest
+
+    insert_leads(vicidial, lead_rows(1, seed=17))
+    request = JobRequest([1], True, True, True, False)
+    job_id, _ = rt.jobs.create("alice", request)  # recorded, not yet sent
+    url = f"{URL}/{job_id}"
+
+    cancelled = client.delete(url, headers=ALICE)
+    enqueue(celery_app, job_id, request.lead_ids, request.summary())  # arrives late
+    wait_for(lambda: celery_app.AsyncResult(job_id).ready(), timeout=20)
+
+    assert cancelled.status_code == 200
+    assert cancelled.json()["status"] == "cancelled"
+    assert client.get(url, headers=ALICE).json()["status"] == "cancelled"
+    assert "attempts" not in client.get(url, headers=ALICE).json()
+    assert set(live(vicidial)) == {1}
+    assert archive(vicidial) == {}
