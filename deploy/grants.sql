@@ -1,0 +1,66 @@
+-- LeadArchive: least-privilege grants for its database user on the Vicidial database.
+--
+-- Tokens, filled in by sed (GRANT takes no variables, so this file cannot use SQL variables):
+--   @@DATABASE@@  the Vicidial database, VARDB_database in /etc/astguiclient.conf (usually asterisk)
+--   @@USER@@      the service's own user, e.g. leadarchive (create it first, see below)
+--   @@HOST@@      where the service connects from: localhost for a socket or 127.0.0.1 for TCP on
+--                 the Vicidial server itself (match the host in LEADARCHIVE_DATABASE_URL)
+--
+-- Create the user once, as root, typing the statement into `mysql -u root -p` (a password on a
+-- command line is visible to every user in the process list and stays in the shell's history):
+--   CREATE USER 'leadarchive'@'127.0.0.1' IDENTIFIED BY '<password>';
+-- then apply this file:
+--   sed -e 's/@@DATABASE@@/asterisk/g' -e 's/@@USER@@/leadarchive/g' -e 's/@@HOST@@/127.0.0.1/g' \
+--       deploy/grants.sql | mysql -u root -p
+--
+-- Optional parts are lines starting with "-- [name] "; enable one by adding its sed expression:
+--   -e 's/^-- \[seed-demo\] //'               INSERT on vicidial_lists, for `leadarchive seed-demo`
+--   -e 's/^-- \[create-archive-table\] //'    CREATE, ALTER on vicidial_list_archive only, for a
+--                                             one-time `leadarchive create-archive-table`
+--                                             (tasks.schema.create_archive_table)
+--
+-- What the service runs, and so all it gets:
+--   * the batch: SELECT, INSERT, UPDATE, DELETE on vicidial_list and vicidial_list_archive;
+--   * the in-use guard: SELECT on vicidial_hopper, vicidial_auto_calls, vicidial_live_agents
+--     (a lead queued or in a call is never deleted). Without SELECT these tables are invisible
+--     in information_schema, and the guard would have nothing to check: keep these grants;
+--   * LOCK TABLES on the database: each MyISAM chunk locks its tables for a few milliseconds
+--     (LOCK TABLES also needs SELECT on every table it locks, which the grants below give);
+--   * information_schema (columns, engines, primary keys): readable for every table the user has
+--     a privilege on, with no grant of its own.
+-- Nothing else: no DROP, ALTER, CREATE, INDEX, FILE, PROCESS, SUPER, GRANT OPTION; nothing on
+-- any other database or on any other Vicidial table.
+--
+-- CREATE TEMPORARY TABLES: Vicidial's stock `cron` user does not have it, and this service does
+-- not need it. The batch never makes a temporary table (it copies and compares on the server with
+-- INSERT ... SELECT, UPDATE ... JOIN and DELETE ... JOIN on the real tables, in short locked
+-- chunks), so it also runs as `cron`, though a user of its own, with this file, is the
+-- least-privilege choice.
+--
+-- vicidial_list_archive must exist before this file runs: MariaDB refuses a table-level GRANT on a
+-- missing table (error 1146) unless the same statement grants CREATE. Either make the archive
+-- first, as root, with Vicidial's recipe:
+--   CREATE TABLE vicidial_list_archive LIKE vicidial_list;
+--   ALTER TABLE vicidial_list_archive MODIFY lead_id INT(9) UNSIGNED NOT NULL;
+-- or enable [create-archive-table], which puts CREATE, ALTER into the archive's GRANT below, and
+-- let the service make it once. Take them back afterwards:
+--   REVOKE CREATE, ALTER ON `asterisk`.`vicidial_list_archive` FROM 'leadarchive'@'127.0.0.1';
+--
+-- Safe to run again: GRANT only adds privileges the user lacks.
+
+GRANT SELECT, INSERT, UPDATE, DELETE
+  ON `@@DATABASE@@`.`vicidial_list` TO '@@USER@@'@'@@HOST@@';
+
+GRANT SELECT, INSERT, UPDATE, DELETE
+-- [create-archive-table] , CREATE, ALTER
+  ON `@@DATABASE@@`.`vicidial_list_archive` TO '@@USER@@'@'@@HOST@@';
+
+GRANT SELECT ON `@@DATABASE@@`.`vicidial_hopper` TO '@@USER@@'@'@@HOST@@';
+GRANT SELECT ON `@@DATABASE@@`.`vicidial_auto_calls` TO '@@USER@@'@'@@HOST@@';
+GRANT SELECT ON `@@DATABASE@@`.`vicidial_live_agents` TO '@@USER@@'@'@@HOST@@';
+
+GRANT LOCK TABLES ON `@@DATABASE@@`.* TO '@@USER@@'@'@@HOST@@';
+
+-- `leadarchive seed-demo` adds a dummy list (vicidial_lists) and its leads (vicidial_list, above).
+-- For a demo or test database only: never enable this on a production Vicidial server.
+-- [seed-demo] GRANT INSERT ON `@@DATABASE@@`.`vicidial_lists` TO '@@USER@@'@'@@HOST@@';

@@ -1,0 +1,164 @@
+"""deploy/: systemd units, the environment example, the proxies, Redis, and the Dockerfile."""
+
+from __future__ import annotations
+
+import configparser
+import os
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from leadarchive.cli import build_parser
+from tasks.office_hours import OfficeHours
+from tasks.settings import Settings
+from tests.deploy.compose import ROOT
+
+DEPLOY = ROOT / "deploy"
+VENV_SCRIPT = "/opt/leadarchive/.venv/bin/leadarchive"
+ENV_FILE = "/etc/leadarchive/leadarchive.env"
+ENV_EXAMPLE = DEPLOY / "leadarchive.env.example"
+ASSIGNMENT = re.compile(r"^#?(?P<name>LEADARCHIVE_[A-Z0-9_]+)=(?P<value>.*)$")
+
+
+def read_unit(path: Path) -> configparser.ConfigParser:
+    # systemd allows repeated keys (ExecStart= resets), hence strict=False.
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]
+    unit.read_string(path.read_text(encoding="utf-8"))
+    return unit
+
+
+@pytest.mark.parametrize("command", ["api", "worker", "flower"])
+def test_systemd_unit_runs_its_command_as_the_service_user(command: str) -> None:
+    unit = read_unit(DEPLOY / f"leadarchive-{command}.service")
+    assert set(unit.sections()) == {"Unit", "Service", "Install"}
+    service = unit["Service"]
+    argv = shlex.split(service["ExecStart"])
+    assert argv[:2] == [VENV_SCRIPT, command]
+    # The arguments exist on the real console script.
+    args = build_parser().parse_args(argv[1:])
+    assert args.command == command
+    if command in ("api", "flower"):
+        assert args.host == "127.0.0.1", "behind the proxy or an SSH tunnel only"
+    assert service["User"] == "leadarchive"
+    assert service["EnvironmentFile"] == ENV_FILE
+    assert service["Restart"] == "on-failure"
+    for option, value in {
+        "NoNewPrivileges": "yes",
+        "ProtectSystem": "strict",
+        "ProtectHome": "yes",
+        "PrivateTmp": "yes",
+        "CapabilityBoundingSet": "",
+    }.items():
+        assert service[option] == value, option
+    assert unit["Install"]["WantedBy"] == "multi-user.target"
+
+
+def test_worker_unit_stops_gracefully() -> None:
+    service = read_unit(DEPLOY / "leadarchive-worker.service")["Service"]
+    # Celery's warm shutdown: SIGTERM to the main process, which stops its pool itself.
+    assert service["KillMode"] == "mixed"
+
+
+def example_assignments() -> dict[str, str]:
+    found = {}
+    for line in ENV_EXAMPLE.read_text(encoding="utf-8").splitlines():
+        match = ASSIGNMENT.match(line)
+        if match:
+            found[match["name"]] = match["value"]
+    return found
+
+
+def test_env_example_documents_every_setting() -> None:
+    text = ENV_EXAMPLE.read_text(encoding="utf-8")
+    assignments = example_assignments()
+    for name in Settings.model_fields:
+        variable = f"LEADARCHIVE_{name.upper()}"
+        assert variable in text, variable
+        assert variable in assignments, f"{variable} has no example line"
+    unknown = set(assignments) - {f"LEADARCHIVE_{n.upper()}" for n in Settings.model_fields}
+    assert not unknown, f"not a setting: {unknown}"
+
+
+def test_env_example_values_are_all_accepted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for variable in [v for v in os.environ if v.startswith("LEADARCHIVE_")]:
+        monkeypatch.delenv(variable)
+    # Every commented example uncommented: each must be a value the service accepts.
+    lines = ENV_EXAMPLE.read_text(encoding="utf-8").splitlines()
+    active = [line.removeprefix("#") for line in lines if ASSIGNMENT.match(line)]
+    env_file = tmp_path / "leadarchive.env"
+    env_file.write_text("\n".join(active) + "\n", encoding="utf-8")
+    settings = Settings(_env_file=env_file)  # type: ignore[call-arg]
+    assert settings.database_url.startswith("mysql+pymysql://")
+    assert settings.key_hashes()
+    assert ":" in settings.flower_basic_auth
+    OfficeHours.parse(settings.office_hours, settings.timezone)
+
+
+def test_env_example_holds_no_secret() -> None:
+    text = ENV_EXAMPLE.read_text(encoding="utf-8")
+    for digest in re.findall(r"[0-9a-f]{64}", text):
+        assert digest == "0" * 64, "only the all-zero placeholder, which no key hashes to"
+    values = example_assignments()
+    assert "CHANGE-ME" in values["LEADARCHIVE_DATABASE_URL"]
+    assert values["LEADARCHIVE_FLOWER_BASIC_AUTH"].endswith(":CHANGE-ME")
+
+
+def test_proxies_forward_only_the_archive_path_to_the_api_port() -> None:
+    api_port = shlex.split(read_unit(DEPLOY / "leadarchive-api.service")["Service"]["ExecStart"])
+    port = api_port[api_port.index("--port") + 1]
+    upstream = f"http://127.0.0.1:{port}/vicidial/leads/archive"
+    apache = (DEPLOY / "apache-leadarchive.conf").read_text(encoding="utf-8")
+    assert "<VirtualHost *:443>" in apache
+    assert re.search(r"^\s*SSLEngine on$", apache, re.M)
+    assert re.search(rf"^\s*ProxyPass\s+/vicidial/leads/archive\s+{upstream}$", apache, re.M)
+    assert re.search(rf"^\s*ProxyPassReverse\s+/vicidial/leads/archive\s+{upstream}$", apache, re.M)
+    assert re.search(r'^\s*RequestHeader set X-Forwarded-Proto "?https"?$', apache, re.M)
+    assert len(re.findall(r"^\s*ProxyPass\s", apache, re.M)) == 1
+
+    nginx = (DEPLOY / "nginx-leadarchive.conf").read_text(encoding="utf-8")
+    assert re.search(r"^\s*listen 443 ssl;", nginx, re.M)
+    assert re.search(rf"^\s*server 127\.0\.0\.1:{port};", nginx, re.M)
+    assert re.search(r"^\s*location /vicidial/leads/archive \{", nginx, re.M)
+    assert len(re.findall(r"^\s*location ", nginx, re.M)) == 1
+    for header in ("X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host"):
+        assert re.search(rf"^\s*proxy_set_header {header} ", nginx, re.M), header
+
+
+def test_proxy_body_caps_are_small_but_above_the_apis_own() -> None:
+    limit = Settings.model_fields["max_body_bytes"].default
+    apache = (DEPLOY / "apache-leadarchive.conf").read_text(encoding="utf-8")
+    (apache_cap,) = re.findall(r"^\s*LimitRequestBody (\d+)$", apache, re.M)
+    nginx = (DEPLOY / "nginx-leadarchive.conf").read_text(encoding="utf-8")
+    (nginx_cap,) = re.findall(r"^\s*client_max_body_size (\d+)k;$", nginx, re.M)
+    for cap in (int(apache_cap), int(nginx_cap) * 1024):
+        # Above: the API's problem+json 413 answers first. Small: a backstop, not a door.
+        assert limit < cap <= 1024 * 1024
+
+
+def test_redis_config_never_evicts_and_stays_local() -> None:
+    lines = (DEPLOY / "redis-leadarchive.conf").read_text(encoding="utf-8").splitlines()
+    directives = dict(
+        line.split(None, 1) for line in lines if line.strip() and not line.startswith("#")
+    )
+    assert directives["maxmemory-policy"] == "noeviction"
+    assert directives["bind"].split()[0] == "127.0.0.1"
+    assert directives["protected-mode"] == "yes"
+    assert directives["appendonly"] == "yes"
+
+
+def test_dockerfile_builds_one_unprivileged_image_from_the_source_tree() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim$", dockerfile, re.M)
+    assert re.search(r"pip install \.", dockerfile)
+    users = re.findall(r"^USER (\S+)$", dockerfile, re.M)
+    assert users == ["leadarchive"]
+    copied = set(re.findall(r"^COPY (?!--from)(\S+)", dockerfile, re.M))
+    assert {"api", "tasks", "worker", "leadarchive"} <= copied
+    ignored = (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
+    assert ".env" in ignored
+    assert ".git" in ignored

@@ -1,0 +1,404 @@
+"""deploy/grants.sql, for real: enough for every batch, and nothing more.
+
+Each sandbox is a fresh database with Vicidial's tables and 20 leads, and a fresh user with a random
+name and password and no privileges; the test applies grants.sql to that user and connects as it.
+Both are dropped afterwards, whatever happens.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from sqlalchemy import Connection, Engine, make_url
+from sqlalchemy.exc import DBAPIError
+
+from leadarchive.cli import main as leadarchive
+from tasks.archive import Actions, run_batch
+from tasks.db import make_engine
+from tasks.schema import (
+    ARCHIVE_TABLE,
+    IN_USE_TABLES,
+    LIVE_TABLE,
+    create_archive_table,
+    create_vicidial_tables,
+    inspect_tables,
+)
+from tasks.seed import insert_leads, lead_rows, seed_demo
+from tests.conftest import SERVER_URL
+from tests.deploy.compose import ROOT
+from tests.deploy.mariadb import (
+    ACCESS_DENIED,
+    ER_NO_SUCH_TABLE,
+    ER_TABLEACCESS_DENIED,
+    GRANTS_SQL,
+    database_url,
+    render_grants,
+    run_sql,
+    scratch_database,
+    scratch_user,
+    show_grants,
+)
+from tests.helpers import archive, live
+
+ALL = Actions(insert=True, update=True, delete=True)
+INIT_SCRIPT = ROOT / "deploy" / "mariadb-init" / "02-leadarchive-user.sh"
+
+
+@dataclass
+class Sandbox:
+    """A Vicidial database with leads, a root connection to it, and a user with no privileges."""
+
+    database: str
+    user: str
+    password: str
+    host: str
+    root: Connection
+
+    def grant(self, *options: str) -> None:
+        run_sql(self.database, render_grants(self.database, self.user, self.host, options))
+
+    def url(self) -> str:
+        return database_url(self.database, self.user, self.password)
+
+    def grants(self) -> dict[str, set[str]]:
+        return show_grants(self.user, self.host)
+
+
+def make_sandbox(table_engine: str = "MyISAM") -> Iterator[Sandbox]:
+    with (
+        scratch_database("leadarchive_grant_test") as database,
+        scratch_user() as (user, password, host),
+    ):
+        root = make_engine(database_url(database))
+        try:
+            with root.connect() as conn:
+                create_vicidial_tables(conn, table_engine)
+                insert_leads(conn, lead_rows(20))
+                yield Sandbox(database, user, password, host, conn)
+        finally:
+            root.dispose()
+
+
+@pytest.fixture
+def sandbox() -> Iterator[Sandbox]:
+    yield from make_sandbox()
+
+
+@pytest.fixture(params=["MyISAM", "InnoDB"])
+def engine_sandbox(request: pytest.FixtureRequest) -> Iterator[Sandbox]:
+    yield from make_sandbox(str(request.param))
+
+
+@pytest.fixture
+def as_user(sandbox: Sandbox) -> Iterator[Engine]:
+    """An engine connected as the sandbox's user, after grants.sql (no options)."""
+    sandbox.grant()
+    engine = make_engine(sandbox.url())
+    yield engine
+    engine.dispose()
+
+
+def error_code(exc: DBAPIError) -> int:
+    code = exc.orig.args[0] if exc.orig is not None else None
+    assert isinstance(code, int), exc
+    return code
+
+
+def documented_grants(db: str) -> dict[str, set[str]]:
+    """What grants.sql's header promises, and nothing else."""
+    return {
+        f"{db}.*": {"LOCK TABLES"},
+        f"{db}.{LIVE_TABLE}": {"SELECT", "INSERT", "UPDATE", "DELETE"},
+        f"{db}.{ARCHIVE_TABLE}": {"SELECT", "INSERT", "UPDATE", "DELETE"},
+        **{f"{db}.{table}": {"SELECT"} for table in IN_USE_TABLES},
+    }
+
+
+def test_grants_are_exactly_the_documented_ones(sandbox: Sandbox) -> None:
+    sandbox.grant()
+    assert sandbox.grants() == documented_grants(sandbox.database)
+
+
+def test_a_batch_archives_and_deletes_with_only_these_grants(engine_sandbox: Sandbox) -> None:
+    sandbox = engine_sandbox
+    sandbox.grant()
+    before = live(sandbox.root)
+    engine = make_engine(sandbox.url())
+    try:
+        with engine.connect() as conn:
+            report = run_batch(conn, [1, 2, 3], ALL)
+    finally:
+        engine.dispose()
+
+    assert report.counts["delete"]["deleted"] == 3
+    assert report.counts["insert"]["inserted"] == 3
+    after_live, after_archive = live(sandbox.root), archive(sandbox.root)
+    for lead_id in (1, 2, 3):
+        assert lead_id not in after_live
+        assert after_archive[lead_id] == before[lead_id], "the archive copy is byte-identical"
+    assert set(after_live) == set(before) - {1, 2, 3}
+
+
+def test_the_in_use_guard_sees_the_dialers_tables(sandbox: Sandbox) -> None:
+    # Without SELECT on these tables they vanish from information_schema and the guard with them.
+    sandbox.grant()
+    sandbox.root.exec_driver_sql(
+        "INSERT INTO vicidial_hopper (lead_id, list_id, campaign_id) VALUES (4, 1, 'DEMO')"
+    )
+    sandbox.root.exec_driver_sql(
+        "INSERT INTO vicidial_auto_calls (lead_id, campaign_id) VALUES (5, 'DEMO')"
+    )
+    sandbox.root.exec_driver_sql(
+        "INSERT INTO vicidial_live_agents (lead_id, user, status) VALUES (6, 'agent1', 'INCALL')"
+    )
+    engine = make_engine(sandbox.url())
+    try:
+        with engine.connect() as conn:
+            assert inspect_tables(conn).in_use_tables == IN_USE_TABLES
+            report = run_batch(conn, [4, 5, 6, 7], ALL)
+    finally:
+        engine.dispose()
+    outcomes = {lead.lead_id: lead.delete for lead in report.leads}
+    assert outcomes == {4: "in_use", 5: "in_use", 6: "in_use", 7: "deleted"}
+    assert {4, 5, 6} <= set(live(sandbox.root))
+
+
+def test_check_and_inspect_tables_work_with_these_grants(sandbox: Sandbox, as_user: Engine) -> None:
+    with as_user.connect() as conn:
+        pair = inspect_tables(conn)
+    assert (pair.live_engine, pair.archive_engine) == ("MyISAM", "MyISAM")
+    assert len(pair.columns) == 35
+    assert pair.in_use_tables == IN_USE_TABLES
+    assert leadarchive(["check", "--database-url", sandbox.url()]) == 0
+
+
+DENIED = [
+    "DROP TABLE vicidial_list",
+    "DROP TABLE vicidial_list_archive",
+    "ALTER TABLE vicidial_list ADD COLUMN x INT",
+    "ALTER TABLE vicidial_list_archive ADD COLUMN x INT",
+    "CREATE TABLE x (a INT)",
+    "CREATE TABLE vicidial_list_copy LIKE vicidial_list",
+    "CREATE INDEX city ON vicidial_list (city)",
+    "TRUNCATE TABLE vicidial_list_archive",
+    # Vicidial's cron user lacks it too; the batch never needs it.
+    "CREATE TEMPORARY TABLE t (a INT)",
+    "DELETE FROM vicidial_lists",
+    "INSERT INTO vicidial_lists (list_id, list_name) VALUES (1, 'x')",
+    "SELECT * FROM vicidial_lists",
+    "SELECT * FROM vicidial_admin_log",
+    "INSERT INTO vicidial_admin_log (event_date, user, ip_address, event_section, record_id,"
+    " event_code) VALUES (NOW(), 'x', '', 'LEADS', '1', 'x')",
+    "DELETE FROM vicidial_hopper",
+    "UPDATE vicidial_live_agents SET lead_id = 0",
+    "INSERT INTO vicidial_auto_calls (lead_id) VALUES (1)",
+    "SELECT * FROM mysql.user",
+    "CREATE DATABASE leadarchive_grant_test_never",
+]
+
+
+@pytest.mark.parametrize("statement", DENIED)
+def test_everything_else_is_denied(sandbox: Sandbox, as_user: Engine, statement: str) -> None:
+    definitions_before = table_state(sandbox.root)
+    with as_user.connect() as conn, pytest.raises(DBAPIError) as denied:
+        conn.exec_driver_sql(statement)
+    assert error_code(denied.value) in ACCESS_DENIED, denied.value
+    assert table_state(sandbox.root) == definitions_before
+
+
+def test_the_user_cannot_grant_itself_more(sandbox: Sandbox, as_user: Engine) -> None:
+    with as_user.connect() as conn, pytest.raises(DBAPIError) as denied:
+        conn.exec_driver_sql(
+            f"GRANT DROP ON `{sandbox.database}`.* TO '{sandbox.user}'@'{sandbox.host}'"
+        )
+    assert error_code(denied.value) in ACCESS_DENIED, denied.value
+
+
+def table_state(conn: Connection) -> dict[str, tuple[str, int]]:
+    """Every table's definition and row count."""
+    tables = conn.exec_driver_sql("SHOW TABLES").scalars().all()
+    return {
+        str(t): (
+            conn.exec_driver_sql(f"SHOW CREATE TABLE `{t}`").one()[1],
+            int(conn.exec_driver_sql(f"SELECT COUNT(*) FROM `{t}`").scalar_one()),
+        )
+        for t in tables
+    }
+
+
+def test_seed_demo_needs_its_optional_grant(sandbox: Sandbox) -> None:
+    sandbox.grant()
+    engine = make_engine(sandbox.url())
+    try:
+        with engine.connect() as conn, pytest.raises(DBAPIError) as denied:
+            seed_demo(conn, 5, list_id=777, first_lead_id=1000)
+        assert error_code(denied.value) == ER_TABLEACCESS_DENIED
+
+        sandbox.grant("seed-demo")
+        with engine.connect() as conn:
+            assert seed_demo(conn, 5, list_id=777, first_lead_id=1000) == 5
+    finally:
+        engine.dispose()
+    assert {1000, 1001, 1002, 1003, 1004} <= set(live(sandbox.root))
+    assert sandbox.grants()[f"{sandbox.database}.vicidial_lists"] == {"INSERT"}
+
+
+def test_create_archive_table_option_lets_the_service_make_a_missing_archive(
+    sandbox: Sandbox,
+) -> None:
+    sandbox.root.exec_driver_sql(f"DROP TABLE {ARCHIVE_TABLE}")
+    # As grants.sql warns: without the option, a missing archive stops the script.
+    with pytest.raises(DBAPIError) as missing:
+        sandbox.grant()
+    assert error_code(missing.value) == ER_NO_SUCH_TABLE
+
+    sandbox.grant("create-archive-table")
+    engine = make_engine(sandbox.url())
+    try:
+        with engine.connect() as conn:
+            create_archive_table(conn)
+            report = run_batch(conn, [1], ALL)
+        assert report.counts["delete"]["deleted"] == 1
+
+        # The documented REVOKE takes the one-time privileges back; archiving still works.
+        sandbox.root.exec_driver_sql(
+            f"REVOKE CREATE, ALTER ON `{sandbox.database}`.`{ARCHIVE_TABLE}`"
+            f" FROM '{sandbox.user}'@'{sandbox.host}'"
+        )
+        with engine.connect() as conn:
+            with pytest.raises(DBAPIError) as denied:
+                conn.exec_driver_sql(f"ALTER TABLE {ARCHIVE_TABLE} ADD COLUMN x INT")
+            assert error_code(denied.value) == ER_TABLEACCESS_DENIED
+            assert run_batch(conn, [2], ALL).counts["delete"]["deleted"] == 1
+    finally:
+        engine.dispose()
+    assert sandbox.grants()[f"{sandbox.database}.{ARCHIVE_TABLE}"] == {
+        "SELECT",
+        "INSERT",
+        "UPDATE",
+        "DELETE",
+    }
+
+
+def sed_expressions(database: str, user: str, host: str, options: tuple[str, ...]) -> list[str]:
+    """The sed command grants.sql documents."""
+    sed = shutil.which("sed")
+    assert sed is not None
+    argv = [sed, "-e", f"s/@@DATABASE@@/{database}/g", "-e", f"s/@@USER@@/{user}/g"]
+    argv += ["-e", f"s/@@HOST@@/{host}/g"]
+    for option in options:
+        argv += ["-e", f"s/^-- \\[{option}\\] //"]
+    return argv
+
+
+@pytest.mark.parametrize("options", [(), ("seed-demo",), ("seed-demo", "create-archive-table")])
+def test_documented_sed_command_renders_the_same_sql(options: tuple[str, ...]) -> None:
+    if shutil.which("sed") is None:
+        pytest.skip("no sed on this machine")
+    rendered = subprocess.run(
+        [*sed_expressions("asterisk", "leadarchive", "127.0.0.1", options), str(GRANTS_SQL)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert rendered == render_grants("asterisk", "leadarchive", "127.0.0.1", options)
+    assert "@@" not in "\n".join(
+        line for line in rendered.splitlines() if not line.startswith("--")
+    )
+
+
+def mysql_client() -> str | None:
+    return shutil.which("mariadb") or shutil.which("mysql")
+
+
+def client_argv(client: str) -> tuple[list[str], dict[str, str]]:
+    """The command-line client, connected as the test server's admin user."""
+    url = make_url(SERVER_URL)
+    argv = [client, "--protocol=tcp", f"--host={url.host}", f"--port={url.port or 3306}"]
+    argv.append(f"--user={url.username or 'root'}")
+    return argv, {**os.environ, "MYSQL_PWD": url.password or ""}
+
+
+def test_grants_apply_with_the_documented_sed_and_mysql_pipeline(sandbox: Sandbox) -> None:
+    client = mysql_client()
+    if client is None:
+        pytest.skip("no mariadb/mysql client on this machine")
+    rendered = subprocess.run(
+        [*sed_expressions(sandbox.database, sandbox.user, sandbox.host, ()), str(GRANTS_SQL)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    argv, env = client_argv(client)
+    subprocess.run(argv, input=rendered, text=True, env=env, check=True, capture_output=True)
+    assert sandbox.grants() == documented_grants(sandbox.database)
+
+
+# Stand-ins for the mariadb image's entrypoint functions that 02-leadarchive-user.sh uses; the
+# entrypoint sources the script with `set -eo pipefail` on.
+IMAGE_HELPERS = r"""
+set -eo pipefail
+mysql_note() { :; }
+mysql_error() { echo "$*" >&2; exit 1; }
+# Escape \, newline and ' for a single-quoted SQL string.
+docker_sql_escape_string_literal() {
+    local s=${1//\\/\\\\}
+    s=${s//$'\n'/\\n}
+    printf '%s\n' "${s//\'/\\\'}"
+}
+# The image runs the client as root over the socket; here over TCP to the test server.
+docker_process_sql() { eval "$TEST_MYSQL_CLIENT" '"$@"'; }
+"""
+
+
+def test_compose_init_script_creates_a_user_that_can_archive_and_seed() -> None:
+    """deploy/mariadb-init/02-leadarchive-user.sh with the mariadb image's helpers stubbed."""
+    client, bash = mysql_client(), shutil.which("bash")
+    if client is None or bash is None:
+        pytest.skip("needs bash and the mariadb/mysql client")
+    argv, env = client_argv(client)
+    with (
+        scratch_database("leadarchive_grant_test") as database,
+        # The script creates the user itself, at host '%'; quotes and a backslash in the password
+        # prove its escaping.
+        scratch_user(host="%", create=False) as (user, _, host),
+    ):
+        password = "it's a \\ pass"  # noqa: S105 - a throwaway user's, dropped below
+        root = make_engine(database_url(database))
+        try:
+            with root.connect() as conn:
+                create_vicidial_tables(conn, "MyISAM")
+                insert_leads(conn, lead_rows(5))
+        finally:
+            root.dispose()
+        subprocess.run(
+            [bash, "-c", IMAGE_HELPERS + '. "$INIT_SCRIPT"\n'],
+            env={
+                **env,
+                "TEST_MYSQL_CLIENT": shlex.join(argv),
+                "INIT_SCRIPT": str(INIT_SCRIPT),
+                "MARIADB_DATABASE": database,
+                "LEADARCHIVE_DB_USER": user,
+                "LEADARCHIVE_DB_PASSWORD": password,
+                "LEADARCHIVE_GRANTS_SQL": str(GRANTS_SQL),
+            },
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        assert host == "%"
+        engine = make_engine(database_url(database, user, password))
+        try:
+            with engine.connect() as conn:
+                assert seed_demo(conn, 3, list_id=555, first_lead_id=100) == 3
+                report = run_batch(conn, [1, 100], ALL)
+        finally:
+            engine.dispose()
+        assert report.counts["delete"]["deleted"] == 2
+        assert show_grants(user, host)[f"{database}.vicidial_lists"] == {"INSERT"}
