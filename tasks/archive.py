@@ -26,7 +26,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from sqlalchemy import Connection
 
-from tasks.errors import BatchError, ConcurrentChangeError
+from tasks.errors import BatchError, ConcurrentChangeError, InUseUnknownError
 from tasks.schema import ARCHIVE_TABLE, LIVE_TABLE, Column, TablePair, inspect_tables
 
 InsertOutcome = Literal["inserted", "already_archived", "not_found"]
@@ -386,6 +386,8 @@ def run_batch(
             f"SET SESSION sql_mode = '{SQL_MODE}', time_zone = '+00:00', lock_wait_timeout = {wait}"
         )
     pair = inspect_tables(conn)
+    if actions.delete and not actions.dry_run and pair.unreadable_in_use:
+        raise InUseUnknownError(pair.unreadable_in_use)
     sql = _Statements(pair)
     if pair.transactional:
         cursor.run(

@@ -6,7 +6,14 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, text
 
-from tasks.schema import ARCHIVE_TABLE, IN_USE_TABLES, LIVE_TABLE, compare_columns, read_columns
+from tasks.schema import (
+    ARCHIVE_TABLE,
+    IN_USE_TABLES,
+    LIVE_TABLE,
+    compare_columns,
+    probe_in_use_tables,
+    read_columns,
+)
 
 # What the batch needs, table by table (see deploy/grants.sql).
 NEEDED = {
@@ -60,9 +67,14 @@ def check_database(conn: Connection) -> CheckReport:
             report.problems += [f"schema: {d}" for d in differences]
         else:
             report.facts.append("the archive's columns match vicidial_list's")
+    readable, unreadable = probe_in_use_tables(conn)
     for table in IN_USE_TABLES:
-        if table not in tables:
-            report.facts.append(f"{table} is absent: its in-use check is skipped")
+        if table in unreadable:
+            report.problems.append(
+                f"cannot read {table}: deletes are refused until SELECT on it is granted"
+            )
+        elif table not in readable:
+            report.facts.append(f"{table} does not exist: its in-use check is skipped")
     report.problems += _missing_privileges(conn, tables)
     return report
 

@@ -4,7 +4,8 @@ LeadArchiveError
 ├── ConfigurationError        settings that cannot work (bad URL, bad office hours, ...)
 ├── SchemaError               the tables cannot be archived between safely
 │   ├── MissingTableError     vicidial_list or vicidial_list_archive does not exist
-│   └── SchemaMismatchError   the archive's columns differ from the live table's
+│   ├── SchemaMismatchError   the archive's columns differ from the live table's
+│   └── InUseUnknownError     a dialer table exists but cannot be read: no delete
 └── BatchError                a batch could not be carried out
     └── ConcurrentChangeError a row changed between the batch's check and its statement
 """
@@ -35,6 +36,20 @@ class SchemaMismatchError(SchemaError):
         self.differences = differences
         super().__init__(
             "vicidial_list_archive does not match vicidial_list: " + "; ".join(differences)
+        )
+
+
+class InUseUnknownError(SchemaError):
+    """A dialer table (hopper, live calls) cannot be read, so leads in use cannot be told apart.
+
+    Deleting anyway could remove a lead the dialer is about to call; deletes are refused.
+    """
+
+    def __init__(self, tables: tuple[str, ...]) -> None:
+        self.tables = tables
+        super().__init__(
+            f"cannot read {', '.join(tables)} (grant SELECT on it): a lead queued or in a call"
+            " could not be recognised, so no lead is deleted"
         )
 
 

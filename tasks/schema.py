@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, text
+from sqlalchemy.exc import DBAPIError
 
 from tasks.errors import MissingTableError, SchemaMismatchError
 
@@ -267,6 +268,8 @@ class TablePair:
     archive_engine: str
     in_use_tables: tuple[str, ...]
     dialect: str = "mysql"
+    # Dialer tables that may exist but cannot be read (no SELECT): deletes must not run.
+    unreadable_in_use: tuple[str, ...] = ()
 
     @property
     def transactional(self) -> bool:
@@ -388,6 +391,29 @@ def _inspect_sqlite(conn: Connection) -> TablePair:
     )
 
 
+ER_NO_SUCH_TABLE = 1146
+
+
+def probe_in_use_tables(conn: Connection) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``(readable, unreadable)`` dialer tables; absent ones are in neither.
+
+    information_schema hides tables a user has no privilege on, exactly like absent ones, so
+    each table is read instead: only "no such table" (which the server says only to a user who
+    may know) means absent; anything else means "exists, perhaps, and cannot be checked".
+    """
+    readable, unreadable = [], []
+    for table in IN_USE_TABLES:
+        try:
+            conn.exec_driver_sql(f"SELECT 1 FROM `{table}` LIMIT 0")  # noqa: S608 - a constant
+        except DBAPIError as exc:
+            args = getattr(exc.orig, "args", ())
+            if not (args and args[0] == ER_NO_SUCH_TABLE):
+                unreadable.append(table)
+        else:
+            readable.append(table)
+    return tuple(readable), tuple(unreadable)
+
+
 def inspect_tables(conn: Connection) -> TablePair:
     """Read both tables' columns and engines; refuse when the archive cannot hold exact copies."""
     if conn.dialect.name == "sqlite":
@@ -406,9 +432,11 @@ def inspect_tables(conn: Connection) -> TablePair:
     keyless = [t for t in (LIVE_TABLE, ARCHIVE_TABLE) if _primary_key(conn, t) != ["lead_id"]]
     if keyless:
         raise SchemaMismatchError([f"{t} needs PRIMARY KEY (lead_id)" for t in keyless])
+    readable, unreadable = probe_in_use_tables(conn)
     return TablePair(
         columns=tuple(live.values()),
         live_engine=engines[LIVE_TABLE],
         archive_engine=engines[ARCHIVE_TABLE],
-        in_use_tables=tuple(t for t in IN_USE_TABLES if t in engines),
+        in_use_tables=readable,
+        unreadable_in_use=unreadable,
     )

@@ -393,3 +393,45 @@ def test_chunks_follow_the_target_lock_time(conn: Connection) -> None:
     seed(conn, 30)
     report = run_batch(conn, list(range(1, 31)), ALL, tuning)
     assert report.counts["delete"]["deleted"] == 30
+
+
+def test_a_dialer_table_the_user_cannot_read_blocks_deletes(
+    engine: Engine, conn: Connection, database_url: str
+) -> None:
+    """information_schema hides a table without privileges as if absent: that must not pass."""
+    import secrets
+
+    from sqlalchemy import make_url
+
+    from tasks.db import make_engine
+    from tasks.errors import InUseUnknownError
+
+    seed(conn, 2)
+    conn.exec_driver_sql("INSERT INTO vicidial_hopper (lead_id, list_id) VALUES (1, 1)")
+    database = make_url(database_url).database
+    user, password = f"la_nohop_{secrets.token_hex(4)}", secrets.token_hex(12)
+    conn.exec_driver_sql(f"CREATE USER '{user}'@'127.0.0.1' IDENTIFIED BY '{password}'")
+    limited = make_engine(
+        make_url(database_url)
+        .set(username=user, password=password)
+        .render_as_string(hide_password=False)
+    )
+    try:
+        for table in ("vicidial_list", "vicidial_list_archive"):
+            conn.exec_driver_sql(
+                f"GRANT SELECT, INSERT, UPDATE, DELETE ON `{database}`.`{table}`"
+                f" TO '{user}'@'127.0.0.1'"
+            )
+        for table in ("vicidial_auto_calls", "vicidial_live_agents"):
+            conn.exec_driver_sql(f"GRANT SELECT ON `{database}`.`{table}` TO '{user}'@'127.0.0.1'")
+        conn.exec_driver_sql(f"GRANT LOCK TABLES ON `{database}`.* TO '{user}'@'127.0.0.1'")
+        with limited.connect() as c:
+            with pytest.raises(InUseUnknownError, match="cannot read vicidial_hopper"):
+                run_batch(c, [1, 2], ALL)
+            copied = run_batch(c, [1, 2], Actions(insert=True, update=True))
+    finally:
+        limited.dispose()
+        conn.exec_driver_sql(f"DROP USER '{user}'@'127.0.0.1'")
+
+    assert set(live(conn)) == {1, 2}
+    assert copied.counts["insert"]["inserted"] == 2
