@@ -10,6 +10,8 @@ from pathlib import Path
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 _KEY_ENTRY = re.compile(r"^(?P<name>[A-Za-z0-9_.@-]{1,64}):(?P<digest>[0-9a-f]{64})$")
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour|day)\s*$")
 
@@ -48,6 +50,22 @@ class Settings(BaseSettings):
     release_interval: timedelta = timedelta(seconds=15)
     # `user:password` for Flower's basic auth; Flower refuses to start without it.
     flower_basic_auth: str = ""
+
+    @field_validator(
+        "result_ttl",
+        "chunk_time",
+        "visibility_timeout",
+        "task_time_limit",
+        "lock_wait_timeout",
+        "release_interval",
+        mode="before",
+    )
+    @classmethod
+    def _human_duration(cls, value: object) -> object:
+        # `30` (seconds), `250ms`, `30s`, `5m`, `2h`, `7d`; ISO 8601 (`PT30S`) passes through.
+        if isinstance(value, str) and (match := _DURATION.match(value)):
+            return timedelta(seconds=float(match[1]) * _UNIT_SECONDS[match[2]])
+        return value
 
     @field_validator("chunk_time", "task_time_limit", "lock_wait_timeout", "release_interval")
     @classmethod

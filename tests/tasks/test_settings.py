@@ -105,3 +105,20 @@ def test_key_hashes_map_each_hash_to_its_name(tmp_path: Path) -> None:
     settings = _settings(tmp_path, api_keys=f"alice:{alice}, bob:{bob}")
 
     assert settings.key_hashes() == {alice: "alice", bob: "bob"}
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("30", 30),
+        ("250ms", 0.25),
+        ("45s", 45),
+        ("5m", 300),
+        ("2h", 7200),
+        ("7d", 604800),
+        ("PT30S", 30),
+        ("00:01:00", 60),
+    ],
+)
+def test_durations_read_as_people_write_them(tmp_path: Path, value: str, seconds: float) -> None:
+    assert _settings(tmp_path, result_ttl=value).result_ttl.total_seconds() == seconds
