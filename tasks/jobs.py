@@ -214,13 +214,13 @@ class RedisJobStore:
 
     def defer(self, job_id: str, not_before: datetime) -> bool:
         """Park a job until ``not_before``: no message waits in a worker meanwhile."""
+        # Scheduled first: a crash between the two steps leaves a harmless entry (take_due
+        # skips a job that is not deferred), never a deferred job that nothing will release.
+        self.redis.zadd(DEFERRED_KEY, {job_id: not_before.timestamp()})
         before = self.transition(
             job_id, ("queued", "running"), "deferred", not_before=now_iso(not_before)
         )
-        if before not in ("queued", "running"):
-            return False
-        self.redis.zadd(DEFERRED_KEY, {job_id: not_before.timestamp()})
-        return True
+        return before in ("queued", "running")
 
     def cancel(self, job_id: str) -> str | None:
         """Cancel a job that has not started; returns the status it had (None: no such job)."""

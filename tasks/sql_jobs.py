@@ -157,17 +157,15 @@ class SqliteJobStore:
             db.execute("DELETE FROM jobs WHERE job_id = ?", (job_id,))
 
     def defer(self, job_id: str, not_before: datetime) -> bool:
-        """Park a job until ``not_before``."""
-        before = self.transition(
-            job_id, ("queued", "running"), "deferred", not_before=now_iso(not_before)
-        )
-        if before not in ("queued", "running"):
-            return False
+        """Park a job until ``not_before`` (scheduled first, as in ``RedisJobStore.defer``)."""
         with self._write() as db:
             db.execute(
                 "INSERT OR REPLACE INTO deferred VALUES (?, ?)", (job_id, not_before.timestamp())
             )
-        return True
+        before = self.transition(
+            job_id, ("queued", "running"), "deferred", not_before=now_iso(not_before)
+        )
+        return before in ("queued", "running")
 
     def cancel(self, job_id: str) -> str | None:
         """Cancel a job that has not started; the status it had."""

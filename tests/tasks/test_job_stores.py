@@ -1,0 +1,124 @@
+"""Both job stores (Redis for production, SQLite for the embedded default) keep one contract."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import redis
+
+from tasks.jobs import IdempotencyConflict, JobRequest, JobStore, RedisJobStore
+from tasks.sql_jobs import SqliteJobStore
+
+REQUEST = JobRequest([3, 1, 2], True, True, False, False)
+LATER = datetime(2030, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture(params=["redis", "sqlite"])
+def store(request: pytest.FixtureRequest, redis_url: str, tmp_path: Path) -> Iterator[JobStore]:
+    if request.param == "redis":
+        client = redis.Redis.from_url(redis_url)
+        yield RedisJobStore(client, timedelta(days=7))
+        client.close()
+    else:
+        yield SqliteJobStore(tmp_path / "jobs.db", timedelta(days=7))
+
+
+def test_a_new_job_is_queued_with_its_request(store: JobStore) -> None:
+    job_id, created = store.create("alice", REQUEST)
+
+    record = store.get(job_id)
+
+    assert created
+    assert record is not None
+    assert record["status"] == "queued"
+    assert record["owner"] == "alice"
+    assert record["lead_ids"] == "[3, 1, 2]"
+    assert store.get("no-such-job") is None
+
+
+def test_idempotency_key_returns_the_job_or_refuses_another_request(store: JobStore) -> None:
+    first, _ = store.create("alice", REQUEST, idempotency_key="k1", fingerprint="A")
+
+    again, created = store.create("alice", REQUEST, idempotency_key="k1", fingerprint="A")
+    other_owner, _ = store.create("bob", REQUEST, idempotency_key="k1", fingerprint="A")
+
+    assert (again, created) == (first, False)
+    assert other_owner != first
+    with pytest.raises(IdempotencyConflict):
+        store.create("alice", REQUEST, idempotency_key="k1", fingerprint="B")
+
+
+def test_transitions_happen_only_from_allowed_states(store: JobStore) -> None:
+    job_id, _ = store.create("alice", REQUEST)
+
+    assert store.transition(job_id, ("queued",), "running", started_at="t1") == "queued"
+    assert store.transition(job_id, ("queued",), "cancelled") == "running"
+    assert store.cancel(job_id) == "running"
+    assert store.transition("no-such-job", ("queued",), "running") is None
+    record = store.get(job_id)
+    assert record is not None
+    assert (record["status"], record["started_at"]) == ("running", "t1")
+
+
+def test_deferred_jobs_are_released_once_when_due(store: JobStore) -> None:
+    job_id, _ = store.create("alice", REQUEST)
+
+    assert store.defer(job_id, LATER)
+    early = store.take_due(LATER - timedelta(seconds=1))
+    due = store.take_due(LATER)
+    twice = store.take_due(LATER + timedelta(days=1))
+
+    assert (early, due, twice) == ([], [job_id], [])
+    record = store.get(job_id)
+    assert record is not None
+    assert record["status"] == "queued"
+
+
+def test_a_cancelled_deferred_job_is_never_released(store: JobStore) -> None:
+    job_id, _ = store.create("alice", REQUEST)
+    store.defer(job_id, LATER)
+
+    assert store.cancel(job_id) == "deferred"
+    assert store.take_due(LATER + timedelta(days=1)) == []
+    record = store.get(job_id)
+    assert record is not None
+    assert record["status"] == "cancelled"
+
+
+def test_forget_removes_the_job_and_its_idempotency_claim(store: JobStore) -> None:
+    job_id, _ = store.create("alice", REQUEST, idempotency_key="k2", fingerprint="A")
+
+    store.forget(job_id)
+    fresh, created = store.create("alice", REQUEST, idempotency_key="k2", fingerprint="A")
+
+    assert store.get(job_id) is None
+    assert created and fresh != job_id
+
+
+def test_attempts_are_counted(store: JobStore) -> None:
+    job_id, _ = store.create("alice", REQUEST)
+
+    store.count_attempt(job_id)
+    store.count_attempt(job_id)
+
+    record = store.get(job_id)
+    assert record is not None
+    assert record["attempts"] == "2"
+
+
+def test_records_expire_after_the_result_lifetime(redis_url: str, tmp_path: Path) -> None:
+    import time
+
+    client = redis.Redis.from_url(redis_url)
+    stores: list[JobStore] = [
+        RedisJobStore(client, timedelta(seconds=1)),
+        SqliteJobStore(tmp_path / "jobs.db", timedelta(seconds=1)),
+    ]
+    ids = [s.create("alice", REQUEST)[0] for s in stores]
+    time.sleep(1.2)
+
+    assert [s.get(i) for s, i in zip(stores, ids, strict=True)] == [None, None]
+    client.close()
