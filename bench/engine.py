@@ -22,9 +22,14 @@ What it measures, on MyISAM tables in a throw-away database ``leadarchive_bench_
    leads the batches never touch (``lead_id % 10 = 0``). Phases, each ``--phase-seconds`` long:
    C the probe alone; A the bare verified SQL in 500-row statements back to back; B ours back to
    back (one phase per chunk time with ``--sweep``); P ``pt-archiver --limit 1`` with
-   ``--pt-archiver``. Reported: leads/s, ours/bare speed (target: at least 0.75x), the probe's
-   p50/p99/max latency of the read+update pair and of each statement (target p99: at most 20 ms),
-   and how long each table lock was held (a chunk for ours, a statement for the bare SQL).
+   ``--pt-archiver``. With ``--rounds N`` the whole sequence runs N times in turn, so that drift
+   and other load on a shared machine spread evenly over the phases. Reported: leads/s, ours/bare
+   speed (target: at least 0.75x), the probe's p50/p99/max latency of the read+update pair and of
+   each statement (target p99: at most 20 ms), and how long each table lock was held (a chunk for
+   ours, a statement for the bare SQL).
+
+Every figure carries the *noise* it was taken in: CPU used meanwhile by processes other than the
+benchmark and MariaDB, and statements of other clients running on the server.
 
 The probe runs in a separate process by default, so that the benchmark's own Python work (the GIL)
 never shows up as dialer latency; ``--probe-thread`` runs it as a thread of this process instead.
@@ -42,6 +47,7 @@ with no password on 127.0.0.1:3306. Loading a million leads takes about two minu
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import multiprocessing
@@ -71,12 +77,11 @@ from rich.table import Table
 from sqlalchemy import URL, Connection, Engine, make_url
 
 from tasks import archive
-from tasks.archive import SQL_MODE, Actions, Tuning, _same, q, run_batch
+from tasks.archive import SQL_MODE, Actions, Tuning, _Statements, q, run_batch
 from tasks.db import make_engine
 from tasks.schema import (
     ARCHIVE_TABLE,
     LIVE_TABLE,
-    Column,
     TablePair,
     create_vicidial_tables,
     drop_vicidial_tables,
@@ -152,9 +157,12 @@ class Breakdown:
 class BareVerifiedSQL:
     """The orientation baseline: three statements per batch, no lock, no state read first."""
 
-    def __init__(self, columns: Sequence[Column]) -> None:
+    def __init__(self, pair: TablePair) -> None:
+        columns = pair.columns
         names = ", ".join(q(c.name) for c in columns)
-        equal = "(" + " AND ".join(_same(c, "l", "a") for c in columns) + ")"
+        # The engine's own comparison (tasks.archive._same for every column, NULL-safe and
+        # byte-exact), so both sides verify exactly the same thing.
+        equal = _Statements(pair).identical
         assignments = ", ".join(
             f"a.{q(c.name)} = l.{q(c.name)}" for c in columns if c.name != "lead_id"
         )
@@ -233,7 +241,7 @@ def instrumented(breakdown: Breakdown) -> Iterator[None]:
                     self.locked_at = now
                 elif kind == "unlock":
                     breakdown.holds.append(now - self.locked_at)
-                elif sql.startswith("SELECT l.lead_id"):
+                elif sql.startswith(("SELECT l.lead_id", "DELETE l")) and "IN (" in sql:
                     breakdown.chunk_leads.append(sql[sql.rindex("IN (") :].count(",") + 1)
 
         def rows(self, sql: str) -> list[tuple[Any, ...]]:
@@ -491,8 +499,116 @@ class ProbeStats:
 
 
 # --------------------------------------------------------------------------------------------
+# Noise: what else the shared machine and server were doing meanwhile
+# --------------------------------------------------------------------------------------------
+
+
+def _cpu_ticks(pid: int | str, children: bool = False) -> int:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    # After the command: state is fields[0]; utime, stime, cutime, cstime are fields 11..14.
+    return sum(int(f) for f in fields[11 : 15 if children else 13])
+
+
+def _busy_ticks() -> int:
+    first = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    values = [int(v) for v in first[:8]]
+    return sum(values) - values[3] - values[4]  # all but idle and iowait
+
+
+def _server_pids() -> list[str]:
+    return [
+        p.name
+        for p in Path("/proc").iterdir()
+        if p.name.isdigit() and _read(p / "comm") in ("mariadbd", "mysqld")
+    ]
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
+
+
+@dataclass(slots=True)
+class NoiseStats:
+    other_cpu_pct: float
+    foreign_queries: float
+    foreign_databases: list[str]
+
+
+class Noise:
+    """Measures CPU used by neither this benchmark nor the server, and other clients' queries.
+
+    The machine and the MariaDB server may be shared (other test suites, installs); a figure
+    taken while they are busy is not comparable, so every result carries this.
+    """
+
+    def __init__(self, engine: Engine, database: str) -> None:
+        self.engine = engine
+        self.database = database
+        self.stop = threading.Event()
+        self.samples: list[int] = []
+        self.databases: set[str] = set()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.stats = NoiseStats(math.nan, math.nan, [])
+
+    def _snapshot(self) -> tuple[float, int, int, int]:
+        server = sum(_cpu_ticks(pid) for pid in self.server_pids)
+        return time.monotonic(), _busy_ticks(), _cpu_ticks("self", children=True), server
+
+    def _sample(self) -> None:
+        query = (
+            "SELECT DB FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID()"
+            " AND COMMAND NOT IN ('Sleep', 'Daemon', 'Binlog Dump')"
+            " AND (DB IS NULL OR DB <> %s)"
+        )
+        with self.engine.connect() as conn:
+            while not self.stop.wait(0.25):
+                rows = conn.exec_driver_sql(query, (self.database,)).all()
+                self.samples.append(len(rows))
+                self.databases.update(str(r[0]) for r in rows if r[0])
+
+    def __enter__(self) -> Noise:
+        self.server_pids = _server_pids()
+        self.start = self._snapshot()
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        end = self._snapshot()
+        elapsed, busy, own, server = (b - a for a, b in zip(self.start, end, strict=True))
+        capacity = elapsed * os.sysconf("SC_CLK_TCK") * (os.cpu_count() or 1)
+        other = max(0.0, busy - own - server) / capacity * 100 if capacity else math.nan
+        self.stats = NoiseStats(
+            other_cpu_pct=round(other, 1),
+            foreign_queries=round(statistics.mean(self.samples), 2) if self.samples else 0.0,
+            foreign_databases=sorted(self.databases)[:5],
+        )
+
+
+# --------------------------------------------------------------------------------------------
 # Results
 # --------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class PhaseRun:
+    """One run of one dialer phase."""
+
+    leads: int
+    seconds: float
+    breakdown: Breakdown
+    samples: ProbeSamples
+    noise: NoiseStats
+
+
+Workload = Callable[[float], tuple[int, float, Breakdown | None]]
 
 
 @dataclass(slots=True)
@@ -510,6 +626,7 @@ class CostRow:
     ours_lock_hold_p99_ms: float
     bare_statement_p99_ms: float
     data_intact: bool
+    noise: NoiseStats
     bare_breakdown_ms: dict[str, float]
     ours_breakdown_ms: dict[str, float]
     pt_archiver_leads_per_s: float | None = None
@@ -530,6 +647,7 @@ class PhaseRow:
     lock_hold_max_ms: float | None
     chunks_per_batch: float | None
     mean_chunk_leads: float | None
+    noise: NoiseStats
 
 
 # --------------------------------------------------------------------------------------------
@@ -541,9 +659,10 @@ class PhaseRow:
 class Bench:
     args: argparse.Namespace
     url: URL
+    database: str
     engine: Engine
     rng: random.Random
-    columns: tuple[Column, ...] = ()
+    pair: TablePair | None = None
     size: int = 0
 
     # ---- data ------------------------------------------------------------------------------
@@ -554,9 +673,15 @@ class Bench:
             drop_vicidial_tables(conn)
             create_vicidial_tables(conn, "MyISAM")
             insert_leads(conn, lead_rows(size, first_lead_id=1, seed=1))
-            self.columns = inspect_tables(conn).columns
+            self.pair = inspect_tables(conn)
         self.size = size
         return time.perf_counter() - started
+
+    @property
+    def tables(self) -> TablePair:
+        if self.pair is None:
+            raise RuntimeError("no tables loaded yet")
+        return self.pair
 
     def batch_pool(self) -> list[int]:
         return [i for i in range(1, self.size + 1) if i % PROBE_STRIDE]
@@ -574,7 +699,7 @@ class Bench:
 
     def restore(self, ids: Sequence[int] | None = None) -> None:
         """Move archived leads back to the live table (all of them when ``ids`` is None)."""
-        names = ", ".join(q(c.name) for c in self.columns)
+        names = ", ".join(q(c.name) for c in self.tables.columns)
         where = f" WHERE lead_id IN ({id_list(ids)})" if ids is not None else ""
         moved, _ = self.admin(
             f"INSERT INTO {q(LIVE_TABLE)} ({names}) SELECT {names} FROM {q(ARCHIVE_TABLE)}{where}"
@@ -603,12 +728,17 @@ class Bench:
         ours_times: list[float] = []
         pt_runs: list[PtArchiverRun] = []
         tuning = self.tuning(args.chunk_time_ms)
-        with self.engine.connect() as bare_conn, self.engine.connect() as ours_conn:
+        noise = Noise(self.engine, self.database)
+        with (
+            noise,
+            self.engine.connect() as bare_conn,
+            self.engine.connect() as ours_conn,
+        ):
             bare_dbapi = bare_conn.connection.dbapi_connection
             assert bare_dbapi is not None  # noqa: S101 - a live Connection always has one
             bare_cursor = bare_dbapi.cursor()
             BareVerifiedSQL.open_session(bare_cursor)
-            bare = BareVerifiedSQL(self.columns)
+            bare = BareVerifiedSQL(self.tables)
             # One untimed pair first: table handles opened, key cache and statements warm.
             for index in range(1 + args.batches):
                 warm = index == 0
@@ -654,6 +784,7 @@ class Bench:
             ours_lock_hold_p99_ms=ms(percentile(ours_bd.holds, 99)),
             bare_statement_p99_ms=ms(percentile(bare_bd.holds, 99)),
             data_intact=before == after and after[1] == self.size and after[2] == 0,
+            noise=noise.stats,
             bare_breakdown_ms=bare_bd.per_batch_ms(),
             ours_breakdown_ms=ours_bd.per_batch_ms(),
             pt_archiver_leads_per_s=round(leads / pt_internal) if pt_runs else None,
@@ -677,13 +808,8 @@ class Bench:
             batches += 1
         return done, time.perf_counter() - started, batches
 
-    def phase(
-        self,
-        label: str,
-        workload: str,
-        run: Callable[[float], tuple[int, float, Breakdown | None]] | None,
-        chunk_time_ms: float | None = None,
-    ) -> PhaseRow:
+    def phase(self, label: str, workload: str, run: Workload | None) -> PhaseRun:
+        """One phase: the probe running, and ``run`` back to back (or nothing) meanwhile."""
         seconds = self.args.phase_seconds
         log(f"[{self.size:,} leads] phase {label}: {workload}, {seconds:g} s")
         probe = Probe(
@@ -693,7 +819,8 @@ class Bench:
             seed=self.rng.randrange(2**31),
             thread=self.args.probe_thread,
         )
-        with probe:
+        noise = Noise(self.engine, self.database)
+        with noise, probe:
             probe.record(True)
             if run is None:
                 time.sleep(seconds)
@@ -704,26 +831,7 @@ class Bench:
             samples = probe.finish()
         if run is not None:
             self.restore()
-        holds = breakdown.holds if breakdown else []
-        locks = breakdown.counts.get("lock", 0) if breakdown else 0
-        return PhaseRow(
-            phase=label,
-            workload=workload,
-            chunk_time_ms=chunk_time_ms,
-            seconds=round(elapsed, 1),
-            leads=leads,
-            leads_per_s=round(leads / elapsed) if elapsed else 0,
-            vs_bare=None,
-            probe=ProbeStats.of(samples),
-            lock_hold_p99_ms=ms(percentile(holds, 99)) if holds else None,
-            lock_hold_max_ms=ms(max(holds)) if holds else None,
-            chunks_per_batch=(round(locks / breakdown.batches, 1) if breakdown and locks else None),
-            mean_chunk_leads=(
-                round(statistics.mean(breakdown.chunk_leads), 1)
-                if breakdown and breakdown.chunk_leads
-                else None
-            ),
-        )
+        return PhaseRun(leads, elapsed, breakdown or Breakdown(), samples, noise.stats)
 
     def run_bare(self, seconds: float) -> tuple[int, float, Breakdown]:
         breakdown = Breakdown()
@@ -732,7 +840,7 @@ class Bench:
             assert dbapi is not None  # noqa: S101 - a live Connection always has one
             cursor = dbapi.cursor()
             BareVerifiedSQL.open_session(cursor)
-            bare = BareVerifiedSQL(self.columns)
+            bare = BareVerifiedSQL(self.tables)
             leads, elapsed, _ = self.back_to_back(
                 lambda ids: bare.run(cursor, ids, breakdown), seconds
             )
@@ -755,23 +863,68 @@ class Bench:
         return run.leads, run.wall, None
 
     def dialer(self) -> list[PhaseRow]:
+        """Every phase once per round, rounds in turn, so drift and noise spread evenly."""
         args = self.args
-        rows = [self.phase("C", "probe alone (baseline)", None)]
-        bare = self.phase("A", "bare verified SQL, 500-row stmts", self.run_bare)
-        rows.append(bare)
         chunk_times = [args.chunk_time_ms]
         chunk_times += [c for c in args.sweep if c != args.chunk_time_ms]
-        for chunk_ms in chunk_times:
-            row = self.phase(
-                "B", f"ours, chunk time {chunk_ms:g} ms", self.run_ours(chunk_ms), chunk_ms
-            )
-            row.vs_bare = round(row.leads_per_s / bare.leads_per_s, 3)
-            rows.append(row)
+        specs: list[tuple[str, str, Workload | None, float | None]] = [
+            ("C", "probe alone (baseline)", None, None),
+            ("A", "bare verified SQL, 500-row stmts", self.run_bare, None),
+        ]
+        specs += [("B", f"ours, chunk time {c:g} ms", self.run_ours(c), c) for c in chunk_times]
         if args.pt_archiver:
-            row = self.phase("P", "pt-archiver --limit 1, unverified", self.run_pt_archiver)
-            row.vs_bare = round(row.leads_per_s / bare.leads_per_s, 3)
-            rows.append(row)
+            specs.append(("P", "pt-archiver --limit 1, unverified", self.run_pt_archiver, None))
+        runs: list[list[PhaseRun]] = [[] for _ in specs]
+        for round_ in range(args.rounds):
+            if args.rounds > 1:
+                log(f"round {round_ + 1} of {args.rounds}")
+            for spec, done in zip(specs, runs, strict=True):
+                done.append(self.phase(spec[0], spec[1], spec[2]))
+        rows = [
+            phase_row(label, workload, chunk_ms, done)
+            for (label, workload, _, chunk_ms), done in zip(specs, runs, strict=True)
+        ]
+        bare = rows[1].leads_per_s
+        for row in rows[2:]:
+            row.vs_bare = round(row.leads_per_s / bare, 3) if bare else None
         return rows
+
+
+def phase_row(
+    label: str, workload: str, chunk_time_ms: float | None, runs: list[PhaseRun]
+) -> PhaseRow:
+    """One table row from every round of a phase: totals, and percentiles over all samples."""
+    leads = sum(r.leads for r in runs)
+    elapsed = sum(r.seconds for r in runs)
+    samples = ProbeSamples(
+        read=[x for r in runs for x in r.samples.read],
+        update=[x for r in runs for x in r.samples.update],
+        pair=[x for r in runs for x in r.samples.pair],
+        errors=sum(r.samples.errors for r in runs),
+    )
+    holds = [h for r in runs for h in r.breakdown.holds]
+    chunk_leads = [n for r in runs for n in r.breakdown.chunk_leads]
+    locks = sum(r.breakdown.counts.get("lock", 0) for r in runs)
+    batches = sum(r.breakdown.batches for r in runs)
+    return PhaseRow(
+        phase=label,
+        workload=workload,
+        chunk_time_ms=chunk_time_ms,
+        seconds=round(elapsed, 1),
+        leads=leads,
+        leads_per_s=round(leads / elapsed) if elapsed else 0,
+        vs_bare=None,
+        probe=ProbeStats.of(samples),
+        lock_hold_p99_ms=ms(percentile(holds, 99)) if holds else None,
+        lock_hold_max_ms=ms(max(holds)) if holds else None,
+        chunks_per_batch=round(locks / batches, 1) if locks and batches else None,
+        mean_chunk_leads=round(statistics.mean(chunk_leads), 1) if chunk_leads else None,
+        noise=NoiseStats(
+            other_cpu_pct=round(statistics.mean(r.noise.other_cpu_pct for r in runs), 1),
+            foreign_queries=round(statistics.mean(r.noise.foreign_queries for r in runs), 2),
+            foreign_databases=sorted({d for r in runs for d in r.noise.foreign_databases})[:5],
+        ),
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -785,11 +938,23 @@ def fmt(value: float | None, digits: int = 1) -> str:
     return f"{value:,.{digits}f}"
 
 
+NOISE_CAPTION = (
+    "noise: CPU used by processes other than this benchmark and MariaDB (% of all cores) /"
+    " other clients' statements running on the server (mean of 4 samples a second)"
+)
+
+
+def noise_cell(noise: NoiseStats) -> str:
+    """Other processes' CPU (% of all cores) / other clients' queries running, on average."""
+    return f"{fmt(noise.other_cpu_pct, 0)}% / {fmt(noise.foreign_queries, 1)}"
+
+
 def cost_table(rows: list[CostRow], args: argparse.Namespace) -> Table:
     table = Table(
         title=f"1. Cost ratio: {args.batch_size}-lead archive+delete batches, ABAB,"
         f" {args.batches} each per size, chunk time {args.chunk_time_ms:g} ms",
         box=box.SIMPLE_HEAVY,
+        caption=NOISE_CAPTION,
     )
     for name in (
         "leads",
@@ -801,6 +966,7 @@ def cost_table(rows: list[CostRow], args: argparse.Namespace) -> Table:
         "chunks/batch",
         "lock p99 ms",
         "intact",
+        "noise",
     ):
         table.add_column(name, justify="right")
     if args.pt_archiver:
@@ -816,6 +982,7 @@ def cost_table(rows: list[CostRow], args: argparse.Namespace) -> Table:
             fmt(r.ours_chunks_per_batch),
             fmt(r.ours_lock_hold_p99_ms),
             "yes" if r.data_intact else "NO",
+            noise_cell(r.noise),
         ]
         if args.pt_archiver:
             cells.append(
@@ -863,8 +1030,10 @@ def breakdown_table(rows: list[CostRow]) -> Table:
 def dialer_table(rows: list[PhaseRow], size: int, args: argparse.Namespace) -> Table:
     table = Table(
         title=f"2. Dialer impact at {size:,} leads: probe (PK read + update of other leads) every"
-        f" {args.probe_interval_ms:g} ms, {args.phase_seconds:g} s per phase",
+        f" {args.probe_interval_ms:g} ms; each phase {args.phase_seconds:g} s x {args.rounds}"
+        " round(s), phases in turn",
         box=box.SIMPLE_HEAVY,
+        caption=NOISE_CAPTION,
     )
     for name, justify in (
         ("phase", "left"),
@@ -878,7 +1047,8 @@ def dialer_table(rows: list[PhaseRow], size: int, args: argparse.Namespace) -> T
         ("read p99", "right"),
         ("update p99", "right"),
         ("lock p99/max", "right"),
-        ("chunk leads", "right"),
+        ("leads/chunk", "right"),
+        ("noise", "right"),
     ):
         table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     for r in rows:
@@ -898,6 +1068,7 @@ def dialer_table(rows: list[PhaseRow], size: int, args: argparse.Namespace) -> T
             if r.lock_hold_max_ms is not None
             else "-",
             fmt(r.mean_chunk_leads),
+            noise_cell(r.noise),
         )
     return table
 
@@ -930,6 +1101,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help=f"also run the dialer phase of ours at these chunk times (default {SWEEP_DEFAULT})",
     )
     parser.add_argument("--phase-seconds", type=float, default=30.0)
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="run the dialer phases this many times, in turn"
+    )
     parser.add_argument("--probe-interval-ms", type=float, default=5.0)
     parser.add_argument(
         "--probe-thread", action="store_true", help="probe in a thread, not a process"
@@ -947,6 +1121,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def engine_code() -> str:
+    """Which engine was measured: the commit, and the hash of tasks/archive.py as imported."""
+    source = Path(archive.__file__)
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:12]
+    git = ["git", "-C", str(source.parent)]
+    head = subprocess.run(  # noqa: S603
+        [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    dirty = subprocess.run(  # noqa: S603
+        [*git, "diff", "--quiet", "HEAD", "--", source.name], check=False
+    ).returncode
+    return f"{head or '?'}{' + uncommitted changes' if dirty else ''}, archive.py {digest}"
+
+
 def machine(engine: Engine) -> dict[str, Any]:
     with engine.connect() as conn:
         version, key_buffer, concurrent = conn.exec_driver_sql(
@@ -959,6 +1147,7 @@ def machine(engine: Engine) -> dict[str, Any]:
         cpu = found.group(1) if found else ""
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "engine_code": engine_code(),
         "cores": os.cpu_count(),
         "cpu": cpu,
         "python": platform.python_version(),
@@ -974,7 +1163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     name = f"leadarchive_bench_{uuid.uuid4().hex[:10]}"
     url = make_url(args.url).set(database=name, query={"charset": "utf8mb4"})
     info = machine(server)
-    out = Console(width=None if sys.stdout.isatty() else 160)
+    out = Console(width=None if sys.stdout.isatty() else 200)
     cost_rows: list[CostRow] = []
     phase_rows: list[PhaseRow] = []
     with server.connect() as conn:
@@ -982,7 +1171,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     log(f"database {name}; {info['server']}, {info['cores']} cores")
     engine = make_engine(url.render_as_string(hide_password=False), pool_size=4)
     try:
-        bench = Bench(args=args, url=url, engine=engine, rng=random.Random(args.seed))
+        bench = Bench(
+            args=args, url=url, database=name, engine=engine, rng=random.Random(args.seed)
+        )
         for size in sorted(args.sizes):
             log(f"loading {size:,} leads")
             load_seconds = bench.load(size)
@@ -1003,7 +1194,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         out.print(dialer_table(phase_rows, max(args.sizes), args))
     out.print(
         f"{info['date']}  {info['cores']} cores ({info['cpu']}), MariaDB {info['server']},"
-        f" key_buffer_size {info['key_buffer_size'] // 2**20} MiB, probe in a"
+        f" key_buffer_size {info['key_buffer_size'] // 2**20} MiB; engine {info['engine_code']};"
+        " probe in a"
         f" {'thread' if args.probe_thread else 'separate process'}"
     )
     if args.json:

@@ -16,6 +16,7 @@ pt-online-schema-change's ``--chunk-time``) so the dialer never waits long for t
 from __future__ import annotations
 
 import random
+import re
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -26,7 +27,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from sqlalchemy import Connection
 
-from tasks.errors import BatchError, ConcurrentChangeError, InUseUnknownError
+from tasks.errors import BatchBusyError, BatchError, ConcurrentChangeError, InUseUnknownError
 from tasks.schema import ARCHIVE_TABLE, LIVE_TABLE, Column, TablePair, inspect_tables
 
 InsertOutcome = Literal["inserted", "already_archived", "not_found"]
@@ -98,7 +99,7 @@ class Tuning:
     """How a batch shares the tables with the dialer."""
 
     # How long one chunk may hold the table lock (pt-online-schema-change's --chunk-time).
-    chunk_time: timedelta = timedelta(milliseconds=10)
+    chunk_time: timedelta = timedelta(milliseconds=5)
     first_chunk: int = 25
     max_chunk: int = 500
     # How many times a chunk is tried again after a deadlock or lock wait timeout (InnoDB).
@@ -198,6 +199,13 @@ def _id_list(ids: Iterable[int]) -> str:
     # Only ints validated by validate_lead_ids reach here, so inlining them is injection-free
     # and saves the driver's per-value escaping on every chunk.
     return ",".join(str(int(i)) for i in ids)
+
+
+SNAPSHOT = "leadarchive_snapshot"
+# A batch's snapshot covers at most this many leads (a MEMORY table of about 2 MB).
+SNAPSHOT_WINDOW = 500
+ER_ACCESS_DENIED = (1044, 1142)
+ER_CANT_USE_BLOB = 1163
 
 
 def _same(column: Column, left: str, right: str, dialect: str) -> str:
@@ -304,6 +312,38 @@ class _Statements:
             f" WHERE l.lead_id IN ({ids}) AND {self.identical} AND NOT {self.in_use}"
         )
 
+    # The snapshot path: the batch's live rows, read once by primary key into a private
+    # temporary table aliased `l`, so every expression above serves both sources.
+    def snapshot_create(self) -> str:
+        return (
+            f"CREATE TEMPORARY TABLE {SNAPSHOT} (PRIMARY KEY (lead_id)) ENGINE={{engine}}"
+            f" AS SELECT {self.insert_columns} FROM {q(LIVE_TABLE)} LIMIT 0"
+        )
+
+    def snapshot_fill(self, ids: str) -> str:
+        return (
+            f"INSERT INTO {SNAPSHOT} ({self.insert_columns})"
+            f" SELECT {self.insert_values} FROM {self.live_by_id} WHERE l.lead_id IN ({ids})"
+        )
+
+    def snapshot_classify(self) -> str:
+        return (
+            f"SELECT l.lead_id, a.lead_id IS NOT NULL, {self.identical}, 0"
+            f" FROM {SNAPSHOT} AS l LEFT JOIN {self.archive_by_id} ON a.lead_id = l.lead_id"
+        )
+
+    def snapshot_insert(self, ids: str) -> str:
+        return (
+            f"INSERT INTO {q(ARCHIVE_TABLE)} ({self.insert_columns})"
+            f" SELECT {self.insert_values} FROM {SNAPSHOT} AS l WHERE l.lead_id IN ({ids})"
+        )
+
+    def snapshot_update(self, ids: str) -> str:
+        return (
+            f"UPDATE {self.archive_by_id} JOIN {SNAPSHOT} AS l ON l.lead_id = a.lead_id"
+            f" SET {self.update_set} WHERE a.lead_id IN ({ids}) AND NOT {self.identical}"
+        )
+
     def lock_rows(self, table: str, ids: str) -> str:
         return (
             f"SELECT lead_id FROM {q(table)} FORCE INDEX (PRIMARY) WHERE lead_id IN ({ids})"
@@ -408,6 +448,11 @@ def run_batch(
         max_size=tuning.max_chunk,
     )
     results: dict[int, LeadResult] = {}
+    if not (actions.dry_run or sqlite or pair.transactional) and _snapshot_ready(cursor, sql):
+        for start in range(0, len(unique), SNAPSHOT_WINDOW):
+            window = unique[start : start + SNAPSHOT_WINDOW]
+            results.update(_run_window_snapshot(cursor, conn, sql, window, actions, sizer, tuning))
+        return make_report(ids, results, actions)
     position = 0
     while position < len(unique):
         chunk = unique[position : position + sizer.size]
@@ -472,6 +517,102 @@ def _run_chunk_locked(
         return _apply(cursor, sql, chunk, actions)
     finally:
         cursor.run("UNLOCK TABLES")
+
+
+def _snapshot_ready(cursor: _Cursor, sql: _Statements) -> bool:
+    """Create this session's snapshot table; False when the user may not (no privilege)."""
+    cursor.run(f"DROP TEMPORARY TABLE IF EXISTS {SNAPSHOT}")
+    for engine in ("MEMORY", "Aria", "MyISAM"):
+        try:
+            cursor.run(sql.snapshot_create().format(engine=engine))
+            return True
+        except Exception as exc:
+            code = _driver_error_code(exc)
+            if code in ER_ACCESS_DENIED:
+                # Vicidial's stock `cron` user lacks CREATE TEMPORARY TABLES: the slower path.
+                return False
+            if code != ER_CANT_USE_BLOB:
+                raise
+    return False
+
+
+def _run_window_snapshot(
+    cursor: _Cursor,
+    conn: Connection,
+    sql: _Statements,
+    window: list[int],
+    actions: Actions,
+    sizer: _ChunkSizer,
+    tuning: Tuning,
+) -> dict[int, LeadResult]:
+    """MyISAM: copy from a snapshot without touching vicidial_list, then delete in short chunks.
+
+    1. One primary-key read of the window's live rows into the session's temporary table:
+       the only moment vicidial_list is read-locked before the deletes.
+    2. Insert and refresh the archive copies from the snapshot, under a lock on the archive
+       alone, so the dialer never waits for it.
+    3. Delete in chunks sized to the target lock time, each DELETE comparing the live row with
+       its archive copy itself: a lead the dialer changed since the snapshot stays (mismatch).
+    Batches are serialised by a named lock: a refresh from an older snapshot must never
+    overwrite a copy another batch has just verified and deleted the live row of.
+    """
+    ids = _id_list(window)
+    lock = "leadarchive." + re.sub(r"\W", "_", conn.engine.url.database or "")[:50]
+    wait = max(1, int(tuning.lock_wait_timeout.total_seconds()))
+    ((granted,),) = cursor.rows(f"SELECT GET_LOCK('{lock}', {wait})")
+    if granted != 1:
+        raise BatchBusyError(f"another batch held {lock!r} for {wait}s; try again")
+    try:
+        cursor.run(f"DELETE FROM {SNAPSHOT}")
+        cursor.write(sql.snapshot_fill(ids))
+        cursor.run(f"LOCK TABLES {q(ARCHIVE_TABLE)} WRITE, {q(ARCHIVE_TABLE)} AS a WRITE")
+        try:
+            states = {i: LeadState() for i in window}
+            for lead_id, archived, identical, _ in cursor.rows(sql.snapshot_classify()):
+                states[int(lead_id)] = LeadState(
+                    live=True, archived=bool(archived), identical=bool(identical)
+                )
+            for (lead_id,) in cursor.rows(sql.archived(ids)):
+                if not states[int(lead_id)].live:
+                    states[int(lead_id)] = LeadState(archived=True)
+            plans = {i: plan_lead(i, states[i], actions) for i in window}
+            for action, outcome, statement in (
+                ("insert", "inserted", sql.snapshot_insert),
+                ("update", "updated", sql.snapshot_update),
+            ):
+                targets = [i for i, p in plans.items() if getattr(p, action) == outcome]
+                if targets and cursor.write(statement(_id_list(targets))) != len(targets):
+                    raise ConcurrentChangeError(f"the archive changed during the {action}")
+        finally:
+            cursor.run("UNLOCK TABLES")
+        candidates = [i for i, p in plans.items() if p.delete == "deleted"]
+        position = 0
+        while position < len(candidates):
+            chunk = candidates[position : position + sizer.size]
+            started = time.perf_counter()
+            deleted = cursor.write(sql.delete(_id_list(chunk)))
+            sizer.record(len(chunk), time.perf_counter() - started)
+            if deleted != len(chunk):
+                _explain_survivors(cursor, sql, chunk, plans)
+            position += len(chunk)
+    finally:
+        cursor.rows(f"SELECT RELEASE_LOCK('{lock}')")
+    return plans
+
+
+def _explain_survivors(
+    cursor: _Cursor, sql: _Statements, chunk: list[int], plans: dict[int, LeadResult]
+) -> None:
+    """Say why the leads a guarded DELETE kept are still live (changed since, or in use)."""
+    for lead_id, archived, identical, in_use in cursor.rows(sql.classify(_id_list(chunk))):
+        plan = plans[int(lead_id)]
+        plan.live = True
+        if not archived:
+            plan.delete = "not_archived"
+        elif not identical:
+            plan.delete = "mismatch"
+        else:
+            plan.delete = "in_use" if in_use else "mismatch"
 
 
 def _run_chunk_sqlite(

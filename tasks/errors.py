@@ -7,7 +7,8 @@ LeadArchiveError
 │   ├── SchemaMismatchError   the archive's columns differ from the live table's
 │   └── InUseUnknownError     a dialer table exists but cannot be read: no delete
 └── BatchError                a batch could not be carried out
-    └── ConcurrentChangeError a row changed between the batch's check and its statement
+    ├── ConcurrentChangeError a row changed between the batch's check and its statement
+    └── BatchBusyError        another batch held the batch lock too long (retried)
 """
 
 from __future__ import annotations
@@ -64,6 +65,10 @@ class ConcurrentChangeError(BatchError):
     """
 
 
+class BatchBusyError(BatchError):
+    """Another batch on the same database held the batch lock past the wait; retry later."""
+
+
 # MySQL/MariaDB error numbers of operational trouble: retry. Anything else is about the data or
 # the schema and would fail the same way again.
 TRANSIENT_MYSQL_ERRORS = frozenset(
@@ -84,6 +89,8 @@ TRANSIENT_MYSQL_ERRORS = frozenset(
 
 def is_transient(exc: BaseException) -> bool:
     """True for a database error that a retry may cure (connection lost, deadlock, lock wait)."""
+    if isinstance(exc, BatchBusyError | ConcurrentChangeError):
+        return True
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:

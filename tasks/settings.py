@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     rate_limit: str = "100/second"
     result_ttl: timedelta = timedelta(days=7)
     # How long one chunk of a batch may hold the table lock the dialer waits on.
-    chunk_time: timedelta = timedelta(milliseconds=10)
+    chunk_time: timedelta = timedelta(milliseconds=5)
     # A message a worker took and never acknowledged (the worker died) is delivered again after
     # this long. Every task, retry delay and time limit stays well below it.
     visibility_timeout: timedelta = timedelta(seconds=30)

@@ -435,3 +435,43 @@ def test_a_dialer_table_the_user_cannot_read_blocks_deletes(
 
     assert set(live(conn)) == {1, 2}
     assert copied.counts["insert"]["inserted"] == 2
+
+
+def test_without_create_temporary_tables_the_batch_takes_its_slower_path(
+    conn: Connection, database_url: str
+) -> None:
+    """Vicidial's stock `cron` user lacks CREATE TEMPORARY TABLES: everything still works."""
+    import secrets
+
+    from sqlalchemy import make_url
+
+    from tasks.db import make_engine
+
+    seed(conn, 30)
+    conn.exec_driver_sql("INSERT INTO vicidial_hopper (lead_id, list_id) VALUES (7, 1)")
+    before = live(conn)
+    database = make_url(database_url).database
+    user, password = f"la_cron_{secrets.token_hex(4)}", secrets.token_hex(12)
+    conn.exec_driver_sql(f"CREATE USER '{user}'@'127.0.0.1' IDENTIFIED BY '{password}'")
+    cron_like = make_engine(
+        make_url(database_url)
+        .set(username=user, password=password)
+        .render_as_string(hide_password=False)
+    )
+    try:
+        conn.exec_driver_sql(
+            f"GRANT SELECT, INSERT, UPDATE, DELETE, LOCK TABLES ON `{database}`.*"
+            f" TO '{user}'@'127.0.0.1'"
+        )
+        with cron_like.connect() as c:
+            with pytest.raises(Exception, match="denied"):
+                c.exec_driver_sql("CREATE TEMPORARY TABLE probe (a INT)")
+            report = run_batch(c, list(range(1, 31)), ALL, Tuning(first_chunk=4, max_chunk=8))
+    finally:
+        cron_like.dispose()
+        conn.exec_driver_sql(f"DROP USER '{user}'@'127.0.0.1'")
+
+    assert report.counts["delete"]["deleted"] == 29
+    assert report.counts["delete"]["in_use"] == 1
+    assert set(live(conn)) == {7}
+    assert archive(conn) == before
