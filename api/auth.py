@@ -18,8 +18,12 @@ def hash_key(key: str) -> str:
 
 
 def new_key() -> str:
-    """A fresh random API key (256 bits)."""
-    return secrets.token_urlsafe(32)
+    """A fresh random API key: 256 bits behind a ``la_`` prefix.
+
+    The prefix makes a leaked key recognisable to secret scanners, and keeps a key from starting
+    with ``-``, which command-line parsers (``submit --key …``) would read as an option.
+    """
+    return "la_" + secrets.token_urlsafe(32)
 
 
 def authenticate(header: str | None, hashes: dict[str, str]) -> str:

@@ -55,3 +55,14 @@ def test_openapi_documents_the_seed_request_and_docs_render(client: TestClient) 
     assert "/vicidial/leads/archive/{job_id}" in spec["paths"]
     assert docs.status_code == 200
     assert "swagger" in docs.text.lower()
+
+
+def test_new_keys_are_prefixed_random_and_accepted(client: TestClient) -> None:
+    from api.auth import authenticate, hash_key, new_key
+
+    keys = {new_key() for _ in range(50)}
+
+    assert len(keys) == 50
+    assert all(k.startswith("la_") and len(k) == 46 for k in keys)
+    key = keys.pop()
+    assert authenticate(f"Key={key}", {hash_key(key): "carol"}) == "carol"
