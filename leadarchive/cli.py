@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import subprocess
 import sys
@@ -66,7 +67,13 @@ def _worker(args: argparse.Namespace) -> int:
     if args.metrics_port:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        start_http_server(args.metrics_port, addr=args.metrics_host, registry=registry)
+        try:
+            start_http_server(args.metrics_port, addr=args.metrics_host, registry=registry)
+        except OSError as exc:
+            # A second worker on the same machine: it still works, its metrics are not served.
+            logging.getLogger("leadarchive.worker").warning(
+                "metrics not served", extra={"port": args.metrics_port, "error": str(exc)}
+            )
 
     argv = ["worker", "--loglevel", args.loglevel, "--concurrency", str(args.concurrency)]
     # -E: task events on, so Flower sees every task; one queue, this project's own.

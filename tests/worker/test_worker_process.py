@@ -1,8 +1,8 @@
 """The real worker process (`leadarchive worker`, prefork) killed in the middle of a job.
 
 The job must be delivered again and end ``succeeded`` within a minute, with every lead either
-live or identically archived. A table lock held by the test (as a busy dialer would) pins the
-batch inside its first statement, so the kill lands mid-batch every time.
+live or identically archived. A read lock held by the test (as a busy dialer would) pins the
+batch at its first delete, after its archive copies are written, so the kill lands mid-batch.
 """
 
 from __future__ import annotations
@@ -39,7 +39,16 @@ def own_redis() -> Iterator[str]:
 
 def _start_worker(env: dict[str, str], log: IO[bytes]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "leadarchive.cli", "worker", "--concurrency", "1"],
+        [
+            sys.executable,
+            "-m",
+            "leadarchive.cli",
+            "worker",
+            "--concurrency",
+            "1",
+            "--metrics-port",
+            "0",
+        ],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -80,22 +89,25 @@ def test_a_killed_worker_job_runs_again_and_succeeds_within_a_minute(
     workers = [_start_worker(env, log)]
     try:
         with engine.connect() as dialer:
-            # The "dialer" holds a read lock: the batch waits in LOCK TABLES ... WRITE.
+            # The "dialer" holds a read lock: the batch copies, then waits to delete.
             dialer.exec_driver_sql("LOCK TABLES vicidial_list READ")
-            job_id, _ = jobs.create("alice", request)
-            enqueue(create_celery(settings), job_id, request.lead_ids, request.summary())
-            wait_for(lambda: (jobs.get(job_id) or {}).get("status") == "running", timeout=30)
+            try:
+                job_id, _ = jobs.create("alice", request)
+                enqueue(create_celery(settings), job_id, request.lead_ids, request.summary())
+                wait_for(lambda: (jobs.get(job_id) or {}).get("status") == "running", timeout=30)
+                wait_for(lambda: len(archive(vicidial)) == LEADS, timeout=30)
 
-            parent = psutil.Process(workers[0].pid)
-            if victim == "pool process":
-                children = parent.children()
-                assert len(children) == 1
-                children[0].kill()
-            else:
-                _stop(workers[0])
-                workers.append(_start_worker(env, log))
-            killed_at = time.monotonic()
-            dialer.exec_driver_sql("UNLOCK TABLES")
+                parent = psutil.Process(workers[0].pid)
+                if victim == "pool process":
+                    children = parent.children()
+                    assert len(children) == 1
+                    children[0].kill()
+                else:
+                    _stop(workers[0])
+                    workers.append(_start_worker(env, log))
+                killed_at = time.monotonic()
+            finally:
+                dialer.exec_driver_sql("UNLOCK TABLES")
 
         record = wait_for(
             lambda: (r := jobs.get(job_id)) and r["status"] in ("succeeded", "failed") and r,
