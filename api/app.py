@@ -172,20 +172,21 @@ def create_app(
             log.info("job queued", extra={"job_id": job_id, "key_name": owner})
         return job_id
 
-    @app.get(f"{ARCHIVE_PATH}/{{job_id}}", summary="A job's status and, when done, its report")
-    async def status(job_id: str, request: Request) -> dict[str, Any]:
+    async def owned_record(job_id: str, request: Request) -> dict[str, str]:
+        """The job's record if this request's key submitted it; 404 as if absent otherwise."""
         owner = key_name(request)
-        record = await _guard(run_in_threadpool(rt.jobs.get, job_id))
+        record: dict[str, str] | None = await _guard(run_in_threadpool(rt.jobs.get, job_id))
         if record is None or record.get("owner") != owner:
             raise problems.not_found()
-        return public_view(record)
+        return record
+
+    @app.get(f"{ARCHIVE_PATH}/{{job_id}}", summary="A job's status and, when done, its report")
+    async def status(job_id: str, request: Request) -> dict[str, Any]:
+        return public_view(await owned_record(job_id, request))
 
     @app.delete(f"{ARCHIVE_PATH}/{{job_id}}", summary="Cancel a job that has not started")
     async def cancel(job_id: str, request: Request) -> dict[str, Any]:
-        owner = key_name(request)
-        record = await _guard(run_in_threadpool(rt.jobs.get, job_id))
-        if record is None or record.get("owner") != owner:
-            raise problems.not_found()
+        await owned_record(job_id, request)
         before = await _guard(run_in_threadpool(rt.jobs.cancel, job_id))
         if before not in ("queued", "deferred", "cancelled"):
             raise Problem(

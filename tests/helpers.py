@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine, make_url
 
 from api.auth import hash_key
+from tasks.db import make_engine
 from tasks.seed import LEAD_COLUMNS
 from tasks.settings import Settings
 
@@ -76,3 +79,25 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: floa
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {predicate}")
         time.sleep(interval)
+
+
+@contextmanager
+def mysql_user(conn: Connection, database_url: str, *grants: str) -> Iterator[Engine]:
+    """An engine for a fresh MariaDB user holding only ``grants`` (``{db}`` is the database).
+
+    Each grant reads like ``SELECT ON `{db}`.*``; the user is dropped afterwards.
+    """
+    url = make_url(database_url)
+    user, password = f"la_{secrets.token_hex(5)}", secrets.token_hex(12)
+    account = f"'{user}'@'127.0.0.1'"
+    conn.exec_driver_sql(f"CREATE USER {account} IDENTIFIED BY '{password}'")
+    engine = make_engine(
+        url.set(username=user, password=password).render_as_string(hide_password=False)
+    )
+    try:
+        for grant in grants:
+            conn.exec_driver_sql(f"GRANT {grant.format(db=url.database)} TO {account}")
+        yield engine
+    finally:
+        engine.dispose()
+        conn.exec_driver_sql(f"DROP USER {account}")

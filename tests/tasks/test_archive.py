@@ -10,7 +10,7 @@ from sqlalchemy import Connection, Engine
 from tasks.archive import Actions, Tuning, run_batch
 from tasks.errors import BatchError, MissingTableError, SchemaMismatchError
 from tasks.seed import LEAD_COLUMNS, insert_leads, lead_rows
-from tests.helpers import archive, column, live
+from tests.helpers import archive, column, live, mysql_user
 
 ALL = Actions(insert=True, update=True, delete=True)
 
@@ -396,42 +396,28 @@ def test_chunks_follow_the_target_lock_time(conn: Connection) -> None:
 
 
 def test_a_dialer_table_the_user_cannot_read_blocks_deletes(
-    engine: Engine, conn: Connection, database_url: str
+    conn: Connection, database_url: str
 ) -> None:
     """information_schema hides a table without privileges as if absent: that must not pass."""
-    import secrets
-
-    from sqlalchemy import make_url
-
-    from tasks.db import make_engine
     from tasks.errors import InUseUnknownError
 
     seed(conn, 2)
     conn.exec_driver_sql("INSERT INTO vicidial_hopper (lead_id, list_id) VALUES (1, 1)")
-    database = make_url(database_url).database
-    user, password = f"la_nohop_{secrets.token_hex(4)}", secrets.token_hex(12)
-    conn.exec_driver_sql(f"CREATE USER '{user}'@'127.0.0.1' IDENTIFIED BY '{password}'")
-    limited = make_engine(
-        make_url(database_url)
-        .set(username=user, password=password)
-        .render_as_string(hide_password=False)
-    )
-    try:
-        for table in ("vicidial_list", "vicidial_list_archive"):
-            conn.exec_driver_sql(
-                f"GRANT SELECT, INSERT, UPDATE, DELETE ON `{database}`.`{table}`"
-                f" TO '{user}'@'127.0.0.1'"
-            )
-        for table in ("vicidial_auto_calls", "vicidial_live_agents"):
-            conn.exec_driver_sql(f"GRANT SELECT ON `{database}`.`{table}` TO '{user}'@'127.0.0.1'")
-        conn.exec_driver_sql(f"GRANT LOCK TABLES ON `{database}`.* TO '{user}'@'127.0.0.1'")
-        with limited.connect() as c:
-            with pytest.raises(InUseUnknownError, match="cannot read vicidial_hopper"):
-                run_batch(c, [1, 2], ALL)
-            copied = run_batch(c, [1, 2], Actions(insert=True, update=True))
-    finally:
-        limited.dispose()
-        conn.exec_driver_sql(f"DROP USER '{user}'@'127.0.0.1'")
+    with (
+        mysql_user(
+            conn,
+            database_url,
+            "SELECT, INSERT, UPDATE, DELETE ON `{db}`.`vicidial_list`",
+            "SELECT, INSERT, UPDATE, DELETE ON `{db}`.`vicidial_list_archive`",
+            "SELECT ON `{db}`.`vicidial_auto_calls`",
+            "SELECT ON `{db}`.`vicidial_live_agents`",
+            "LOCK TABLES ON `{db}`.*",
+        ) as limited,
+        limited.connect() as c,
+    ):
+        with pytest.raises(InUseUnknownError, match="cannot read vicidial_hopper"):
+            run_batch(c, [1, 2], ALL)
+        copied = run_batch(c, [1, 2], Actions(insert=True, update=True))
 
     assert set(live(conn)) == {1, 2}
     assert copied.counts["insert"]["inserted"] == 2
@@ -441,35 +427,14 @@ def test_without_create_temporary_tables_the_batch_takes_its_slower_path(
     conn: Connection, database_url: str
 ) -> None:
     """Vicidial's stock `cron` user lacks CREATE TEMPORARY TABLES: everything still works."""
-    import secrets
-
-    from sqlalchemy import make_url
-
-    from tasks.db import make_engine
-
     seed(conn, 30)
     conn.exec_driver_sql("INSERT INTO vicidial_hopper (lead_id, list_id) VALUES (7, 1)")
     before = live(conn)
-    database = make_url(database_url).database
-    user, password = f"la_cron_{secrets.token_hex(4)}", secrets.token_hex(12)
-    conn.exec_driver_sql(f"CREATE USER '{user}'@'127.0.0.1' IDENTIFIED BY '{password}'")
-    cron_like = make_engine(
-        make_url(database_url)
-        .set(username=user, password=password)
-        .render_as_string(hide_password=False)
-    )
-    try:
-        conn.exec_driver_sql(
-            f"GRANT SELECT, INSERT, UPDATE, DELETE, LOCK TABLES ON `{database}`.*"
-            f" TO '{user}'@'127.0.0.1'"
-        )
-        with cron_like.connect() as c:
-            with pytest.raises(Exception, match="denied"):
-                c.exec_driver_sql("CREATE TEMPORARY TABLE probe (a INT)")
-            report = run_batch(c, list(range(1, 31)), ALL, Tuning(first_chunk=4, max_chunk=8))
-    finally:
-        cron_like.dispose()
-        conn.exec_driver_sql(f"DROP USER '{user}'@'127.0.0.1'")
+    cron_like = "SELECT, INSERT, UPDATE, DELETE, LOCK TABLES ON `{db}`.*"
+    with mysql_user(conn, database_url, cron_like) as limited, limited.connect() as c:
+        with pytest.raises(Exception, match="denied"):
+            c.exec_driver_sql("CREATE TEMPORARY TABLE probe (a INT)")
+        report = run_batch(c, list(range(1, 31)), ALL, Tuning(first_chunk=4, max_chunk=8))
 
     assert report.counts["delete"]["deleted"] == 29
     assert report.counts["delete"]["in_use"] == 1

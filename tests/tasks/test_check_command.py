@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Iterator
-
 import pytest
-from sqlalchemy import Connection, Engine, make_url
+from sqlalchemy import Connection
 
 from leadarchive.cli import main
-
-
-@pytest.fixture
-def myisam(engine: Engine) -> Iterator[Connection]:
-    from tasks.schema import create_vicidial_tables, drop_vicidial_tables
-
-    with engine.connect() as c:
-        drop_vicidial_tables(c)
-        create_vicidial_tables(c, "MyISAM")
-        yield c
-        drop_vicidial_tables(c)
+from tests.helpers import mysql_user
 
 
 def test_check_reports_a_ready_database(
-    myisam: Connection, database_url: str, capsys: pytest.CaptureFixture[str]
+    vicidial: Connection, database_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code = main(["check", "--database-url", database_url])
 
@@ -36,9 +23,9 @@ def test_check_reports_a_ready_database(
 
 
 def test_check_names_a_drifted_column(
-    myisam: Connection, database_url: str, capsys: pytest.CaptureFixture[str]
+    vicidial: Connection, database_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    myisam.exec_driver_sql(
+    vicidial.exec_driver_sql(
         "ALTER TABLE vicidial_list_archive MODIFY called_since_last_reset"
         " ENUM('Y','N','Y1','Y2','Y3','Y4','Y5','Y6','Y7','Y8','Y9','Y10') DEFAULT 'N'"
     )
@@ -52,9 +39,9 @@ def test_check_names_a_drifted_column(
 
 
 def test_a_missing_archive_is_reported_then_created_by_vicidials_recipe(
-    myisam: Connection, database_url: str, capsys: pytest.CaptureFixture[str]
+    vicidial: Connection, database_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    myisam.exec_driver_sql("DROP TABLE vicidial_list_archive")
+    vicidial.exec_driver_sql("DROP TABLE vicidial_list_archive")
 
     missing = main(["check", "--database-url", database_url])
     missing_out = capsys.readouterr().out
@@ -66,7 +53,7 @@ def test_a_missing_archive_is_reported_then_created_by_vicidials_recipe(
     assert "vicidial_list_archive does not exist" in missing_out
     assert "create-archive-table" in missing_out
     assert (created, again, ready) == (0, 1, 0)
-    extra = myisam.exec_driver_sql(
+    extra = vicidial.exec_driver_sql(
         "SELECT EXTRA FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE()"
         " AND TABLE_NAME = 'vicidial_list_archive' AND COLUMN_NAME = 'lead_id'"
     ).scalar_one()
@@ -74,21 +61,14 @@ def test_a_missing_archive_is_reported_then_created_by_vicidials_recipe(
 
 
 def test_check_lists_the_privileges_a_user_lacks(
-    myisam: Connection, database_url: str, capsys: pytest.CaptureFixture[str]
+    vicidial: Connection, database_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    user, password = f"la_chk_{secrets.token_hex(4)}", secrets.token_hex(12)
-    database = make_url(database_url).database
-    myisam.exec_driver_sql(f"CREATE USER '{user}'@'127.0.0.1' IDENTIFIED BY '{password}'")
-    try:
-        myisam.exec_driver_sql(f"GRANT SELECT ON `{database}`.* TO '{user}'@'127.0.0.1'")
-        limited = make_url(database_url).set(username=user, password=password)
-
-        code = main(["check", "--database-url", limited.render_as_string(hide_password=False)])
-    finally:
-        myisam.exec_driver_sql(f"DROP USER '{user}'@'127.0.0.1'")
+    with mysql_user(vicidial, database_url, "SELECT ON `{db}`.*") as limited:
+        url = limited.url.render_as_string(hide_password=False)
+        code = main(["check", "--database-url", url])
 
     out = capsys.readouterr().out
     assert code == 1
     assert "DELETE, INSERT, UPDATE on vicidial_list missing" in out
     assert "LOCK TABLES on the database missing" in out
-    assert password not in out
+    assert str(limited.url.password) not in out
