@@ -28,6 +28,11 @@ class RateLimiter:
             )
             self._limiter = SlidingWindowCounterRateLimiter(storage)
 
+    @property
+    def enabled(self) -> bool:
+        """False when no limit is configured (nothing to count, no Redis call)."""
+        return self._limiter is not None
+
     def check(self, key_name: str) -> None:
         """Count one request for ``key_name``; a 429 problem when it is over the limit."""
         if self._item is None or self._limiter is None:

@@ -45,6 +45,9 @@ def _api(args: argparse.Namespace) -> int:
         proxy_headers=True,
         access_log=False,
         log_config=None,
+        # Past this many requests at once, answer 503 at once rather than queue them all.
+        limit_concurrency=args.limit_concurrency,
+        backlog=2048,
     )
     return 0
 
@@ -307,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--port", type=int, default=8000)
     api.add_argument("--certfile", help="serve HTTPS with this certificate (PEM)")
     api.add_argument("--keyfile", help="the certificate's private key (PEM)")
+    api.add_argument("--limit-concurrency", type=int, default=1000)
     api.set_defaults(handler=_api)
 
     worker = commands.add_parser("worker", help="run a Celery worker (events on)")

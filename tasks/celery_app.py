@@ -61,6 +61,10 @@ def create_celery(settings: Settings) -> Celery:
         worker_send_task_events=True,
         task_send_sent_event=True,
         task_track_started=True,
+        # https://docs.celeryq.dev/en/stable/userguide/tasks.html#ignore-results-you-don-t-want
+        # The job record is the result clients read; storing Celery's own too costs every
+        # task a write, and every send a subscription to a result channel nobody reads.
+        task_ignore_result=True,
         task_default_queue=QUEUE,
         broker_connection_retry_on_startup=True,
         # Refuse to enqueue quickly when Redis is down, so the API can answer 503 at once.

@@ -461,8 +461,10 @@ def test_logs_name_the_job_and_key_name_never_the_key(
 
 
 def test_a_queued_job_cancelled_before_a_worker_takes_it_never_runs(
-    client: TestClient, vicidial: Connection, rt, celery_app
+    client: TestClient, vicidial: Connection, rt, celery_app, redis_client: redis.Redis
 ) -> None:
+    import time
+
     from tasks.celery_app import enqueue
     from tasks.jobs import JobRequest
 
@@ -473,7 +475,12 @@ def test_a_queued_job_cancelled_before_a_worker_takes_it_never_runs(
 
     cancelled = client.delete(url, headers=ALICE)
     enqueue(celery_app, job_id, request.lead_ids, request.summary())  # arrives late
-    wait_for(lambda: celery_app.AsyncResult(job_id).ready(), timeout=20)
+    # The worker took the message and acknowledged it.
+    wait_for(
+        lambda: redis_client.llen("leadarchive") == 0 and redis_client.hlen("unacked") == 0,
+        timeout=20,
+    )
+    time.sleep(0.2)
 
     assert cancelled.status_code == 200
     assert cancelled.json()["status"] == "cancelled"
