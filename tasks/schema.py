@@ -303,22 +303,28 @@ def _engines(conn: Connection) -> dict[str, str]:
     rows = conn.execute(
         text(
             "SELECT TABLE_NAME, ENGINE FROM information_schema.TABLES"
-            " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_TYPE = 'BASE TABLE'"
-        )
+            " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN (:live, :archive)"
+            " AND TABLE_TYPE = 'BASE TABLE'"
+        ),
+        {"live": LIVE_TABLE, "archive": ARCHIVE_TABLE},
     ).all()
     return {r[0]: r[1] for r in rows}
 
 
-def _primary_key(conn: Connection, table: str) -> list[str]:
+def _primary_keys(conn: Connection) -> dict[str, list[str]]:
+    """Both tables' primary key columns, in one information_schema query."""
+    keys: dict[str, list[str]] = {LIVE_TABLE: [], ARCHIVE_TABLE: []}
     rows = conn.execute(
         text(
-            "SELECT COLUMN_NAME FROM information_schema.STATISTICS"
-            " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = :table AND INDEX_NAME = 'PRIMARY'"
-            " ORDER BY SEQ_IN_INDEX"
+            "SELECT TABLE_NAME, COLUMN_NAME FROM information_schema.STATISTICS"
+            " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN (:live, :archive)"
+            " AND INDEX_NAME = 'PRIMARY' ORDER BY TABLE_NAME, SEQ_IN_INDEX"
         ),
-        {"table": table},
+        {"live": LIVE_TABLE, "archive": ARCHIVE_TABLE},
     ).all()
-    return [r[0] for r in rows]
+    for table, column in rows:
+        keys[table].append(column)
+    return keys
 
 
 def compare_columns(live: dict[str, Column], archive: dict[str, Column]) -> list[str]:
@@ -429,7 +435,8 @@ def inspect_tables(conn: Connection) -> TablePair:
         raise SchemaMismatchError(differences)
     # Every statement finds its rows by primary key, and the archive's key is what makes a
     # second copy of a lead impossible.
-    keyless = [t for t in (LIVE_TABLE, ARCHIVE_TABLE) if _primary_key(conn, t) != ["lead_id"]]
+    keys = _primary_keys(conn)
+    keyless = [t for t in (LIVE_TABLE, ARCHIVE_TABLE) if keys[t] != ["lead_id"]]
     if keyless:
         raise SchemaMismatchError([f"{t} needs PRIMARY KEY (lead_id)" for t in keyless])
     readable, unreadable = probe_in_use_tables(conn)
