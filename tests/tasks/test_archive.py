@@ -440,3 +440,17 @@ def test_without_create_temporary_tables_the_batch_takes_its_slower_path(
     assert report.counts["delete"]["in_use"] == 1
     assert set(live(conn)) == {7}
     assert archive(conn) == before
+
+
+def test_chunks_grow_past_the_target_only_while_nobody_waits() -> None:
+    from tasks.archive import _ChunkSizer
+
+    sizer = _ChunkSizer(target=0.005, size=40, max_size=500)
+    sizer.record(40, 0.010, nobody_waited=True)  # twice the target, but the dialer is idle
+    assert sizer.size == 80
+    sizer.record(80, 0.020, nobody_waited=True)
+    assert sizer.size == 160
+    sizer.record(160, 0.040, nobody_waited=False)  # someone waited: back to the target
+    assert sizer.size == 20
+    sizer.record(7, 0.001, nobody_waited=True)  # a short last chunk proves nothing
+    assert sizer.size <= 40
