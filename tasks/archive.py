@@ -568,8 +568,9 @@ def _run_window_snapshot(
        the only moment vicidial_list is read-locked before the deletes.
     2. Insert and refresh the archive copies from the snapshot, under a lock on the archive
        alone, so the dialer never waits for it.
-    3. Delete in chunks sized to the target lock time, each DELETE comparing the live row with
-       its archive copy itself: a lead the dialer changed since the snapshot stays (mismatch).
+    3. Delete in chunks sized to the target lock time (larger while no session waits for a
+       table lock), each DELETE comparing the live row with its archive copy itself: a lead the
+       dialer changed since the snapshot stays (mismatch).
     Batches are serialised by a named lock: a refresh from an older snapshot must never
     overwrite a copy another batch has just verified and deleted the live row of.
     """
