@@ -101,6 +101,9 @@ class Tuning:
     # How long one chunk may hold the table lock (pt-online-schema-change's --chunk-time).
     chunk_time: timedelta = timedelta(milliseconds=5)
     first_chunk: int = 25
+    # Each statement has a fixed cost of its own (about 2.5 ms for a whole locked chunk): below
+    # a few leads a chunk is all overhead, and no faster for the dialer.
+    min_chunk: int = 8
     max_chunk: int = 500
     # How many times a chunk is tried again after a deadlock or lock wait timeout (InnoDB).
     chunk_retries: int = 5
@@ -384,6 +387,7 @@ class _ChunkSizer:
     size: int
     max_size: int
     seconds_per_lead: float | None = field(default=None)
+    min_size: int = 1
 
     def record(self, leads: int, seconds: float, *, nobody_waited: bool = False) -> None:
         """Learn from a chunk that took ``seconds``; ``nobody_waited``: no lock wait meanwhile."""
@@ -401,7 +405,7 @@ class _ChunkSizer:
             # back to it with the first wait (small statements cost up to 1.6x the work).
             wanted = max(wanted, self.size * 2)
         # Grow gently (a cold key cache makes the first chunks look slow), shrink at once.
-        self.size = max(1, min(self.max_size, wanted, self.size * 2))
+        self.size = max(self.min_size, min(self.max_size, wanted, self.size * 2))
 
 
 # The delete chunk size each database's last batch ended with, per process.
@@ -459,6 +463,7 @@ def run_batch(
         target=tuning.chunk_time.total_seconds(),
         size=max(1, min(tuning.first_chunk, tuning.max_chunk)),
         max_size=tuning.max_chunk,
+        min_size=max(1, min(tuning.min_chunk, tuning.max_chunk)),
     )
     results: dict[int, LeadResult] = {}
     if not (actions.dry_run or sqlite or pair.transactional) and _snapshot_ready(cursor, sql):

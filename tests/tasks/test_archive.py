@@ -454,3 +454,12 @@ def test_chunks_grow_past_the_target_only_while_nobody_waits() -> None:
     assert sizer.size == 20
     sizer.record(7, 0.001, nobody_waited=True)  # a short last chunk proves nothing
     assert sizer.size <= 40
+
+
+def test_chunks_never_shrink_below_the_minimum() -> None:
+    from tasks.archive import _ChunkSizer
+
+    sizer = _ChunkSizer(target=0.002, size=25, max_size=500, min_size=8)
+    sizer.record(25, 0.100)  # 4 ms a lead against a 2 ms target: one lead would be "right"
+
+    assert sizer.size == 8
