@@ -52,9 +52,12 @@ def tables(engine: Engine, request: pytest.FixtureRequest) -> Iterator[Connectio
         drop_vicidial_tables(c)
 
 
-def _build(conn: Connection, states: list[tuple[str, bool, int]]) -> None:
+def build_tables(
+    conn: Connection, states: list[tuple[str, bool, int]], variants: tuple[str, ...] = VARIANTS
+) -> None:
+    """Lead i+1 placed as ``states[i]`` says: live, archived, both (equal or a variant), queued."""
     for table in ("vicidial_list", "vicidial_list_archive", "vicidial_hopper"):
-        conn.exec_driver_sql(f"TRUNCATE TABLE {table}")
+        conn.exec_driver_sql(f"DELETE FROM {table}")
     insert_leads(conn, lead_rows(len(states), first_lead_id=1, seed=len(states)))
     for lead_id, (place, queued, variant) in enumerate(states, start=1):
         if place in ("archived", "both_same", "both_different"):
@@ -67,7 +70,7 @@ def _build(conn: Connection, states: list[tuple[str, bool, int]]) -> None:
             # differ in modify_date too, hiding the difference the variant is about.
             conn.exec_driver_sql(
                 "UPDATE vicidial_list_archive SET modify_date = modify_date,"
-                f" {VARIANTS[variant]} WHERE lead_id = {lead_id}"
+                f" {variants[variant]} WHERE lead_id = {lead_id}"
             )
         if place in ("nowhere", "archived"):
             conn.exec_driver_sql(f"DELETE FROM vicidial_list WHERE lead_id = {lead_id}")
@@ -129,7 +132,7 @@ def test_any_batch_keeps_the_invariant_and_reports_the_truth(
     actions: Actions,
 ) -> None:
     conn = tables
-    _build(conn, states)
+    build_tables(conn, states)
     before = (live(conn), archive(conn))
 
     report = run_batch(conn, requested, actions)

@@ -16,7 +16,11 @@ from tasks.errors import SchemaMismatchError
 from tasks.schema import create_vicidial_tables
 from tasks.seed import insert_leads, lead_rows
 from tests.helpers import archive, live
-from tests.tasks.test_archive_properties import PLACES, _check_report_against_tables
+from tests.tasks.test_archive_properties import (
+    PLACES,
+    _check_report_against_tables,
+    build_tables,
+)
 
 ALL = Actions(insert=True, update=True, delete=True)
 
@@ -116,26 +120,7 @@ def test_any_batch_keeps_the_invariant_on_sqlite(
     flags: tuple[bool, bool, bool, bool],
 ) -> None:
     actions = Actions(insert=flags[0], update=flags[1], delete=flags[2], dry_run=flags[3])
-    for table in ("vicidial_list", "vicidial_list_archive", "vicidial_hopper"):
-        lite.exec_driver_sql(f"DELETE FROM {table}")
-    insert_leads(lite, lead_rows(len(states), seed=len(states)))
-    for lead_id, (place, queued, variant) in enumerate(states, start=1):
-        if place in ("archived", "both_same", "both_different"):
-            lite.exec_driver_sql(
-                "INSERT INTO vicidial_list_archive SELECT * FROM vicidial_list"
-                f" WHERE lead_id = {lead_id}"
-            )
-        if place == "both_different":
-            lite.exec_driver_sql(
-                f"UPDATE vicidial_list_archive SET {SQLITE_VARIANTS[variant]}"
-                f" WHERE lead_id = {lead_id}"
-            )
-        if place in ("nowhere", "archived"):
-            lite.exec_driver_sql(f"DELETE FROM vicidial_list WHERE lead_id = {lead_id}")
-        if queued:
-            lite.exec_driver_sql(
-                f"INSERT INTO vicidial_hopper (lead_id, list_id) VALUES ({lead_id}, 1)"
-            )
+    build_tables(lite, states, SQLITE_VARIANTS)
     before = (live(lite), archive(lite))
 
     report = run_batch(lite, requested, actions)
