@@ -19,9 +19,10 @@ import random
 import re
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 from typing import Any, Literal
 
 from pydantic import BaseModel
@@ -286,22 +287,25 @@ class _Statements:
     def archived(self, ids: str) -> str:
         return f"SELECT a.lead_id FROM {self.archive_by_id} WHERE a.lead_id IN ({ids})"
 
-    def insert(self, ids: str) -> str:
+    # insert and update copy from `source`, aliased `l`: the live table, or the snapshot.
+    def insert(self, ids: str, source: str = "") -> str:
         # The archive's primary key refuses a second copy; the lock made the check exact.
         return (
             f"INSERT INTO {q(ARCHIVE_TABLE)} ({self.insert_columns})"
-            f" SELECT {self.insert_values} FROM {self.live_by_id} WHERE l.lead_id IN ({ids})"
+            f" SELECT {self.insert_values} FROM {source or self.live_by_id}"
+            f" WHERE l.lead_id IN ({ids})"
         )
 
-    def update(self, ids: str) -> str:
+    def update(self, ids: str, source: str = "") -> str:
+        source = source or self.live_by_id
         if self.pair.dialect == "sqlite":
             return (
-                f"UPDATE {self.archive_by_id} SET {self.update_set} FROM {self.live_by_id}"
+                f"UPDATE {self.archive_by_id} SET {self.update_set} FROM {source}"
                 f" WHERE l.lead_id = a.lead_id AND a.lead_id IN ({ids})"
                 f" AND NOT {self.identical}"
             )
         return (
-            f"UPDATE {self.archive_by_id} JOIN {self.live_by_id} ON l.lead_id = a.lead_id"
+            f"UPDATE {self.archive_by_id} JOIN {source} ON l.lead_id = a.lead_id"
             f" SET {self.update_set} WHERE a.lead_id IN ({ids}) AND NOT {self.identical}"
         )
 
@@ -336,18 +340,6 @@ class _Statements:
         return (
             f"SELECT l.lead_id, a.lead_id IS NOT NULL, {self.identical}, 0"
             f" FROM {SNAPSHOT} AS l LEFT JOIN {self.archive_by_id} ON a.lead_id = l.lead_id"
-        )
-
-    def snapshot_insert(self, ids: str) -> str:
-        return (
-            f"INSERT INTO {q(ARCHIVE_TABLE)} ({self.insert_columns})"
-            f" SELECT {self.insert_values} FROM {SNAPSHOT} AS l WHERE l.lead_id IN ({ids})"
-        )
-
-    def snapshot_update(self, ids: str) -> str:
-        return (
-            f"UPDATE {self.archive_by_id} JOIN {SNAPSHOT} AS l ON l.lead_id = a.lead_id"
-            f" SET {self.update_set} WHERE a.lead_id IN ({ids}) AND NOT {self.identical}"
         )
 
     def lock_rows(self, table: str, ids: str) -> str:
@@ -493,10 +485,13 @@ def run_batch(
     return make_report(ids, results, actions)
 
 
-def _read_states(cursor: _Cursor, sql: _Statements, chunk: list[int]) -> dict[int, LeadState]:
+def _read_states(
+    cursor: _Cursor, sql: _Statements, chunk: list[int], classify: str = ""
+) -> dict[int, LeadState]:
+    """Each lead's state, from the live table (or the ``classify`` query given instead)."""
     ids = _id_list(chunk)
     states = {i: LeadState() for i in chunk}
-    for lead_id, archived, identical, in_use in cursor.rows(sql.classify(ids)):
+    for lead_id, archived, identical, in_use in cursor.rows(classify or sql.classify(ids)):
         states[int(lead_id)] = LeadState(
             live=True, archived=bool(archived), identical=bool(identical), in_use=bool(in_use)
         )
@@ -513,10 +508,18 @@ def _apply(
     """Read the locked chunk's state, then run exactly the statements it calls for."""
     states = _read_states(cursor, sql, chunk)
     plans = {i: plan_lead(i, states[i], actions) for i in chunk}
-    for action, outcome, statement in (
-        ("insert", "inserted", sql.insert),
-        ("update", "updated", sql.update),
-        ("delete", "deleted", sql.delete),
+    _write_planned(cursor, plans, (sql.insert, sql.update, sql.delete))
+    return plans
+
+
+def _write_planned(
+    cursor: _Cursor, plans: dict[int, LeadResult], statements: Sequence[Callable[[str], str]]
+) -> None:
+    """Run each of insert, update, delete (in that order) on exactly the leads planned for it."""
+    for (action, outcome), statement in zip(
+        (("insert", "inserted"), ("update", "updated"), ("delete", "deleted")),
+        statements,
+        strict=False,
     ):
         targets = [i for i, p in plans.items() if getattr(p, action) == outcome]
         if not targets:
@@ -526,7 +529,6 @@ def _apply(
             raise ConcurrentChangeError(
                 f"{action} touched {done} rows where the locked check expected {len(targets)}"
             )
-    return plans
 
 
 def _run_chunk_locked(
@@ -590,22 +592,14 @@ def _run_window_snapshot(
         cursor.write(sql.snapshot_fill(ids))
         cursor.run(f"LOCK TABLES {q(ARCHIVE_TABLE)} WRITE, {q(ARCHIVE_TABLE)} AS a WRITE")
         try:
-            states = {i: LeadState() for i in window}
-            for lead_id, archived, identical, _ in cursor.rows(sql.snapshot_classify()):
-                states[int(lead_id)] = LeadState(
-                    live=True, archived=bool(archived), identical=bool(identical)
-                )
-            for (lead_id,) in cursor.rows(sql.archived(ids)):
-                if not states[int(lead_id)].live:
-                    states[int(lead_id)] = LeadState(archived=True)
+            states = _read_states(cursor, sql, window, sql.snapshot_classify())
             plans = {i: plan_lead(i, states[i], actions) for i in window}
-            for action, outcome, statement in (
-                ("insert", "inserted", sql.snapshot_insert),
-                ("update", "updated", sql.snapshot_update),
-            ):
-                targets = [i for i, p in plans.items() if getattr(p, action) == outcome]
-                if targets and cursor.write(statement(_id_list(targets))) != len(targets):
-                    raise ConcurrentChangeError(f"the archive changed during the {action}")
+            snapshot = f"{SNAPSHOT} AS l"
+            _write_planned(
+                cursor,
+                plans,
+                (partial(sql.insert, source=snapshot), partial(sql.update, source=snapshot)),
+            )
         finally:
             cursor.run("UNLOCK TABLES")
         candidates = [i for i, p in plans.items() if p.delete == "deleted"]
