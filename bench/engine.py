@@ -219,6 +219,8 @@ def statement_kind(sql: str) -> str:
         return "lock" if LIVE_REF in sql else "lock archive"
     if sql.startswith("UNLOCK TABLES"):
         return "unlock"
+    if sql.startswith("SHOW CREATE TABLE"):
+        return "inspect"
     if "GET_LOCK(" in sql or "RELEASE_LOCK(" in sql:
         return "named lock"
     if sql.startswith("INSERT INTO " + SNAPSHOT_REF):

@@ -23,13 +23,19 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
-from pydantic import BaseModel
 from sqlalchemy import Connection
 
 from tasks.errors import BatchBusyError, BatchError, ConcurrentChangeError, InUseUnknownError
-from tasks.schema import ARCHIVE_TABLE, LIVE_TABLE, Column, TablePair, inspect_tables
+from tasks.schema import (
+    ARCHIVE_TABLE,
+    LIVE_TABLE,
+    Column,
+    TablePair,
+    inspect_tables,
+    probe_in_use_tables,
+)
 
 InsertOutcome = Literal["inserted", "already_archived", "not_found"]
 UpdateOutcome = Literal["updated", "unchanged", "not_archived", "not_found"]
@@ -58,18 +64,30 @@ ER_LOCK_WAIT_TIMEOUT = 1205
 ER_LOCK_DEADLOCK = 1213
 
 
-class LeadResult(BaseModel):
+@dataclass(slots=True)
+class LeadResult:
     """One requested lead: an outcome per requested action and where the lead is at the end."""
 
     lead_id: int
+    archived: bool
+    live: bool
     insert: InsertOutcome | None = None
     update: UpdateOutcome | None = None
     delete: DeleteOutcome | None = None
-    archived: bool
-    live: bool
+
+    def as_json(self) -> dict[str, Any]:
+        """The lead as the job status shows it: actions not requested are left out."""
+        shown: dict[str, Any] = {"lead_id": self.lead_id}
+        for action in ("insert", "update", "delete"):
+            outcome = getattr(self, action)
+            if outcome is not None:
+                shown[action] = outcome
+        shown["archived"], shown["live"] = self.archived, self.live
+        return shown
 
 
-class BatchReport(BaseModel):
+@dataclass(slots=True)
+class BatchReport:
     """What a batch did (or, in a dry run, would do) to every requested lead."""
 
     counts: dict[str, dict[str, int]]
@@ -77,8 +95,12 @@ class BatchReport(BaseModel):
     leads: list[LeadResult]
 
     def as_json(self) -> dict[str, Any]:
-        """The report as the job status shows it: actions not requested are left out."""
-        return self.model_dump(mode="json", exclude_none=True)
+        """The report as the job status shows it."""
+        return {
+            "counts": self.counts,
+            "duplicates": self.duplicates,
+            "leads": [lead.as_json() for lead in self.leads],
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,10 +147,7 @@ class LeadState:
 def plan_lead(lead_id: int, state: LeadState, actions: Actions) -> LeadResult:
     """Decide every requested action's outcome for one lead, in the order insert, update, delete."""
     live, archived, identical = state.live, state.archived, state.identical
-    # model_construct: the values are the planner's own, and a batch makes hundreds of these.
-    result = LeadResult.model_construct(
-        lead_id=lead_id, insert=None, update=None, delete=None, archived=archived, live=live
-    )
+    result = LeadResult(lead_id, archived, live)
     if actions.insert:
         if archived:
             result.insert = "already_archived"
@@ -178,7 +197,7 @@ def make_report(
         if getattr(actions, action):
             tally = Counter(getattr(lead, action) for lead in leads)
             counts[action] = {outcome: tally[outcome] for outcome in outcomes}
-    return BatchReport.model_construct(
+    return BatchReport(
         counts=counts,
         duplicates=[i for i in order if seen[i] > 1],
         leads=leads,
@@ -209,6 +228,12 @@ def _id_list(ids: Iterable[int]) -> str:
 
 
 SNAPSHOT = "leadarchive_snapshot"
+# Kept in SQLAlchemy's per-DBAPI-connection ``info``: the checked tables, the snapshot's columns.
+_TABLES_INFO = "leadarchive.tables"
+_SNAPSHOT_INFO = "leadarchive.snapshot"
+# The next AUTO_INCREMENT value changes with every insert, the table's definition does not.
+_AUTO_INCREMENT = re.compile(r" AUTO_INCREMENT=\d+")
+ER_NO_SUCH_TABLE = 1146
 # A batch's snapshot covers at most this many leads (a MEMORY table of about 2 MB).
 SNAPSHOT_WINDOW = 500
 ER_ACCESS_DENIED = (1044, 1142)
@@ -284,8 +309,21 @@ class _Statements:
             f" ON a.lead_id = l.lead_id WHERE l.lead_id IN ({ids})"
         )
 
-    def archived(self, ids: str) -> str:
-        return f"SELECT a.lead_id FROM {self.archive_by_id} WHERE a.lead_id IN ({ids})"
+    def states(self, ids: str, source: str = "") -> str:
+        """Live rows (from ``source``) with their archive comparison, then every archived lead.
+
+        One statement: (lead_id, live, archived, identical, in_use) rows. The snapshot is never
+        in use itself; its leads' use is checked by the guarded DELETE.
+        """
+        in_use = "0" if source else self.in_use
+        by_id = " FORCE INDEX (PRIMARY)" if self.pair.dialect == "mysql" else ""
+        return (
+            f"SELECT l.lead_id, 1, a.lead_id IS NOT NULL, {self.identical}, {in_use}"
+            f" FROM {source or self.live_by_id} LEFT JOIN {self.archive_by_id}"
+            f" ON a.lead_id = l.lead_id WHERE l.lead_id IN ({ids})"
+            f" UNION ALL SELECT lead_id, 0, 1, 0, 0 FROM {q(ARCHIVE_TABLE)}{by_id}"
+            f" WHERE lead_id IN ({ids})"
+        )
 
     # insert and update copy from `source`, aliased `l`: the live table, or the snapshot.
     def insert(self, ids: str, source: str = "") -> str:
@@ -334,12 +372,6 @@ class _Statements:
         return (
             f"INSERT INTO {SNAPSHOT} ({self.insert_columns})"
             f" SELECT {self.insert_values} FROM {self.live_by_id} WHERE l.lead_id IN ({ids})"
-        )
-
-    def snapshot_classify(self) -> str:
-        return (
-            f"SELECT l.lead_id, a.lead_id IS NOT NULL, {self.identical}, 0"
-            f" FROM {SNAPSHOT} AS l LEFT JOIN {self.archive_by_id} ON a.lead_id = l.lead_id"
         )
 
     def lock_rows(self, table: str, ids: str) -> str:
@@ -434,10 +466,10 @@ def run_batch(
         cursor.run(
             f"SET SESSION sql_mode = '{SQL_MODE}', time_zone = '+00:00', lock_wait_timeout = {wait}"
         )
-    pair = inspect_tables(conn)
+    sql = _checked_statements(conn, cursor)
+    pair = sql.pair
     if actions.delete and not actions.dry_run and pair.unreadable_in_use:
         raise InUseUnknownError(pair.unreadable_in_use)
-    sql = _Statements(pair)
     if pair.transactional:
         cursor.run(
             "SET SESSION innodb_lock_wait_timeout = "
@@ -458,13 +490,17 @@ def run_batch(
         min_size=max(1, min(tuning.min_chunk, tuning.max_chunk)),
     )
     results: dict[int, LeadResult] = {}
-    if not (actions.dry_run or sqlite or pair.transactional) and _snapshot_ready(cursor, sql):
+    if not (actions.dry_run or sqlite or pair.transactional) and _snapshot_ready(cursor, conn, sql):
         # Start where this process's last batch on this database left off, not from scratch.
         learned_key = (conn.engine.url.render_as_string(), tuning.chunk_time, tuning.max_chunk)
         sizer.size, sizer.seconds_per_lead = _LEARNED.get(learned_key, (sizer.size, None))
         for start in range(0, len(unique), SNAPSHOT_WINDOW):
             window = unique[start : start + SNAPSHOT_WINDOW]
-            results.update(_run_window_snapshot(cursor, conn, sql, window, actions, sizer, tuning))
+            results.update(
+                _run_window_snapshot(
+                    cursor, conn, sql, window, actions, sizer, tuning, first=start == 0
+                )
+            )
         _LEARNED[learned_key] = (sizer.size, sizer.seconds_per_lead)
         return make_report(ids, results, actions)
     position = 0
@@ -486,18 +522,18 @@ def run_batch(
 
 
 def _read_states(
-    cursor: _Cursor, sql: _Statements, chunk: list[int], classify: str = ""
+    cursor: _Cursor, sql: _Statements, chunk: list[int], source: str = ""
 ) -> dict[int, LeadState]:
-    """Each lead's state, from the live table (or the ``classify`` query given instead)."""
-    ids = _id_list(chunk)
+    """Each lead's state, its live row read from the live table or the given ``source``."""
     states = {i: LeadState() for i in chunk}
-    for lead_id, archived, identical, in_use in cursor.rows(classify or sql.classify(ids)):
-        states[int(lead_id)] = LeadState(
-            live=True, archived=bool(archived), identical=bool(identical), in_use=bool(in_use)
-        )
-    for (lead_id,) in cursor.rows(sql.archived(ids)):
-        state = states[int(lead_id)]
-        if not state.live:
+    for lead_id, live, archived, identical, in_use in cursor.rows(
+        sql.states(_id_list(chunk), source)
+    ):
+        if live:
+            states[int(lead_id)] = LeadState(
+                live=True, archived=bool(archived), identical=bool(identical), in_use=bool(in_use)
+            )
+        elif not states[int(lead_id)].live:
             states[int(lead_id)] = LeadState(archived=True)
     return states
 
@@ -543,13 +579,48 @@ def _run_chunk_locked(
         cursor.run("UNLOCK TABLES")
 
 
-def _snapshot_ready(cursor: _Cursor, sql: _Statements) -> bool:
-    """Create this session's snapshot table; False when the user may not (no privilege)."""
+def _checked_statements(conn: Connection, cursor: _Cursor) -> _Statements:
+    """The checked table pair and its SQL, inspected again whenever either table's DDL changed.
+
+    Inspecting information_schema costs more than a small batch's own statements, so the result
+    is kept with the connection, keyed by both tables' ``SHOW CREATE TABLE`` (every column,
+    type, ENUM value, character set, key and the engine) and by which dialer tables can be read.
+    """
+    if conn.dialect.name == "sqlite":
+        return _Statements(inspect_tables(conn))
+    try:
+        ddl = tuple(
+            _AUTO_INCREMENT.sub("", str(cursor.rows(f"SHOW CREATE TABLE {q(table)}")[0][1]))
+            for table in (LIVE_TABLE, ARCHIVE_TABLE)
+        )
+    except Exception:  # the full inspection says what is wrong, or finds nothing wrong
+        return _Statements(inspect_tables(conn))
+    key = (ddl, probe_in_use_tables(conn))
+    info = conn.connection.info  # one per DBAPI connection; cleared when it is replaced
+    cached = info.get(_TABLES_INFO)
+    if cached is not None and cached[0] == key:
+        return cast(_Statements, cached[1])
+    sql = _Statements(inspect_tables(conn))
+    info[_TABLES_INFO] = (key, sql)
+    return sql
+
+
+def _snapshot_ready(cursor: _Cursor, conn: Connection, sql: _Statements) -> bool:
+    """Empty this session's snapshot table, (re)creating it when needed; False without the
+    privilege to create it."""
+    info = conn.connection.info
+    if info.get(_SNAPSHOT_INFO) == sql.pair.columns:
+        try:
+            cursor.run(f"DELETE FROM {SNAPSHOT}")
+            return True
+        except Exception as exc:
+            if _driver_error_code(exc) != ER_NO_SUCH_TABLE:
+                raise
+    info.pop(_SNAPSHOT_INFO, None)
     cursor.run(f"DROP TEMPORARY TABLE IF EXISTS {SNAPSHOT}")
     for engine in ("MEMORY", "Aria", "MyISAM"):
         try:
             cursor.run(sql.snapshot_create().format(engine=engine))
-            return True
         except Exception as exc:
             code = _driver_error_code(exc)
             if code in ER_ACCESS_DENIED:
@@ -557,6 +628,9 @@ def _snapshot_ready(cursor: _Cursor, sql: _Statements) -> bool:
                 return False
             if code != ER_CANT_USE_BLOB:
                 raise
+        else:
+            info[_SNAPSHOT_INFO] = sql.pair.columns
+            return True
     return False
 
 
@@ -568,6 +642,8 @@ def _run_window_snapshot(
     actions: Actions,
     sizer: _ChunkSizer,
     tuning: Tuning,
+    *,
+    first: bool,
 ) -> dict[int, LeadResult]:
     """MyISAM: copy from a snapshot without touching vicidial_list, then delete in short chunks.
 
@@ -588,13 +664,14 @@ def _run_window_snapshot(
     if granted != 1:
         raise BatchBusyError(f"another batch held {lock!r} for {wait}s; try again")
     try:
-        cursor.run(f"DELETE FROM {SNAPSHOT}")
+        if not first:
+            cursor.run(f"DELETE FROM {SNAPSHOT}")
         cursor.write(sql.snapshot_fill(ids))
         cursor.run(f"LOCK TABLES {q(ARCHIVE_TABLE)} WRITE, {q(ARCHIVE_TABLE)} AS a WRITE")
         try:
-            states = _read_states(cursor, sql, window, sql.snapshot_classify())
-            plans = {i: plan_lead(i, states[i], actions) for i in window}
             snapshot = f"{SNAPSHOT} AS l"
+            states = _read_states(cursor, sql, window, snapshot)
+            plans = {i: plan_lead(i, states[i], actions) for i in window}
             _write_planned(
                 cursor,
                 plans,

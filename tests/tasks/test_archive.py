@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import Connection, Engine
 
-from tasks.archive import Actions, Tuning, run_batch
+from tasks.archive import Actions, BatchReport, Tuning, run_batch
 from tasks.errors import BatchError, MissingTableError, SchemaMismatchError
 from tasks.seed import LEAD_COLUMNS, insert_leads, lead_rows
 from tests.helpers import archive, column, live, mysql_user
@@ -206,10 +206,11 @@ def test_dry_run_changes_nothing_and_predicts_the_real_run(conn: Connection) -> 
     assert all(lead.live == (lead.lead_id in tables[0]) for lead in dry.leads)
     assert all(lead.archived == (lead.lead_id in tables[1]) for lead in dry.leads)
     real = run_batch(conn, ids, ALL)
-    strip = {"archived", "live"}
-    assert [lead.model_dump(exclude=strip) for lead in dry.leads] == [
-        lead.model_dump(exclude=strip) for lead in real.leads
-    ]
+
+    def outcomes(report: BatchReport) -> list[tuple[int, str | None, str | None, str | None]]:
+        return [(lead.lead_id, lead.insert, lead.update, lead.delete) for lead in report.leads]
+
+    assert outcomes(dry) == outcomes(real)
     assert dry.counts == real.counts
 
 
@@ -296,9 +297,12 @@ def _drift(conn: Connection, alter: str) -> None:
         ("MODIFY email VARCHAR(70) NOT NULL DEFAULT ''", "`email` allows NULL"),
     ],
 )
+@pytest.mark.parametrize("warm", [False, True], ids=["new connection", "after a batch"])
 def test_schema_drift_is_refused_naming_the_difference_and_changes_nothing(
-    conn: Connection, alter: str, named: str
+    conn: Connection, alter: str, named: str, warm: bool
 ) -> None:
+    if warm:  # the connection has checked the tables before they changed
+        run_batch(conn, [99], ALL)
     _drift(conn, alter)
     before = live(conn)
 
@@ -308,6 +312,27 @@ def test_schema_drift_is_refused_naming_the_difference_and_changes_nothing(
     assert named in str(refused.value)
     assert live(conn) == before
     assert conn.exec_driver_sql("SELECT COUNT(*) FROM vicidial_list_archive").scalar() == 0
+
+
+def test_a_column_added_to_both_tables_between_batches_is_copied_and_compared(
+    conn: Connection,
+) -> None:
+    seed(conn, 3)
+    run_batch(conn, [1], ALL)  # the connection has checked the tables before they changed
+    for table in ("vicidial_list", "vicidial_list_archive"):
+        conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN extra VARCHAR(10) NULL")
+    conn.exec_driver_sql("UPDATE vicidial_list SET extra = 'new' WHERE lead_id IN (2, 3)")
+    run_batch(conn, [2, 3], Actions(insert=True, update=False))
+    conn.exec_driver_sql("UPDATE vicidial_list SET extra = 'newer' WHERE lead_id = 2")
+    copied = live(conn)[3]
+
+    report = run_batch(conn, [2, 3], Actions(insert=False, update=False, delete=True)).as_json()
+
+    assert outcomes(report, 2)["delete"] == "mismatch"
+    assert outcomes(report, 3)["delete"] == "deleted"
+    assert archive(conn)[3] == copied
+    extra = "SELECT lead_id, extra FROM vicidial_list_archive ORDER BY lead_id"
+    assert conn.exec_driver_sql(extra).all() == [(1, None), (2, "new"), (3, "new")]
 
 
 def test_archive_without_its_primary_key_is_refused(conn: Connection) -> None:
