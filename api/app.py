@@ -165,7 +165,7 @@ def create_app(
             ) from None
         if created:
             try:
-                enqueue(celery_app, job_id, job_request.lead_ids, job_request.summary())
+                enqueue(celery_app, job_id, job_request.lead_ids, job_request.summary(), rt.broker)
             except BaseException:
                 rt.jobs.forget(job_id)
                 raise

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 import redis
+from redis import Redis
 from sqlalchemy import Engine
 
 from tasks.archive import Tuning
@@ -34,6 +35,15 @@ class Runtime:
         """The Redis database that holds job records (the result backend's)."""
         return redis.Redis.from_url(
             self.settings.result_backend, socket_timeout=5, socket_connect_timeout=2
+        )
+
+    @cached_property
+    def broker(self) -> Redis | None:
+        """The broker's Redis database, when the broker is Redis (None: use Celery's producer)."""
+        if not self.settings.broker_url.startswith(("redis://", "rediss://")):
+            return None
+        return redis.Redis.from_url(
+            self.settings.broker_url, socket_timeout=5, socket_connect_timeout=2
         )
 
     @cached_property
@@ -61,8 +71,9 @@ class Runtime:
         """Release connections (the engine's pool, Redis's)."""
         if "engine" in self.__dict__:
             self.engine.dispose()
-        if "redis" in self.__dict__:
-            self.redis.close()
+        for client in ("redis", "broker"):
+            if self.__dict__.get(client) is not None:
+                self.__dict__[client].close()
 
 
 _lock = threading.Lock()
