@@ -413,3 +413,35 @@ def test_json_content_type_variants_are_accepted(
     )
 
     assert answer.status_code == 202, answer.text
+
+
+# --- other keys' jobs -------------------------------------------------------------------------
+
+
+def test_another_key_can_neither_see_nor_cancel_a_queued_job(
+    client: TestClient, vicidial: Connection, rt
+) -> None:
+    """Bob's answers for Alice's waiting job are byte for byte those for a job that does not
+    exist, and his cancel changes nothing; Alice's own cancel works."""
+    from tasks.jobs import JobRequest
+
+    insert_leads(vicidial, lead_rows(2, seed=53))
+    job_id, _ = rt.jobs.create("alice", JobRequest([1, 2], True, True, True, False))  # not sent
+    url = f"{URL}/{job_id}"
+    bob = {"Authorization": f"Key={BOB_KEY}"}
+
+    seen_by_bob = client.get(url, headers=bob)
+    cancelled_by_bob = client.delete(url, headers=bob)
+    unknown = client.get(f"{URL}/{job_id[::-1]}x", headers=bob)
+    unknown_cancel = client.delete(f"{URL}/{job_id[::-1]}x", headers=bob)
+    still = client.get(url, headers=ALICE).json()
+    cancelled_by_alice = client.delete(url, headers=ALICE)
+
+    for answer, twin in ((seen_by_bob, unknown), (cancelled_by_bob, unknown_cancel)):
+        _problem(answer, 404)
+        assert answer.content == twin.content
+        assert dict(answer.headers) == dict(twin.headers)
+    assert still["status"] == "queued"
+    assert cancelled_by_alice.status_code == 200
+    assert cancelled_by_alice.json()["status"] == "cancelled"
+    assert set(live(vicidial)) == {1, 2}
