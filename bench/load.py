@@ -14,8 +14,9 @@ What it checks, and prints:
 2. Every accepted job ends ``succeeded`` (none ``failed``, none still waiting, none lost).
 3. No lead is lost: each lead that was in ``vicidial_list`` before is still there, or its
    identical copy (every column, byte for byte) is in ``vicidial_list_archive``.
-4. Redis ``used_memory`` and key count after the records expired are back near the baseline
-   measured before the load (``--slack-mb``).
+4. Once the records expired, the Redis database holds as many keys as before the load, and
+   about as many bytes (``MEMORY USAGE`` of every key, summed; ``--slack-kb``). The server's
+   ``used_memory`` is printed too, but not judged: other databases of a shared Redis move it.
 
 Run it from the repository root (the full version of the CI test
 ``tests/hostile/test_load.py``)::
@@ -40,6 +41,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
@@ -63,8 +65,9 @@ from bench.api import (
     DEFAULT_URL,
     RawHTTP,
     claim_redis_db,
-    drain,
+    cleanup_on_signals,
     free_port,
+    job_fields,
     run_load_sync,
     start_process,
     stop_process,
@@ -73,6 +76,7 @@ from bench.api import (
     wait_until,
 )
 from tasks.db import make_engine
+from tasks.jobs import FINAL
 from tasks.schema import create_vicidial_tables
 from tasks.seed import LEAD_COLUMNS, insert_leads, lead_rows
 from tasks.settings import Settings
@@ -258,13 +262,26 @@ def lost_leads(engine: Engine) -> list[int]:
 
 @dataclass
 class RedisMemory:
-    used_memory: int
+    """This database's keys and the bytes they hold (``MEMORY USAGE`` summed), and the whole
+    server's ``used_memory``, which other databases on a shared Redis move too."""
+
     keys: int
+    database_bytes: int
+    used_memory: int
 
     @classmethod
     def read(cls, client: redis.Redis) -> RedisMemory:
+        names = list(client.scan_iter(count=1000))
+        pipe = client.pipeline(transaction=False)
+        for name in names:
+            pipe.memory_usage(name, samples=0)
+        sizes = pipe.execute()
         info: dict[str, Any] = client.info("memory")  # type: ignore[assignment]
-        return cls(int(info["used_memory"]), int(client.dbsize()))  # type: ignore[arg-type]
+        return cls(
+            keys=len(names),
+            database_bytes=sum(int(n or 0) for n in sizes),
+            used_memory=int(info["used_memory"]),
+        )
 
 
 @dataclass
@@ -292,9 +309,11 @@ class LoadReport:
 
     @property
     def memory_back_near_baseline(self) -> bool:
+        """This database is back to its keys and bytes (the server-wide figure is reported,
+        not judged: on a shared Redis other databases move it)."""
         return (
-            self.memory_after_expiry.used_memory
-            <= self.memory_baseline.used_memory + self.slack_bytes
+            self.memory_after_expiry.database_bytes
+            <= self.memory_baseline.database_bytes + self.slack_bytes
             and self.memory_after_expiry.keys <= self.memory_baseline.keys
         )
 
@@ -329,7 +348,7 @@ def load_and_expire(
     connections: int = 32,
     seed: int = 1,
     drain_timeout: float = 900.0,
-    slack_bytes: int = 4 * 2**20,
+    slack_bytes: int = 16 * 1024,
     progress: Any = None,
 ) -> LoadReport:
     """``count`` POSTs as fast as the API answers, the wait for every job and for the expiry."""
@@ -337,8 +356,7 @@ def load_and_expire(
     rclient = redis.Redis.from_url(live.redis_url)
     try:
         leads_checked = snapshot_leads(engine)
-        # Records of earlier jobs (the warm-up) expire first: the baseline is an idle database.
-        wait_quietly(lambda: _no_job_records(rclient), ttl.total_seconds() + 30)
+        # With the warm-up's record: it expires with the others, so "after" can only be lower.
         baseline = RedisMemory.read(rclient)
         say(f"baseline: {baseline}")
         # Scheduled all within a millisecond: the connections take them as fast as the API
@@ -348,10 +366,12 @@ def load_and_expire(
             "raw", live.port, live.headers, connections, count * 1000.0, 0.001, id_space, seed
         )
         load_seconds = time.perf_counter() - started
-        say(f"load done in {load_seconds:.1f} s: {load.statuses}")
-        drained = drain(rclient, load.accepted, drain_timeout, say)
-        peak = RedisMemory.read(rclient)
-        say(f"drained in {drained.seconds:.1f} s: {drained.final}; Redis {peak}")
+        after_load = RedisMemory.read(rclient)
+        say(f"load done in {load_seconds:.1f} s: {load.statuses}; Redis {after_load}")
+        drained = follow_jobs(rclient, load.accepted, drain_timeout, say)
+        drained_memory = RedisMemory.read(rclient)
+        say(f"drained in {drained.seconds:.1f} s: {drained.final}; Redis {drained_memory}")
+        peak = max(after_load, drained_memory, key=lambda m: m.database_bytes)
         expiry_started = time.perf_counter()
         wait_quietly(
             lambda: job_keys_left(rclient, load.accepted) == 0, ttl.total_seconds() * 2 + 60
@@ -390,8 +410,51 @@ def load_and_expire(
         rclient.close()
 
 
-def _no_job_records(client: redis.Redis) -> bool:
-    return not any(True for _ in client.scan_iter("leadarchive:job:*", count=1000))
+@dataclass
+class Followed:
+    seconds: float
+    final: dict[str, int]
+    not_final: int
+    lost: int
+    failed_examples: list[str]
+
+
+def follow_jobs(client: redis.Redis, job_ids: list[str], timeout: float, progress: Any) -> Followed:
+    """Poll every job's record until each is final, noting each final status when first seen.
+
+    Unlike ``bench.api.drain`` (which tallies at the end), this works with a result lifetime
+    shorter than the drain: a finished job may expire before the last job ends. A record that
+    disappears before it was seen final is a lost job.
+    """
+    started = time.perf_counter()
+    final: dict[str, str] = {}
+    lost: set[str] = set()
+    waiting = list(job_ids)
+    last_report = started
+    while waiting and time.perf_counter() - started < timeout:
+        rows = job_fields(client, waiting, ["status", "error"])
+        still = []
+        for job_id, (status, error) in zip(waiting, rows, strict=True):
+            if status is None:
+                lost.add(job_id)
+            elif status.decode() in FINAL:
+                final[job_id] = status.decode() + (f" {error.decode()}" if error else "")
+            else:
+                still.append(job_id)
+        waiting = still
+        if time.perf_counter() - last_report > 10:
+            progress(f"{len(waiting)} jobs not final yet")
+            last_report = time.perf_counter()
+        if waiting:
+            time.sleep(0.1)
+    counts = Counter(v.split(" ", 1)[0] for v in final.values())
+    return Followed(
+        seconds=time.perf_counter() - started,
+        final=dict(counts),
+        not_final=len(waiting),
+        lost=len(lost),
+        failed_examples=[f"{j}: {v}" for j, v in final.items() if v != "succeeded"][:5],
+    )
 
 
 def wait_quietly(predicate: Any, timeout: float, interval: float = 0.25) -> bool:
@@ -417,7 +480,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--concurrency", type=int, default=2, help="worker processes")
     parser.add_argument("--connections", type=int, default=32, help="keep-alive connections")
-    parser.add_argument("--slack-mb", type=float, default=4.0, help="allowed growth of Redis")
+    parser.add_argument(
+        "--slack-kb", type=float, default=16.0, help="allowed growth of this Redis database"
+    )
     parser.add_argument("--url", default=DEFAULT_URL, help="MariaDB server URL, no database")
     parser.add_argument("--redis-url", default=DEFAULT_REDIS, help="Redis server URL, no database")
     parser.add_argument("--json", type=Path, help="also write the report here")
@@ -428,6 +493,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     ttl = Settings(result_ttl=args.ttl, database_url="sqlite://", _env_file=None).result_ttl
     with contextlib.ExitStack() as stack:
+        stack.enter_context(cleanup_on_signals())
         number, rclient = claim_redis_db(args.redis_url)
         stack.callback(rclient.close)
         stack.callback(rclient.flushdb)
@@ -472,7 +538,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ttl=ttl,
             id_space=2 * args.leads,
             connections=args.connections,
-            slack_bytes=int(args.slack_mb * 2**20),
+            slack_bytes=int(args.slack_kb * 1024),
             progress=lambda m: print(m, file=sys.stderr),
         )
     result = asdict(report) | {

@@ -3,7 +3,8 @@ fast as the real API takes them, with the documented default rate limit on.
 
 Every answer is 202 or a documented refusal (429 here), every accepted job ends ``succeeded``, no
 lead is lost (each is live or identically archived), and once the job records expire (a 5 s result
-lifetime) Redis holds as many keys as before and about as much memory.
+lifetime) the Redis database holds as many keys as before and about as many bytes. (Its server's
+``used_memory`` is not judged: other test runs share this Redis.)
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ def test_submissions_as_fast_as_the_api_takes_them_all_end_and_expire(start_live
     assert report.leads_checked == LEADS
     assert report.leads_lost == []
     # The records existed, took memory, and are gone.
-    assert report.memory_peak.keys >= report.memory_baseline.keys + report.accepted
+    assert report.memory_peak.keys > report.memory_baseline.keys + report.accepted // 2
+    assert report.memory_peak.database_bytes > report.memory_baseline.database_bytes + 100_000
     assert report.records_left == 0
     assert report.memory_after_expiry.keys <= report.memory_baseline.keys
     assert report.memory_back_near_baseline, (report.memory_baseline, report.memory_after_expiry)
