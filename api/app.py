@@ -17,11 +17,12 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
-from api import metrics, problems
+from api import metrics, openapi, problems
 from api.auth import authenticate
+from api.openapi import SECURED, body
 from api.problems import Problem
 from api.ratelimit import RateLimiter
-from api.schemas import SEED_EXAMPLE, Accepted, ArchiveRequest
+from api.schemas import SEED_EXAMPLE, Accepted, ArchiveRequest, Health, JobView, Readiness
 from tasks import runtime as runtime_module
 from tasks.celery_app import create_celery, enqueue
 from tasks.errors import LeadArchiveError
@@ -39,7 +40,8 @@ from tasks.settings import Settings, get_settings
 log = logging.getLogger("leadarchive.api")
 
 ARCHIVE_PATH = "/vicidial/leads/archive"
-_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"
+_IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 # Errors that mean Redis (the broker and the job store) cannot be reached.
 BROKER_DOWN = (
     redis.exceptions.ConnectionError,
@@ -71,10 +73,22 @@ def create_app(
     )
     problems.install(app)
     metrics.install(app)
+    openapi.install(app)
     request_schema = ArchiveRequest.model_json_schema()
     # The limit is a setting; the document states this server's, and `leadarchive submit`
     # reads it to size its batches.
     request_schema["properties"]["lead_ids"]["maxItems"] = settings.max_lead_ids
+    # At least one action: insert_leads and update_leads default to true, delete_leads to false.
+    request_schema["not"] = {
+        "required": ["insert_leads", "update_leads"],
+        "properties": {
+            name: {"const": False} for name in ("insert_leads", "update_leads", "delete_leads")
+        },
+    }
+    # JSON Schema counts 1.0 as an integer; the contract does not.
+    request_schema["properties"]["lead_ids"]["description"] = (
+        'JSON integers only: 1.0, "1", true and null are refused, not coerced'
+    )
 
     def key_name(request: Request) -> str:
         return authenticate(request.headers.get("authorization"), settings.key_hashes())
@@ -84,7 +98,20 @@ def create_app(
         status_code=202,
         response_model=Accepted,
         summary="Submit leads to archive",
+        responses={
+            202: {
+                "headers": {
+                    "Location": {
+                        "required": True,
+                        "description": "The job's status URL",
+                        "schema": {"type": "string"},
+                    }
+                }
+            },
+            **openapi.problems(400, 401, 413, 415, 422, 429, 503),
+        },
         openapi_extra={
+            "security": SECURED,
             "requestBody": {
                 "required": True,
                 "content": {
@@ -99,7 +126,13 @@ def create_app(
                     "name": "Idempotency-Key",
                     "in": "header",
                     "required": False,
-                    "schema": {"type": "string", "maxLength": 255},
+                    "description": "The same key with the same body returns the same job",
+                    "schema": {
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": 255,
+                        "pattern": IDEMPOTENCY_KEY_PATTERN,
+                    },
                 }
             ],
         },
@@ -181,11 +214,24 @@ def create_app(
             raise problems.not_found()
         return record
 
-    @app.get(f"{ARCHIVE_PATH}/{{job_id}}", summary="A job's status and, when done, its report")
+    @app.get(
+        f"{ARCHIVE_PATH}/{{job_id}}",
+        summary="A job's status and, when done, its report",
+        responses={200: body(JobView, "The job"), **openapi.problems(401, 404, 503)},
+        openapi_extra={"security": SECURED},
+    )
     async def status(job_id: str, request: Request) -> dict[str, Any]:
         return public_view(await owned_record(job_id, request))
 
-    @app.delete(f"{ARCHIVE_PATH}/{{job_id}}", summary="Cancel a job that has not started")
+    @app.delete(
+        f"{ARCHIVE_PATH}/{{job_id}}",
+        summary="Cancel a job that has not started",
+        responses={
+            200: body(JobView, "The cancelled job"),
+            **openapi.problems(401, 404, 409, 503),
+        },
+        openapi_extra={"security": SECURED},
+    )
     async def cancel(job_id: str, request: Request) -> dict[str, Any]:
         await owned_record(job_id, request)
         before = await _guard(run_in_threadpool(rt.jobs.cancel, job_id))
@@ -201,11 +247,18 @@ def create_app(
             raise problems.not_found()
         return public_view(record)
 
-    @app.get("/healthz", summary="The process is alive")
+    @app.get("/healthz", summary="The process is alive", responses={200: body(Health, "Alive")})
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", summary="Redis and the database are reachable, the archive table fits")
+    @app.get(
+        "/readyz",
+        summary="Redis and the database are reachable, the archive table fits",
+        responses={
+            200: body(Readiness, "Ready"),
+            503: body(Readiness, "Not ready: the checks say what is wrong"),
+        },
+    )
     async def readyz() -> JSONResponse:
         checks = await run_in_threadpool(_readiness)
         ready = all(v == "ok" for v in checks.values())

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
 
-from tasks.archive import MAX_LEAD_ID
+from tasks.archive import MAX_LEAD_ID, BatchReport
 
 LeadId = Annotated[StrictInt, Field(ge=0, le=MAX_LEAD_ID)]
 
@@ -46,3 +46,76 @@ class Accepted(BaseModel):
     job_id: str
     status: str
     status_url: str
+
+
+# --- documentation of the answers (the OpenAPI document; see api/openapi.py) ---------------
+
+
+class FieldError(BaseModel):
+    """One invalid field: where it is, what is wrong, the error's kind."""
+
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ProblemDetails(BaseModel):
+    """An RFC 9457 problem: every error answer, as ``application/problem+json``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(examples=["urn:leadarchive:problem:invalid-request"])
+    title: str
+    status: int = Field(ge=400, le=599)
+    detail: str
+    errors: list[FieldError] | None = Field(
+        default=None, description="The invalid fields (422 only)"
+    )
+    opens_at: str | None = Field(
+        default=None, description="When the office-hours window opens (503 in office hours only)"
+    )
+
+
+class RequestSummary(BaseModel):
+    """What the client asked for; the IDs themselves are in the result."""
+
+    insert_leads: bool
+    update_leads: bool
+    delete_leads: bool
+    dry_run: bool
+    lead_count: int = Field(ge=1)
+
+
+class JobError(BaseModel):
+    """Why a job failed."""
+
+    type: str
+    detail: str
+
+
+class JobView(BaseModel):
+    """A job's status and, when it has succeeded, its report."""
+
+    job_id: str
+    status: Literal["queued", "deferred", "running", "succeeded", "failed", "cancelled"]
+    submitted_at: str
+    started_at: str | None = None
+    finished_at: str | None = None
+    not_before: str | None = Field(
+        default=None, description="deferred: the job waits for the office-hours window until then"
+    )
+    attempts: int | None = Field(default=None, ge=1, description="batch runs so far (retries)")
+    request: RequestSummary
+    result: BatchReport | None = None
+    error: JobError | None = None
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    """Each dependency's check: ``ok``, or what is wrong."""
+
+    status: Literal["ready", "not ready"]
+    checks: dict[str, str]

@@ -66,3 +66,40 @@ def test_new_keys_are_prefixed_random_and_accepted(client: TestClient) -> None:
     assert all(k.startswith("la_") and len(k) == 46 for k in keys)
     key = keys.pop()
     assert authenticate(f"Key={key}", {hash_key(key): "carol"}) == "carol"
+
+
+def test_openapi_declares_every_error_answer_as_problem_json_and_the_key_scheme(
+    client: TestClient,
+) -> None:
+    spec = client.get("/openapi.json").json()
+    archive = spec["paths"]["/vicidial/leads/archive"]
+    job = spec["paths"]["/vicidial/leads/archive/{job_id}"]
+
+    errors = {
+        ("post", "/vicidial/leads/archive"): {"400", "401", "413", "415", "422", "429", "503"},
+        ("get", "/vicidial/leads/archive/{job_id}"): {"401", "404", "503"},
+        ("delete", "/vicidial/leads/archive/{job_id}"): {"401", "404", "409", "503"},
+    }
+    for (method, path), expected in errors.items():
+        responses = spec["paths"][path][method]["responses"]
+        assert {s for s in responses if s >= "400"} == expected, (method, path)
+        for status in expected:
+            content = responses[status]["content"]
+            assert list(content) == ["application/problem+json"]
+            assert content["application/problem+json"]["schema"]["$ref"].endswith("/ProblemDetails")
+        assert spec["paths"][path][method]["security"] == [{"ApiKey": []}]
+    assert archive["post"]["responses"]["401"]["headers"]["WWW-Authenticate"]["required"]
+    assert archive["post"]["responses"]["429"]["headers"]["Retry-After"]["required"]
+    assert archive["post"]["responses"]["202"]["headers"]["Location"]["required"]
+    assert job["get"]["responses"]["200"]["content"]["application/json"]["schema"]["$ref"] == (
+        "#/components/schemas/JobView"
+    )
+    assert spec["components"]["securitySchemes"]["ApiKey"] == {
+        "type": "apiKey",
+        "in": "header",
+        "name": "Authorization",
+        "description": spec["components"]["securitySchemes"]["ApiKey"]["description"],
+    }
+    assert "HTTPValidationError" not in spec["components"]["schemas"]
+    idempotency = next(p for p in archive["post"]["parameters"] if p["name"] == "Idempotency-Key")
+    assert idempotency["schema"]["pattern"] == r"^[\x21-\x7e]{1,255}$"

@@ -1,0 +1,107 @@
+"""The OpenAPI document: every answer each operation gives, errors included, and the API key.
+
+FastAPI documents only the success answer (and a 422 shaped like its own validation errors, which
+this API never sends). Clients and fuzzers read this document, so it states what really comes back:
+each operation's problem+json errors with their headers, the job status body, and the
+``Authorization: Key=<API key>`` scheme.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from api.problems import PROBLEM_JSON
+from api.schemas import Health, JobView, ProblemDetails, Readiness
+
+API_KEY_SCHEME = "ApiKey"
+SECURED: list[dict[str, Any]] = [{API_KEY_SCHEME: []}]
+_REF = "#/components/schemas/{model}"
+
+_ERRORS: dict[int, str] = {
+    400: "The body is not JSON or not a JSON object, or the Idempotency-Key is malformed",
+    401: "Missing, malformed or unknown API key",
+    404: "No such job for this key (unknown, expired, or submitted with another key)",
+    409: "The job has started or ended and can no longer be cancelled",
+    413: "The body is larger than the configured cap",
+    415: "The Content-Type is not application/json",
+    422: "Invalid fields, more lead IDs than the limit, no action true, or an Idempotency-Key"
+    " reused with a different body",
+    429: "Too many requests for this key",
+    503: "Inside office hours (see opens_at), or the job queue (Redis) is unreachable",
+}
+_RETRY_AFTER = {"description": "Seconds to wait", "schema": {"type": "integer", "minimum": 0}}
+_HEADERS: dict[int, dict[str, Any]] = {
+    401: {"WWW-Authenticate": {"required": True, "schema": {"type": "string", "enum": ["Key"]}}},
+    429: {"Retry-After": {"required": True, **_RETRY_AFTER}},
+    503: {"Retry-After": {"required": True, **_RETRY_AFTER}},
+}
+
+
+def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The ``responses`` entries of these problem+json error answers, for a route decorator."""
+    return {
+        status: {
+            "description": _ERRORS[status],
+            "content": {PROBLEM_JSON: {"schema": {"$ref": _REF.format(model="ProblemDetails")}}},
+            **({"headers": _HEADERS[status]} if status in _HEADERS else {}),
+        }
+        for status in statuses
+    }
+
+
+def body(model: type[BaseModel], description: str) -> dict[str, Any]:
+    """A JSON answer documented by ``model`` (without FastAPI validating the returned dict)."""
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": _REF.format(model=model.__name__)}}},
+    }
+
+
+def install(app: FastAPI) -> None:
+    """Serve the completed document at /openapi.json (and so in /docs)."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            app.openapi_schema = _complete(document)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _complete(document: dict[str, Any]) -> dict[str, Any]:
+    components = document.setdefault("components", {})
+    schemas = components.setdefault("schemas", {})
+    _, definitions = models_json_schema(
+        [(m, "serialization") for m in (ProblemDetails, JobView, Health, Readiness)],
+        ref_template=_REF,
+    )
+    schemas.update(definitions["$defs"])
+    components["securitySchemes"] = {
+        API_KEY_SCHEME: {
+            "type": "apiKey",
+            "in": "header",
+            "name": "Authorization",
+            "description": "`Key=<API key>` (the key itself, as `leadarchive keys new` printed it)",
+        }
+    }
+    for operations in document["paths"].values():
+        for operation in operations.values():
+            answer = operation.get("responses", {}).get("422", {})
+            schema = answer.get("content", {}).get("application/json", {}).get("schema", {})
+            if schema.get("$ref", "").endswith("/HTTPValidationError"):
+                # FastAPI's own 422 for path parameters, which a string job_id never fails.
+                del operation["responses"]["422"]
+    for unused in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(unused, None)
+    return document

@@ -1,0 +1,447 @@
+"""Hostile and broken requests that tests/api/test_archive_api.py does not already send.
+
+Each one must get a clear problem+json answer and change nothing: no job record, no message for
+the worker, no job counted as submitted, and both Vicidial tables byte for byte as they were.
+(Already proven there: the common malformed Authorization forms, a key one character off at the
+end or one short, invalid UTF-8 in the body, 100,000 and 20,000 levels of nesting at the default
+cap, text/plain and form bodies, 1.0 / "42" / true / null / -1 / 2**32 in lead_ids, unknown fields.)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+from sqlalchemy import Connection
+
+from api import metrics
+from tasks.seed import insert_leads, lead_rows
+from tests.api.conftest import SEED_REQUEST, poll_until_done
+from tests.helpers import ALICE, ALICE_KEY, BOB_KEY, archive, live, make_settings
+
+pytestmark = pytest.mark.usefixtures("worker")
+
+URL = "/vicidial/leads/archive"
+SQL = [
+    "1; DROP TABLE vicidial_list; --",
+    "' OR '1'='1",
+    "1 UNION SELECT * FROM vicidial_list",
+    "`rank`); DELETE FROM vicidial_list_archive; --",
+]
+
+
+def _one_off(key: str, position: int) -> str:
+    """``key`` with the character at ``position`` changed (to another printable one)."""
+    changed = "x" if key[position] != "x" else "y"
+    return key[:position] + changed + key[position + 1 :]
+
+
+@pytest.fixture
+def unchanged(
+    vicidial: Connection, redis_client: redis.Redis, client: TestClient
+) -> Iterator[None]:
+    """Leads in both tables; after the test, the tables, Redis and the counters as they were."""
+    insert_leads(vicidial, lead_rows(5, seed=51))
+    # Archive leads 1 and 2, so that an update or delete would show in both tables.
+    poll_until_done(
+        client,
+        client.post(URL, json={"lead_ids": [1, 2]}, headers=ALICE).headers["location"],
+        ALICE,
+    )
+    tables = (live(vicidial), archive(vicidial))
+    records = set(redis_client.keys("leadarchive:job:*"))
+    submitted = metrics.JOBS_SUBMITTED._value.get()
+    yield
+    assert redis_client.llen("leadarchive") == 0
+    assert redis_client.hlen("unacked") == 0
+    assert set(redis_client.keys("leadarchive:job:*")) == records
+    assert metrics.JOBS_SUBMITTED._value.get() == submitted
+    assert (live(vicidial), archive(vicidial)) == tables
+
+
+def _problem(answer, status: int) -> dict:
+    assert answer.status_code == status, answer.text
+    assert answer.headers["content-type"] == "application/problem+json"
+    body = answer.json()
+    assert body["status"] == status
+    assert {"type", "title", "detail"} <= set(body)
+    assert "Traceback" not in answer.text
+    return body
+
+
+# --- keys -------------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("unchanged")
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        # One character off: first, middle, last (of each configured key).
+        f"Key={_one_off(ALICE_KEY, 0)}",
+        f"Key={_one_off(ALICE_KEY, len(ALICE_KEY) // 2)}",
+        f"Key={_one_off(ALICE_KEY, len(ALICE_KEY) - 1)}",
+        f"Key={_one_off(BOB_KEY, 0)}",
+        f"Key={_one_off(BOB_KEY, len(BOB_KEY) // 2)}",
+        # One character longer, and the key twice.
+        f"Key={ALICE_KEY}x",
+        f"Key={ALICE_KEY}{ALICE_KEY}",
+        # The other forms a client might try.
+        f"KEY={ALICE_KEY}",
+        f"Key:{ALICE_KEY}",
+        f"Key = {ALICE_KEY}",
+        f"Key=={ALICE_KEY}",
+        f" Key={ALICE_KEY}",
+        f"Key= {ALICE_KEY}",
+        f"Key=\t{ALICE_KEY}",
+        f'Key="{ALICE_KEY}"',
+        f"Key={ALICE_KEY}, Key={BOB_KEY}",
+        f"Key={ALICE_KEY},Key={BOB_KEY}",
+        f"Key={ALICE_KEY};",
+        f"Basic {ALICE_KEY}",
+        f"Bearer {ALICE_KEY}",
+        f"Token {ALICE_KEY}",
+        f"{ALICE_KEY}",
+        f"Key={ALICE_KEY.upper()}",
+        "Key=" + "a" * 15,  # shorter than any key
+        "Key=" + "a" * 257,  # longer than any key
+        "Key=" + "é" * 20,  # not ASCII (sent as latin-1)
+        "Key=" + "\x7f" * 20,
+        # SQL in the key.
+        *(f"Key={fragment.replace(' ', '_')}0123456789abcdef" for fragment in SQL),
+        "Key=' OR 1=1 --0123456789",
+    ],
+)
+def test_every_malformed_or_unknown_key_is_401_and_changes_nothing(
+    client: TestClient, authorization: str
+) -> None:
+    headers = {"Authorization": authorization.encode("latin-1")}
+
+    posted = client.post(URL, json=SEED_REQUEST, headers=headers)
+    polled = client.get(f"{URL}/anything", headers=headers)
+    cancelled = client.delete(f"{URL}/anything", headers=headers)
+
+    for answer in (posted, polled, cancelled):
+        _problem(answer, 401)
+        assert answer.headers["www-authenticate"] == "Key"
+        assert ALICE_KEY not in answer.text and BOB_KEY not in answer.text
+
+
+@pytest.mark.usefixtures("unchanged")
+def test_two_authorization_headers_are_refused(client: TestClient) -> None:
+    # A proxy that adds its own header must not let a request through on either one.
+    answer = client.post(
+        URL,
+        json=SEED_REQUEST,
+        headers=[
+            ("Authorization", "Key=not-a-real-key-000000"),
+            ("Authorization", ALICE["Authorization"]),
+        ],
+    )
+
+    _problem(answer, 401)
+
+
+# --- bodies -----------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("unchanged")
+@pytest.mark.parametrize(
+    ("content", "status"),
+    [
+        # Invalid UTF-8 in several places, overlong forms, lone surrogates, a BOM.
+        (b'{"lead_ids": [1]}\xff', 400),
+        (b'{"lead_\xc0\xafids": [1]}', 400),
+        (b'{"lead_ids": [1], "\xed\xa0\x80": 1}', 400),
+        (b'\xef\xbb\xbf{"lead_ids": [1]}', 400),
+        ('{"lead_ids": [1]}'.encode("utf-16"), 400),
+        (b'{"lead_ids": ["\\ud800"]}', 422),
+        # Not an object, or nothing at all.
+        (b"", 400),
+        (b"null", 400),
+        (b"true", 400),
+        (b"42", 400),
+        (b" ", 400),
+        (b"\x00", 400),
+        # JSON that Python would take but the contract does not mean.
+        (b'{"lead_ids": [NaN]}', 422),
+        (b'{"lead_ids": [Infinity]}', 422),
+        (b'{"lead_ids": [-Infinity]}', 422),
+        (b'{"lead_ids": [1e400]}', 422),
+        # An integer of 5,000 digits: past Python's int-from-text limit, not a crash.
+        (b'{"lead_ids": [' + b"9" * 5000 + b"]}", 400),
+        # Duplicate keys: the last one wins in json.loads, and is checked like any other.
+        (b'{"lead_ids": [1], "lead_ids": "1"}', 422),
+        # Truncated or trailing garbage.
+        (b'{"lead_ids": [1]', 400),
+        (b'{"lead_ids": [1]}{"lead_ids": [2]}', 400),
+    ],
+)
+def test_broken_json_bodies_are_refused(client: TestClient, content: bytes, status: int) -> None:
+    answer = client.post(
+        URL, content=content, headers={**ALICE, "Content-Type": "application/json"}
+    )
+
+    _problem(answer, status)
+
+
+@pytest.mark.usefixtures("unchanged")
+@pytest.mark.parametrize("depth", [1_000, 100_000])
+@pytest.mark.parametrize("shape", ["body", "lead_ids", "unknown field"])
+def test_deep_nesting_is_refused_without_a_recursion_error(
+    database_url: str, redis_url: str, rt, celery_app, depth: int, shape: str
+) -> None:
+    """A cap large enough for the whole document to reach the parser (the default cap stops the
+    100,000-level form at 413, as test_archive_api proves)."""
+    from api.app import create_app
+
+    nested = b"[" * depth + b"]" * depth
+    content = {
+        "body": nested,
+        "lead_ids": b'{"lead_ids": ' + nested + b"}",
+        "unknown field": b'{"lead_ids": [1], "x": ' + nested + b"}",
+    }[shape]
+    settings = make_settings(database_url, redis_url, max_body_bytes=1_000_000)
+    app = create_app(settings, runtime=rt, celery=celery_app)
+    with TestClient(app, raise_server_exceptions=True) as big:
+        answer = big.post(
+            URL, content=content, headers={**ALICE, "Content-Type": "application/json"}
+        )
+
+    problem = _problem(answer, 400 if shape == "body" or depth > 900 else 422)
+    assert "Recursion" not in json.dumps(problem)
+
+
+@pytest.mark.usefixtures("unchanged")
+@pytest.mark.parametrize(
+    "lead_ids",
+    [
+        [4294967296],  # INT UNSIGNED max + 1
+        [2**63 - 1],  # BIGINT max
+        [2**63],
+        [2**64 - 1],  # BIGINT UNSIGNED max
+        [2**64],
+        [10**30],
+        [-1],
+        [-(2**63)],
+        [-(2**64)],
+        [0.0],
+        [1.0],
+        [1.5],
+        [1e3],
+        [-0.0],
+        [False],
+        [True],
+        [""],
+        ["1"],
+        ["0x10"],
+        ["1e3"],
+        [None],
+        [[1]],
+        [{"lead_id": 1}],
+        [1, "2"],
+        [1, None],
+        *([fragment] for fragment in SQL),
+    ],
+    ids=repr,
+)
+def test_lead_ids_that_are_not_json_integers_in_range_are_422(
+    client: TestClient, lead_ids: list
+) -> None:
+    problem = _problem(client.post(URL, json={"lead_ids": lead_ids}, headers=ALICE), 422)
+
+    assert problem["errors"][0]["loc"][0] == "lead_ids"
+
+
+def test_the_ends_of_the_lead_id_range_are_accepted(
+    client: TestClient, vicidial: Connection
+) -> None:
+    """0 and INT UNSIGNED's maximum are valid IDs (0..4294967295 in the contract)."""
+    answer = client.post(URL, json={"lead_ids": [0, 4294967295]}, headers=ALICE)
+
+    final = poll_until_done(client, answer.headers["location"], ALICE)
+    assert final["status"] == "succeeded"
+    assert [lead["lead_id"] for lead in final["result"]["leads"]] == [0, 4294967295]
+    assert {lead["insert"] for lead in final["result"]["leads"]} == {"not_found"}
+
+
+@pytest.mark.usefixtures("unchanged")
+@pytest.mark.parametrize("field", ["insert_leads", "update_leads", "delete_leads", "dry_run"])
+@pytest.mark.parametrize("value", [*SQL, "true", 1, 0, None, [], {}])
+def test_sql_and_non_booleans_in_every_flag_are_422(
+    client: TestClient, field: str, value: object
+) -> None:
+    problem = _problem(client.post(URL, json={"lead_ids": [1], field: value}, headers=ALICE), 422)
+
+    assert field in json.dumps(problem["errors"])
+
+
+@pytest.mark.usefixtures("unchanged")
+@pytest.mark.parametrize("name", [*SQL, "", " ", "lead_ids ", "LEAD_IDS", "x" * 10_000])
+def test_sql_and_lookalikes_as_field_names_are_422(client: TestClient, name: str) -> None:
+    body = {"lead_ids": [1], name: True}
+
+    _problem(client.post(URL, json=body, headers=ALICE), 422)
+
+
+@pytest.mark.usefixtures("unchanged")
+@pytest.mark.parametrize(
+    "idempotency_key",
+    [
+        "",
+        " ",
+        "x" * 256,
+        "tab\tinside",
+        "' OR '1'='1",  # spaces are not printable ASCII for this header
+        "é",  # not ASCII (sent as latin-1)
+        "\x7f",
+    ],
+)
+def test_malformed_idempotency_keys_are_400(client: TestClient, idempotency_key: str) -> None:
+    answer = client.post(
+        URL,
+        json=SEED_REQUEST,
+        headers={**ALICE, "Idempotency-Key": idempotency_key.encode("latin-1")},
+    )
+
+    problem = _problem(answer, 400)
+    assert "Idempotency-Key" in problem["detail"]
+
+
+@pytest.mark.parametrize("idempotency_key", [f.replace(" ", "_") for f in SQL])
+def test_sql_in_the_idempotency_key_is_only_a_key(
+    client: TestClient, vicidial: Connection, redis_client: redis.Redis, idempotency_key: str
+) -> None:
+    """Printable ASCII is a valid key: the job runs (a dry run, so nothing may change), the same
+    key returns the same job, and the key is stored only as a digest."""
+    insert_leads(vicidial, lead_rows(3, seed=52))
+    tables = (live(vicidial), archive(vicidial))
+    headers = {**ALICE, "Idempotency-Key": idempotency_key}
+    body = {"lead_ids": [1, 2, 3], "dry_run": True, "delete_leads": True}
+
+    first = client.post(URL, json=body, headers=headers)
+    again = client.post(URL, json=body, headers=headers)
+
+    assert first.status_code == again.status_code == 202
+    assert first.json()["job_id"] == again.json()["job_id"]
+    final = poll_until_done(client, first.headers["location"], ALICE)
+    assert final["status"] == "succeeded"
+    assert [lead["insert"] for lead in final["result"]["leads"]] == ["inserted"] * 3
+    assert (live(vicidial), archive(vicidial)) == tables
+    for key in redis_client.scan_iter("leadarchive:*"):
+        assert idempotency_key.encode() not in key
+
+
+# --- methods and content types ----------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("unchanged")
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("GET", URL, "POST"),
+        ("PUT", URL, "POST"),
+        ("PATCH", URL, "POST"),
+        ("DELETE", URL, "POST"),
+        ("OPTIONS", URL, "POST"),
+        ("POST", f"{URL}/some-job", "DELETE, GET"),
+        ("PUT", f"{URL}/some-job", "DELETE, GET"),
+        ("PATCH", f"{URL}/some-job", "DELETE, GET"),
+        ("OPTIONS", f"{URL}/some-job", "DELETE, GET"),
+        ("TRACE", f"{URL}/some-job", "DELETE, GET"),
+        ("POST", "/healthz", "GET"),
+        ("DELETE", "/readyz", "GET"),
+    ],
+)
+def test_wrong_methods_are_405_with_every_allowed_method(
+    client: TestClient, method: str, path: str, allow: str
+) -> None:
+    answer = client.request(method, path, headers=ALICE, json=SEED_REQUEST)
+
+    _problem(answer, 405)
+    assert answer.headers["allow"] == allow
+
+
+@pytest.mark.usefixtures("unchanged")
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        None,
+        "",
+        "application/jsonx",
+        "application/json-patch+json",
+        "application/problem+json",
+        "application/x-json",
+        "text/json",
+        "text/html",
+        "multipart/form-data; boundary=x",
+        "application/octet-stream",
+        "application/json, text/plain",
+        "json",
+        "application/json'; DROP TABLE vicidial_list; --",
+    ],
+)
+def test_content_types_other_than_json_are_415(
+    client: TestClient, content_type: str | None
+) -> None:
+    headers = dict(ALICE)
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    answer = client.post(URL, content=json.dumps(SEED_REQUEST).encode(), headers=headers)
+
+    _problem(answer, 415)
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/json",
+        "APPLICATION/JSON",
+        "application/json; charset=utf-8",
+        "application/json;",
+    ],
+)
+def test_json_content_type_variants_are_accepted(
+    client: TestClient, vicidial: Connection, content_type: str
+) -> None:
+    answer = client.post(
+        URL,
+        content=json.dumps({"lead_ids": [9], "dry_run": True}).encode(),
+        headers={**ALICE, "Content-Type": content_type},
+    )
+
+    assert answer.status_code == 202, answer.text
+
+
+# --- other keys' jobs -------------------------------------------------------------------------
+
+
+def test_another_key_can_neither_see_nor_cancel_a_queued_job(
+    client: TestClient, vicidial: Connection, rt
+) -> None:
+    """Bob's answers for Alice's waiting job are byte for byte those for a job that does not
+    exist, and his cancel changes nothing; Alice's own cancel works."""
+    from tasks.jobs import JobRequest
+
+    insert_leads(vicidial, lead_rows(2, seed=53))
+    job_id, _ = rt.jobs.create("alice", JobRequest([1, 2], True, True, True, False))  # not sent
+    url = f"{URL}/{job_id}"
+    bob = {"Authorization": f"Key={BOB_KEY}"}
+
+    seen_by_bob = client.get(url, headers=bob)
+    cancelled_by_bob = client.delete(url, headers=bob)
+    unknown = client.get(f"{URL}/{job_id[::-1]}x", headers=bob)
+    unknown_cancel = client.delete(f"{URL}/{job_id[::-1]}x", headers=bob)
+    still = client.get(url, headers=ALICE).json()
+    cancelled_by_alice = client.delete(url, headers=ALICE)
+
+    for answer, twin in ((seen_by_bob, unknown), (cancelled_by_bob, unknown_cancel)):
+        _problem(answer, 404)
+        assert answer.content == twin.content
+        assert dict(answer.headers) == dict(twin.headers)
+    assert still["status"] == "queued"
+    assert cancelled_by_alice.status_code == 200
+    assert cancelled_by_alice.json()["status"] == "cancelled"
+    assert set(live(vicidial)) == {1, 2}
