@@ -67,9 +67,20 @@ def create_celery(settings: Settings) -> Celery:
         task_ignore_result=True,
         task_default_queue=QUEUE,
         broker_connection_retry_on_startup=True,
+        # https://docs.celeryq.dev/en/stable/userguide/configuration.html#broker-connection-max-retries
+        # A worker that lost Redis reconnects for as long as it takes (None: forever). A limit
+        # here makes the worker exit ("Unrecoverable error") once Redis has been down longer
+        # than the retries, and every queued job waits for someone to restart it.
+        broker_connection_max_retries=None,
+        # https://docs.celeryq.dev/en/stable/userguide/calling.html#message-sending-retry
         # Refuse to enqueue quickly when Redis is down, so the API can answer 503 at once.
         broker_connection_timeout=2,
-        broker_connection_max_retries=1,
+        task_publish_retry_policy={
+            "max_retries": 1,
+            "interval_start": 0,
+            "interval_step": 0.2,
+            "interval_max": 0.2,
+        },
         worker_hijack_root_logger=False,
     )
     app.task(
