@@ -295,6 +295,7 @@ def redis_restart(
     leads: int = 6_000,
     job_size: int = 50,
     clients: int = 3,
+    interval: float = 0.3,
     down: tuple[float, float] = (2.0, 4.0),
     up: tuple[float, float] = (3.0, 5.0),
     seed: int = 4,
@@ -317,13 +318,15 @@ def redis_restart(
         lock = threading.Lock()
         stop = threading.Event()
         outages_seen: list[_Outage] = []
+        # Fresh leads first, then the same again: clients keep submitting through every outage.
+        queue = iter(chunks * 20)
 
-        def client(k: int) -> None:
-            mine = chunks[k::clients]
-            for chunk in mine:
-                if stop.is_set():
-                    refused.append(chunk)
-                    continue
+        def client() -> None:
+            while not stop.is_set():
+                with lock:
+                    chunk = next(queue, None)
+                if chunk is None:
+                    return
                 answer = stack.submit(chunk)
                 with lock:
                     if answer.status == 202:
@@ -334,9 +337,9 @@ def redis_restart(
                         job_id = rng.choice(list(accepted)) if accepted else None
                 if job_id is not None:
                     http.request("GET", f"/vicidial/leads/archive/{job_id}")
-                time.sleep(0.05)
+                time.sleep(interval)
 
-        threads = [threading.Thread(target=client, args=(k,), daemon=True) for k in range(clients)]
+        threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
         for thread in threads:
             thread.start()
         for _ in range(outages):
@@ -348,10 +351,9 @@ def redis_restart(
             servers.redis.start()
             outage.answering = time.monotonic()
         time.sleep(rng.uniform(*up))
-        # Clients keep going until they have tried every chunk: some after the last outage.
-        for thread in threads:
-            thread.join(timeout=300)
         stop.set()
+        for thread in threads:
+            thread.join(timeout=60)
 
         def during_outage(answer: Answer) -> bool:
             return any(
@@ -373,13 +375,14 @@ def redis_restart(
         if outages and not late:
             figures.problems.append("no job was accepted after Redis came back")
         # The leads of refused requests: submitted again now, as a client would retry.
-        for chunk in refused:
-            accepted[stack.submit_ok(chunk)] = chunk
+        retried = {stack.submit_ok(chunk): chunk for chunk in refused}
+        accepted_during = len(accepted)
+        accepted.update(retried)
         figures.notes.update(
             {
                 "outages": outages,
                 "POST answered 503 while Redis was down": len(refused_503),
-                "accepted": len(accepted) - len(refused),
+                "accepted": accepted_during,
                 "accepted after the last outage": len(late),
             }
         )
