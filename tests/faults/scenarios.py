@@ -156,14 +156,17 @@ def sigkill_workers(
         feeder = Feeder(stack, _jobs_for(sorted(original), job_size), backlog=4)
         monitor = stack.monitor()
         inside = pool_kills = worker_kills = 0
-        for n in range(kills):
+        while pool_kills + worker_kills < kills:
             holder = feeder.wait_for_batch(monitor)
             time.sleep(rng.uniform(0, 0.1))
             victim = stack.process_of(monitor, holder)
-            inside += stack.lock_holder(monitor) == holder
             if victim is None:  # the batch ended meanwhile: any pool process will do
-                victim = rng.choice(stack.workers[0].children())
-            if n % 3 != 1:
+                pool = stack.pool_processes()
+                if not pool:
+                    continue
+                victim = rng.choice(pool)
+            inside += stack.lock_holder(monitor) == holder
+            if (pool_kills + worker_kills) % 3 != 1:
                 victim.send_signal(signal.SIGKILL)
                 pool_kills += 1
             else:
@@ -450,19 +453,18 @@ def overlapping_workers(
             _stale_archive(stack, ids, rng)
             with stack.connect() as conn:
                 expected = {i: r for i, r in live(conn).items() if i in original}
-            jobs: dict[str, list[int]] = {}
             bodies = []
             for _ in range(coverage * leads // job_size):
                 start = rng.randrange(0, max(1, leads - job_size))
                 bodies.append((ids[start : start + job_size], rng.choice(ACTION_MIXES)))
-            # Queued first, so that every worker starts on the backlog at the same moment.
-            for chunk, actions in bodies:
-                jobs[stack.submit_ok(chunk, **actions)] = chunk
             for _ in range(count):
                 stack.start_worker(concurrency=1)
+            stack.most_running = 0
+            jobs = {stack.submit_ok(chunk, **actions): chunk for chunk, actions in bodies}
             _finish(stack, figures, jobs, expected, 240, expect_all_archived=False)
             for worker in list(stack.workers):
                 stack.kill_worker(worker)
+            figures.notes[f"most jobs running at once with {count} workers"] = stack.most_running
             figures.notes[f"jobs with {count} workers"] = len(jobs)
             first += leads
     return figures
@@ -534,7 +536,17 @@ SCENARIOS: dict[str, Callable[..., Figures]] = {
     "busy-dialer": busy_dialer,
 }
 
-# The sizes of the long runs (soak/faults.py); the CI tests pass smaller ones.
+# The sizes of the CI tests (tests/faults/test_scenarios.py): small, about 2.5 minutes in all.
+CI_SIZES: dict[str, dict[str, Any]] = {
+    "sigkill": {"kills": 20, "leads": 12_000},
+    "kill-connection": {"kills": 10, "leads": 6_000},
+    "mariadb-restart": {"outages": 2, "leads": 6_000, "down": (1.0, 5.0)},
+    "redis-restart": {"outages": 2, "leads": 6_000, "down": (2.0, 4.0)},
+    "overlapping-workers": {"leads": 2_000, "job_size": 250},
+    "busy-dialer": {"leads": 5_000, "rate": 250, "threads": 16},
+}
+
+# The sizes of the long runs (soak/faults.py).
 FULL_SIZES: dict[str, dict[str, Any]] = {
     "sigkill": {"kills": 24, "leads": 20_000},
     "kill-connection": {"kills": 30, "leads": 20_000},

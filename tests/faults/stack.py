@@ -159,6 +159,7 @@ class Stack:
         self.workers: list[psutil.Process] = []
         self.processes: list[Any] = []
         self.api_port = 0
+        self.most_running = 0
         self.http: Http | None = None
         self._logs: list[IO[bytes]] = []
         self._engine: Engine | None = None
@@ -285,9 +286,11 @@ class Stack:
                 statuses = self.statuses(job_ids)
             except redis.exceptions.RedisError:
                 statuses = dict.fromkeys(job_ids, "")
+            running = sum(s == "running" for s in statuses.values())
+            self.most_running = max(self.most_running, running)
             if all(s in FINAL for s in statuses.values()) or time.monotonic() > deadline:
                 return statuses
-            time.sleep(0.1)
+            time.sleep(0.02)
 
     def final_reports(self, job_ids: list[str]) -> dict[str, dict[str, Any]]:
         """Each job's status as the API shows it (one GET per job)."""
@@ -343,6 +346,9 @@ class Stack:
                     if any(c.laddr and c.laddr.port == port for c in child.net_connections("tcp")):
                         return child
         return None
+
+    def pool_processes(self) -> list[psutil.Process]:
+        return [c for w in self.workers for c in _alive_children(w)]
 
     def worker_of(self, process: psutil.Process) -> psutil.Process | None:
         for worker in self.workers:
@@ -429,6 +435,7 @@ def check_jobs(
     """Every job ended: succeeded, or failed with an error that says what went wrong."""
     stuck = [j for j, s in statuses.items() if s not in FINAL]
     if stuck:
+        figures.problems.append(f"broker state: {broker_state(stack, stuck)}")
         figures.problems.append(
             f"{len(stuck)} jobs never ended, e.g. {stuck[:3]} {statuses[stuck[0]]!r}"
         )
@@ -444,6 +451,26 @@ def check_jobs(
         figures.notes["errors"] = sorted(
             {f"{e.get('type')}: {e.get('detail', '')[:80]}" for e in errors}
         )
+
+
+def broker_state(stack: Stack, stuck: list[str]) -> dict[str, Any]:
+    """Where the stuck jobs' messages are in Redis (kombu's queue, unacked hash and mutex)."""
+    r = stack.redis
+    unacked = {k.decode(): v.decode() for k, v in r.hgetall("unacked").items()}  # type: ignore[union-attr]
+    queued = [m.decode() for m in r.lrange("leadarchive", 0, -1)]  # type: ignore[union-attr]
+    return {
+        "now": time.time(),
+        "queue length": len(queued),
+        "stuck in queue": [j for j in stuck if any(j in m for m in queued)],
+        "stuck unacked": {
+            tag: r.zscore("unacked_index", tag)
+            for tag, body in unacked.items()
+            if any(j in body for j in stuck)
+        },
+        "unacked": len(unacked),
+        "unacked_mutex ttl": r.ttl("unacked_mutex"),
+        "records": {j: stack.jobs.get(j) for j in stuck[:2]},
+    }
 
 
 def check_invariant(stack: Stack, expected: dict[int, Row], figures: Figures) -> TableCheck:
