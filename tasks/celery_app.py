@@ -11,7 +11,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import kombu.exceptions
+import redis.exceptions
 from celery import Celery, Task
+from celery.exceptions import Reject
 from celery.utils.time import get_exponential_backoff_interval
 
 from tasks import metrics, runtime
@@ -118,6 +121,14 @@ def _transport_options(settings: Settings) -> dict[str, Any]:
     }
 
 
+# Redis (the job store, or the broker a retry is sent through) could not be reached.
+_REDIS_DOWN = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    kombu.exceptions.OperationalError,
+)
+
+
 def archive_leads(
     task: Task,
     job_id: str,
@@ -128,6 +139,28 @@ def archive_leads(
     dry_run: bool = False,
 ) -> dict[str, Any]:
     """Run one archive job: defer it inside office hours, else run the batch and record it."""
+    try:
+        return _archive_leads(
+            task, job_id, lead_ids, insert_leads, update_leads, delete_leads, dry_run
+        )
+    except _REDIS_DOWN as exc:
+        # The job's record could not be read or written. Acknowledged, the message would be
+        # gone and the record left `running` forever: hand it back to the queue instead (or,
+        # while Redis is still down, leave it unacknowledged for the visibility timeout). The
+        # batch is idempotent, so running it again is safe.
+        log.warning("job store unreachable, job requeued", extra={"job_id": job_id})
+        raise Reject(exc, requeue=True) from exc
+
+
+def _archive_leads(
+    task: Task,
+    job_id: str,
+    lead_ids: list[int],
+    insert_leads: bool = True,
+    update_leads: bool = True,
+    delete_leads: bool = False,
+    dry_run: bool = False,
+) -> dict[str, Any]:
     rt = runtime.current()
     jobs = rt.jobs
     record = jobs.get(job_id)

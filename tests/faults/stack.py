@@ -318,6 +318,14 @@ class Stack:
             (holder,) = cursor.fetchone()
         return int(holder) if holder is not None else None
 
+    def lock_holder_now(self) -> int | None:
+        """``lock_holder`` on a connection of its own."""
+        monitor = self.monitor()
+        try:
+            return self.lock_holder(monitor)
+        finally:
+            monitor.close()
+
     def connection_ids(self, monitor: pymysql.Connection[Any]) -> list[int]:
         """Every connection the service has open to this scenario's database."""
         with monitor.cursor() as cursor:
