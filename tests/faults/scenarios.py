@@ -558,5 +558,5 @@ FULL_SIZES: dict[str, dict[str, Any]] = {
     "mariadb-restart": {"outages": 6, "leads": 15_000, "down": (1.0, 15.0)},
     "redis-restart": {"outages": 6, "leads": 15_000, "down": (1.0, 10.0)},
     "overlapping-workers": {"leads": 10_000, "job_size": 500},
-    "busy-dialer": {"leads": 50_000, "rate": 400, "threads": 32, "min_rate": 200},
+    "busy-dialer": {"leads": 50_000, "rate": 600, "threads": 48, "min_rate": 200},
 }

@@ -636,7 +636,7 @@ class Dialer:
                     lead_id = rng.choice(leads)
                     name = rng.choice(DIALER_NAMES)
                     comments = f"dialer {k}-{seq}"
-                    stamp = _TIMESTAMP_BASE + timedelta(seconds=k * 10_000_000 + seq)
+                    stamp = _TIMESTAMP_BASE + timedelta(seconds=k * 1_000_000 + seq)
                     modify_date = stamp.strftime("%Y-%m-%d %H:%M:%S")
                     found = cursor.execute(
                         "UPDATE vicidial_list SET first_name = %s, comments = %s, modify_date = %s"
