@@ -13,8 +13,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import kombu.exceptions
 import redis
+import redis.exceptions
 from celery import Celery, Task
+from celery.exceptions import Reject
 from celery.utils.time import get_exponential_backoff_interval
 from kombu import serialization
 
@@ -73,9 +76,20 @@ def create_celery(settings: Settings) -> Celery:
         task_ignore_result=True,
         task_default_queue=QUEUE,
         broker_connection_retry_on_startup=True,
+        # https://docs.celeryq.dev/en/stable/userguide/configuration.html#broker-connection-max-retries
+        # A worker that lost Redis reconnects for as long as it takes (None: forever). A limit
+        # here makes the worker exit ("Unrecoverable error") once Redis has been down longer
+        # than the retries, and every queued job waits for someone to restart it.
+        broker_connection_max_retries=None,
+        # https://docs.celeryq.dev/en/stable/userguide/calling.html#message-sending-retry
         # Refuse to enqueue quickly when Redis is down, so the API can answer 503 at once.
         broker_connection_timeout=2,
-        broker_connection_max_retries=1,
+        task_publish_retry_policy={
+            "max_retries": 1,
+            "interval_start": 0,
+            "interval_step": 0.2,
+            "interval_max": 0.2,
+        },
         worker_hijack_root_logger=False,
     )
     app.task(
@@ -113,6 +127,14 @@ def _transport_options(settings: Settings) -> dict[str, Any]:
     }
 
 
+# Redis (the job store, or the broker a retry is sent through) could not be reached.
+_REDIS_DOWN = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    kombu.exceptions.OperationalError,
+)
+
+
 def archive_leads(
     task: Task,
     job_id: str,
@@ -123,6 +145,28 @@ def archive_leads(
     dry_run: bool = False,
 ) -> dict[str, Any]:
     """Run one archive job: defer it inside office hours, else run the batch and record it."""
+    try:
+        return _archive_leads(
+            task, job_id, lead_ids, insert_leads, update_leads, delete_leads, dry_run
+        )
+    except _REDIS_DOWN as exc:
+        # The job's record could not be read or written. Acknowledged, the message would be
+        # gone and the record left `running` forever: hand it back to the queue instead (or,
+        # while Redis is still down, leave it unacknowledged for the visibility timeout). The
+        # batch is idempotent, so running it again is safe.
+        log.warning("job store unreachable, job requeued", extra={"job_id": job_id})
+        raise Reject(exc, requeue=True) from exc
+
+
+def _archive_leads(
+    task: Task,
+    job_id: str,
+    lead_ids: list[int],
+    insert_leads: bool = True,
+    update_leads: bool = True,
+    delete_leads: bool = False,
+    dry_run: bool = False,
+) -> dict[str, Any]:
     rt = runtime.current()
     jobs = rt.jobs
     record = jobs.get(job_id)

@@ -7,14 +7,9 @@ batch at its first delete, after its archive copies are written, so the kill lan
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
 
 import psutil
 import pytest
@@ -26,6 +21,7 @@ from tasks.runtime import Runtime
 from tasks.seed import insert_leads, lead_rows
 from tests.conftest import claim_redis_database
 from tests.helpers import archive, live, make_settings, wait_for
+from tests.processes import kill_group, service_env, start_worker
 
 LEADS = 300
 
@@ -35,31 +31,6 @@ def own_redis() -> Iterator[str]:
     # Not the session's database: the in-thread test worker must not take this job.
     with claim_redis_database() as url:
         yield url
-
-
-def _start_worker(env: dict[str, str], log: IO[bytes]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "leadarchive.cli",
-            "worker",
-            "--concurrency",
-            "1",
-            "--metrics-port",
-            "0",
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
 
 
 @pytest.mark.parametrize("victim", ["pool process", "whole worker"])
@@ -74,19 +45,13 @@ def test_a_killed_worker_job_runs_again_and_succeeds_within_a_minute(
     insert_leads(vicidial, lead_rows(LEADS, seed=21))
     before = live(vicidial)
     settings = make_settings(database_url, own_redis, office_hours="")
-    env = {
-        **os.environ,
-        "LEADARCHIVE_DATABASE_URL": database_url,
-        "LEADARCHIVE_BROKER_URL": own_redis,
-        "LEADARCHIVE_RESULT_BACKEND": own_redis,
-        "LEADARCHIVE_OFFICE_HOURS": "",
-    }
+    env = service_env(database_url, own_redis)
     rt = Runtime(settings)
     jobs: JobStore = rt.jobs
     request = JobRequest(list(range(1, LEADS + 1)), True, True, True, False)
     log_path = tmp_path / "worker.log"
     log = log_path.open("ab")
-    workers = [_start_worker(env, log)]
+    workers = [start_worker(env, log)]
     try:
         with engine.connect() as dialer:
             # The "dialer" holds a read lock: the batch copies, then waits to delete.
@@ -103,8 +68,8 @@ def test_a_killed_worker_job_runs_again_and_succeeds_within_a_minute(
                     assert len(children) == 1
                     children[0].kill()
                 else:
-                    _stop(workers[0])
-                    workers.append(_start_worker(env, log))
+                    kill_group(workers[0])
+                    workers.append(start_worker(env, log))
                 killed_at = time.monotonic()
             finally:
                 dialer.exec_driver_sql("UNLOCK TABLES")
@@ -116,7 +81,7 @@ def test_a_killed_worker_job_runs_again_and_succeeds_within_a_minute(
         took = time.monotonic() - killed_at
     finally:
         for process in workers:
-            _stop(process)
+            kill_group(process)
         rt.close()
         log.close()
 

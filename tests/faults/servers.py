@@ -1,0 +1,208 @@
+"""Private MariaDB and Redis servers that a fault test may stop, kill and start again.
+
+The shared servers on 3306 and 6379 serve other test runs and CI: never stop those. These run
+from a folder of their own, on free ports, as children of the process that starts them. A fresh
+MariaDB data folder takes about 3 s to create and the server about 0.5 s to boot, so one of each
+serves a whole test session (or soak run); each scenario takes a fresh database in it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pymysql
+import redis
+
+MARIADBD = shutil.which("mariadbd", path="/usr/sbin:/usr/bin:/usr/local/sbin") or "mariadbd"
+INSTALL_DB = shutil.which("mariadb-install-db") or "mariadb-install-db"
+REDIS_SERVER = shutil.which("redis-server") or "redis-server"
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (the kernel's pick)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_until(ready: Callable[[], bool], timeout: float, what: str, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if time.monotonic() > deadline:
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            raise RuntimeError(f"{what} did not come up in {timeout:.0f}s:\n{tail}")
+        time.sleep(0.05)
+
+
+@dataclass
+class PrivateMariaDB:
+    """A mariadbd of our own in ``folder``: ``start``, ``stop`` (clean), ``kill`` (crash)."""
+
+    folder: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """The server as root, no database selected (like ``LEADARCHIVE_TEST_MYSQL_URL``)."""
+        return f"mysql+pymysql://root@127.0.0.1:{self.port}/"
+
+    @property
+    def log(self) -> Path:
+        return self.folder / "mariadbd.log"
+
+    def install(self) -> None:
+        """Create the data folder (once)."""
+        data = self.folder / "data"
+        if (data / "mysql").is_dir():
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        options = ["--auth-root-authentication-method=normal", "--skip-test-db"]
+        if os.geteuid() == 0:
+            options.append("--user=root")
+        subprocess.run(
+            [INSTALL_DB, "--no-defaults", f"--datadir={data}", *options],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def start(self, timeout: float = 60) -> None:
+        """Start the server and wait until it answers."""
+        self.install()
+        args = [
+            MARIADBD,
+            "--no-defaults",
+            f"--datadir={self.folder / 'data'}",
+            f"--port={self.port}",
+            "--bind-address=127.0.0.1",
+            f"--socket={self.folder / 'mariadbd.sock'}",
+            f"--pid-file={self.folder / 'mariadbd.pid'}",
+            f"--log-error={self.log}",
+            "--skip-name-resolve",
+            "--skip-log-bin",
+            "--innodb-buffer-pool-size=32M",
+            "--max-connections=300",
+            # Repair a MyISAM table a crash left marked as crashed when it is next opened, as
+            # MariaDB's default does; spelled out because this server reads no config file.
+            "--myisam-recover-options=BACKUP,QUICK",
+        ]
+        if os.geteuid() == 0:
+            args.append("--user=root")
+        self.process = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
+        _wait_until(self.answers, timeout, "the private MariaDB", self.log)
+
+    def answers(self) -> bool:
+        """True when a root connection succeeds."""
+        if self.process is not None and self.process.poll() is not None:
+            raise RuntimeError(f"mariadbd exited: {self.log.read_text(errors='replace')[-2000:]}")
+        try:
+            pymysql.connect(
+                host="127.0.0.1", port=self.port, user="root", connect_timeout=1
+            ).close()
+        except pymysql.err.OperationalError:
+            return False
+        return True
+
+    def stop(self, timeout: float = 60) -> None:
+        """A clean shutdown (SIGTERM, as ``mariadb-admin shutdown`` or systemd would)."""
+        self._signal(signal.SIGTERM, timeout)
+
+    def kill(self) -> None:
+        """A crash: SIGKILL, no flushing."""
+        self._signal(signal.SIGKILL, 30)
+
+    def _signal(self, signum: int, timeout: float) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signum)
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=30)
+
+    def close(self) -> None:
+        """Stop the server for good (the folder is the caller's to remove)."""
+        self.stop()
+
+
+@dataclass
+class PrivateRedis:
+    """A redis-server of our own, persisting to an append-only file like the deployed one.
+
+    Stopped cleanly it keeps every key (deploy/redis-leadarchive.conf: appendonly yes), so a
+    restart loses no queued message or job record, as in production.
+    """
+
+    folder: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    @property
+    def log(self) -> Path:
+        return self.folder / "redis.log"
+
+    def start(self, timeout: float = 30) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [
+                REDIS_SERVER,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.folder),
+                "--logfile",
+                str(self.log),
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+                "--maxmemory-policy",
+                "noeviction",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        _wait_until(self.answers, timeout, "the private Redis", self.log)
+
+    def answers(self) -> bool:
+        client = redis.Redis(port=self.port, socket_connect_timeout=1)
+        try:
+            return bool(client.ping())
+        except redis.exceptions.ConnectionError:
+            return False
+        finally:
+            client.close()
+
+    def stop(self, timeout: float = 30) -> None:
+        """A clean shutdown (SIGTERM: the append-only file is flushed first)."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=30)
+
+    def close(self) -> None:
+        self.stop()

@@ -1,0 +1,53 @@
+"""A worker outlives a Redis outage by itself and runs the next job."""
+
+from __future__ import annotations
+
+import time
+
+from tests.faults.scenarios import Servers
+from tests.faults.stack import until
+
+
+def test_a_worker_reconnects_after_redis_was_down_for_seconds(servers: Servers) -> None:
+    with servers.stack("broker-outage") as stack:
+        original = stack.seed(20)
+        stack.start_api()
+        worker = stack.start_worker(concurrency=1)
+        servers.redis.stop()
+        # Longer than a couple of reconnect attempts (kombu waits 2 s, then 4 s, ...).
+        time.sleep(5)
+        servers.redis.start()
+        job_id = stack.submit_ok(sorted(original))
+        statuses = stack.wait_final([job_id], timeout=60)
+
+        assert worker.is_running() and worker.status() != "zombie", stack.log_tail()
+        assert statuses == {job_id: "succeeded"}, stack.log_tail()
+        with stack.connect() as conn:
+            assert conn.exec_driver_sql("SELECT COUNT(*) FROM vicidial_list").scalar() == 0
+
+
+def test_a_job_whose_outcome_could_not_be_recorded_runs_again_and_ends(servers: Servers) -> None:
+    """Redis goes down while the batch runs, so its outcome cannot be written: the job must not
+    be left `running` forever once Redis is back."""
+    with servers.stack("record-outage") as stack:
+        original = stack.seed(50)
+        stack.start_api()
+        stack.start_worker(concurrency=1)
+        with stack.connect() as dialer:
+            # A "dialer" read lock pins the batch at its first delete, after it read its record.
+            dialer.exec_driver_sql("LOCK TABLES vicidial_list READ")
+            try:
+                job_id = stack.submit_ok(sorted(original))
+                until(lambda: stack.statuses([job_id])[job_id] == "running", 30, "the job")
+                until(lambda: stack.lock_holder_now(), 30, "the batch to hold its lock")
+                servers.redis.stop()
+            finally:
+                dialer.exec_driver_sql("UNLOCK TABLES")
+        # The batch ends meanwhile and cannot record it.
+        time.sleep(3)
+        servers.redis.start()
+        statuses = stack.wait_final([job_id], timeout=60)
+
+        assert statuses == {job_id: "succeeded"}, stack.log_tail()
+        with stack.connect() as conn:
+            assert conn.exec_driver_sql("SELECT COUNT(*) FROM vicidial_list").scalar() == 0
