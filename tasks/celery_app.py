@@ -124,6 +124,10 @@ def _transport_options(settings: Settings) -> dict[str, Any]:
         # by default): every 5 s instead, or the short visibility timeout would not help.
         "unacked_restore_interval": 5,
         "unacked_restore_throttle": 1,
+        # Only one worker at a time sweeps, under a Redis lock that outlives a worker killed
+        # while holding it by this long (kombu's default, 300 s, would stop every sweep for
+        # five minutes). A sweep takes milliseconds, and a message restored twice is not.
+        "unacked_mutex_expire": 10,
     }
 
 

@@ -31,3 +31,16 @@ def test_the_pushed_message_equals_what_send_task_sends(database_url: str) -> No
     assert len({uuid.UUID(tag) for tag in tags}) == 2
     assert pushed["headers"]["task"] == "leadarchive.archive_leads"
     assert pushed["headers"]["id"] == "job-1"
+
+
+def test_the_broker_sweeps_for_lost_messages_every_5_s_under_a_short_lock(
+    database_url: str,
+) -> None:
+    """A worker killed mid-sweep must not stop every other worker's sweeps for long."""
+    with claim_redis_database() as url:
+        app = create_celery(make_settings(database_url, url))
+        with app.connection_for_write() as connection:
+            channel = connection.default_channel
+            assert channel.visibility_timeout == 30
+            assert channel.unacked_mutex_expire == 10
+            assert channel.unacked_restore_interval * channel.unacked_restore_throttle == 5
