@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import time
 import uuid
 from pathlib import Path
@@ -17,8 +18,10 @@ import kombu.exceptions
 import redis
 import redis.exceptions
 from celery import Celery, Task
+from celery.events import Event
 from celery.exceptions import Reject
-from celery.utils.time import get_exponential_backoff_interval
+from celery.utils.nodenames import anon_nodename
+from celery.utils.time import get_exponential_backoff_interval, utcoffset
 from kombu import serialization
 
 from tasks import metrics, runtime
@@ -30,7 +33,10 @@ from tasks.settings import Settings
 # Stable names: in-flight messages and Flower refer to tasks by these, not by module paths.
 ARCHIVE_TASK = "leadarchive.archive_leads"
 QUEUE = "leadarchive"
-MAX_RETRIES = 8
+# Retries after a lost connection, deadlock or lock wait, with full-jitter backoff capped at a
+# third of the visibility timeout (10 s): about 100 s in all on average, so a job outlives a
+# MariaDB restart (8 retries, about 30 s, failed jobs in docs/RELIABILITY.md's restart runs).
+MAX_RETRIES = 24
 
 log = logging.getLogger("leadarchive.worker")
 
@@ -66,9 +72,7 @@ def create_celery(settings: Settings) -> Celery:
         result_expires=settings.result_ttl,
         # https://docs.celeryq.dev/en/stable/userguide/monitoring.html#events
         worker_send_task_events=True,
-        # Flower learns of a task when a worker receives it: a "sent" event would cost the API
-        # a second Redis call per job (and the API pushes its messages itself, see enqueue).
-        task_send_sent_event=False,
+        task_send_sent_event=True,
         task_track_started=True,
         # https://docs.celeryq.dev/en/stable/userguide/tasks.html#ignore-results-you-don-t-want
         # The job record is the result clients read; storing Celery's own too costs every
@@ -269,33 +273,85 @@ def enqueue(
     if broker is None:
         app.send_task(ARCHIVE_TASK, kwargs=kwargs, task_id=job_id, queue=QUEUE)
         return
-    broker.lpush(QUEUE, redis_message(app, job_id, kwargs))
+    task, sent_event = redis_messages(app, job_id, kwargs)
+    pipe = broker.pipeline(transaction=False)  # one round trip
+    pipe.lpush(QUEUE, task)
+    if sent_event is not None:
+        db = broker.connection_pool.connection_kwargs.get("db", 0)
+        pipe.publish(f"/{db}.{EVENT_EXCHANGE}/task.sent", sent_event)
+    pipe.execute()
 
 
-def redis_message(app: Celery, task_id: str, kwargs: dict[str, Any]) -> str:
-    """The archive task as kombu's Redis transport stores a message sent to ``QUEUE``.
+EVENT_EXCHANGE = "celeryev"
 
-    ``send_task`` costs the API more CPU than the rest of a submission (a Redis client object
-    per publish, a lookup of the queue's binding, the producer's machinery). Celery builds the
-    task message here; only the transport's envelope (the JSON that ``Channel._put`` pushes) is
-    written out, and a test holds it equal to what ``send_task`` pushes, field by field.
+
+def redis_messages(app: Celery, task_id: str, kwargs: dict[str, Any]) -> tuple[str, str | None]:
+    """The archive task as kombu's Redis transport stores a message sent to ``QUEUE``, and its
+    ``task-sent`` event as published to Flower (None when sent events are off).
+
+    ``send_task`` costs the API more CPU than all the rest of a submission (a Redis client object
+    per publish, a lookup of the queue's binding, the producer's and event dispatcher's
+    machinery). Celery builds the task message and the event here; only kombu's envelopes (the
+    JSON that the Redis channel's ``_put`` pushes and ``_put_fanout`` publishes) are written out,
+    and a test holds both equal to what ``send_task`` sends, field by field.
     """
+    sent_events = bool(app.conf.task_send_sent_event)
     message = app.amqp.create_task_message(
-        task_id, ARCHIVE_TASK, (), kwargs, reply_to=app.thread_oid, ignore_result=None
+        task_id,
+        ARCHIVE_TASK,
+        (),
+        kwargs,
+        reply_to=app.thread_oid,
+        ignore_result=None,
+        create_sent_event=sent_events,
     )
-    content_type, encoding, body = serialization.dumps(  # type: ignore[no-untyped-call]
-        message.body, serializer="json"
+    task = _envelope(
+        message.body,
+        message.headers,
+        {**message.properties, "delivery_mode": 2},  # persistent
+        exchange="",
+        routing_key=QUEUE,
+    )
+    if message.sent_event is None:
+        return task, None
+    hostname = anon_nodename()
+    event = Event(
+        "task-sent",
+        hostname=hostname,
+        utcoffset=utcoffset(),
+        pid=os.getpid(),
+        clock=app.clock.forward(),
+        **message.sent_event,
+        queue=QUEUE,
+        exchange="",
+        routing_key=QUEUE,
+    )
+    sent = _envelope(
+        event,
+        {"hostname": hostname},
+        {"delivery_mode": 1},  # transient, as Celery sends events
+        exchange=EVENT_EXCHANGE,
+        routing_key="task.sent",
+    )
+    return task, sent
+
+
+def _envelope(
+    body: Any, headers: dict[str, Any], properties: dict[str, Any], exchange: str, routing_key: str
+) -> str:
+    """A message in kombu's Redis envelope: JSON body, base64-encoded, with its delivery info."""
+    content_type, encoding, data = serialization.dumps(  # type: ignore[no-untyped-call]
+        body, serializer="json"
     )
     return json.dumps(
         {
-            "body": base64.b64encode(body.encode(encoding)).decode("ascii"),
+            "body": base64.b64encode(data.encode(encoding)).decode("ascii"),
             "content-encoding": encoding,
             "content-type": content_type,
-            "headers": message.headers,
+            "headers": headers,
             "properties": {
-                **message.properties,
-                "delivery_mode": 2,  # persistent
-                "delivery_info": {"exchange": "", "routing_key": QUEUE},
+                **properties,
+                "delivery_info": {"exchange": exchange, "routing_key": routing_key},
                 "priority": 0,
                 "body_encoding": "base64",
                 "delivery_tag": str(uuid.uuid4()),

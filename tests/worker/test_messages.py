@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import time
 import uuid
 
 import redis
@@ -14,23 +16,52 @@ from tests.helpers import make_settings
 REQUEST = {"insert_leads": True, "update_leads": False, "delete_leads": True, "dry_run": False}
 
 
-def test_the_pushed_message_equals_what_send_task_sends(database_url: str) -> None:
+def test_the_pushed_message_and_sent_event_equal_what_send_task_sends(database_url: str) -> None:
     # A database of its own: no test worker may take these messages off the queue.
     with claim_redis_database() as url:
         app = create_celery(make_settings(database_url, url))
         client = redis.Redis.from_url(url)
+        events = client.pubsub()
         try:
+            events.psubscribe("*celeryev/task.sent")
+            assert events.get_message(timeout=5)["type"] == "psubscribe"
             enqueue(app, "job-1", [3, 1, 2], REQUEST)  # Celery's producer
-            enqueue(app, "job-1", [3, 1, 2], REQUEST, client)  # one LPUSH
+            enqueue(app, "job-1", [3, 1, 2], REQUEST, client)  # one pipelined round trip
             pushed, sent = (json.loads(m) for m in client.lrange(QUEUE, 0, -1))
+            published = [events.get_message(timeout=5) for _ in range(2)]
         finally:
+            events.close()
             client.close()
 
-    tags = [m["properties"].pop("delivery_tag") for m in (pushed, sent)]
-    assert pushed == sent
-    assert len({uuid.UUID(tag) for tag in tags}) == 2
+    assert _without_tags(pushed) == _without_tags(sent)
     assert pushed["headers"]["task"] == "leadarchive.archive_leads"
     assert pushed["headers"]["id"] == "job-1"
+    celerys, ours = published
+    assert ours["channel"] == celerys["channel"]
+    celerys_event, ours_event = (json.loads(m["data"]) for m in published)
+    bodies = [_event_body(e) for e in (celerys_event, ours_event)]
+    assert _without_tags(ours_event) == _without_tags(celerys_event)
+    assert bodies[0] == bodies[1]
+    assert bodies[1]["type"] == "task-sent"
+    assert bodies[1]["uuid"] == "job-1"
+
+
+def _without_tags(message: dict) -> dict:
+    """The message without what differs between any two sends: its delivery tag, and an event's
+    body (its clock and time)."""
+    properties = dict(message["properties"])
+    assert uuid.UUID(properties.pop("delivery_tag"))
+    stripped = {**message, "properties": properties}
+    if properties["delivery_info"]["exchange"] == "celeryev":
+        stripped.pop("body")
+    return stripped
+
+
+def _event_body(message: dict) -> dict:
+    body = json.loads(base64.b64decode(message["body"]))
+    assert isinstance(body.pop("clock"), int)
+    assert abs(body.pop("timestamp") - time.time()) < 60
+    return body
 
 
 def test_the_broker_sweeps_for_lost_messages_every_5_s_under_a_short_lock(
