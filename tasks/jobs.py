@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
@@ -27,10 +28,12 @@ FINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 
 _PREFIX = "leadarchive"
 DEFERRED_KEY = f"{_PREFIX}:deferred"
+# Every queued job, by when it was last (re)queued: the sweep for lost messages reads it.
+QUEUED_KEY = f"{_PREFIX}:queued"
 
-# KEYS[1] job hash; ARGV[1] JSON list of statuses allowed now; ARGV[2] new status;
-# ARGV[3..] field/value pairs to set. Returns the status found (the change applied only if it was
-# allowed), or false when the job does not exist.
+# KEYS[1] job hash, KEYS[2] the queued index; ARGV[1] JSON list of statuses allowed now; ARGV[2]
+# new status; ARGV[3] the job ID; ARGV[4..] field/value pairs to set. Returns the status found (the
+# change applied only if it was allowed), or false when the job does not exist.
 _TRANSITION = """
 local current = redis.call('HGET', KEYS[1], 'status')
 if not current then return false end
@@ -38,7 +41,12 @@ local allowed = cjson.decode(ARGV[1])
 for _, status in ipairs(allowed) do
   if status == current then
     redis.call('HSET', KEYS[1], 'status', ARGV[2])
-    for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+    for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+    if ARGV[2] == 'queued' then
+      redis.call('ZADD', KEYS[2], redis.call('TIME')[1], ARGV[3])
+    else
+      redis.call('ZREM', KEYS[2], ARGV[3])
+    end
     return current
   end
 end
@@ -169,6 +177,7 @@ class RedisJobStore:
             },
         )
         pipe.expire(key, ttl)
+        pipe.zadd(QUEUED_KEY, {job_id: time.time()})
         pipe.execute()
         return job_id, True
 
@@ -190,6 +199,7 @@ class RedisJobStore:
         if idem_key:
             self.redis.delete(idem_key)  # type: ignore[arg-type]
         self.redis.delete(self._key(job_id))
+        self.redis.zrem(QUEUED_KEY, job_id)
 
     def get(self, job_id: str) -> dict[str, str] | None:
         """The raw record, or None when it does not exist or has expired."""
@@ -206,10 +216,10 @@ class RedisJobStore:
         Returns the status the job had (the change was made only if it is in ``allowed``), or
         None when the job does not exist.
         """
-        args: list[str] = [json.dumps(list(allowed)), status]
+        args: list[str] = [json.dumps(list(allowed)), status, job_id]
         for name, value in fields.items():
             args += [name, value]
-        found = self._transition(keys=[self._key(job_id)], args=args)
+        found = self._transition(keys=[self._key(job_id), QUEUED_KEY], args=args)
         return found.decode() if isinstance(found, bytes) else None
 
     def defer(self, job_id: str, not_before: datetime) -> bool:
@@ -228,6 +238,28 @@ class RedisJobStore:
         if before in ("queued", "deferred"):
             self.redis.zrem(DEFERRED_KEY, job_id)
         return before
+
+    def queued_before(self, cutoff: float) -> list[str]:
+        """Jobs queued (or queued again) before ``cutoff`` (epoch seconds) and still queued.
+
+        Entries whose record has expired are dropped from the index on the way.
+        """
+        found: list[bytes] = self.redis.zrangebyscore(  # type: ignore[assignment]
+            QUEUED_KEY, "-inf", cutoff
+        )
+        queued = []
+        for raw in found:
+            job_id = raw.decode()
+            status: bytes | None = self.redis.hget(self._key(job_id), "status")  # type: ignore[assignment]
+            if status == b"queued":
+                queued.append(job_id)
+            else:  # started, ended or expired since: the transition's ZREM raced this read
+                self.redis.zrem(QUEUED_KEY, job_id)
+        return queued
+
+    def requeued(self, job_id: str) -> None:
+        """Note that a queued job's message was sent again now."""
+        self.redis.zadd(QUEUED_KEY, {job_id: time.time()}, xx=True)
 
     def take_due(self, now: datetime) -> list[str]:
         """Remove and return the deferred jobs whose window has opened (each to one caller)."""

@@ -7,11 +7,12 @@ from typing import Any
 from celery import Celery, bootsteps
 
 from tasks import runtime
-from tasks.celery_app import release_due_jobs
+from tasks.celery_app import release_due_jobs, requeue_lost_jobs
 
 
 class ReleaseDeferredJobs(bootsteps.StartStopStep):
-    """Every few seconds, send again the deferred jobs whose office-hours window has opened.
+    """Every few seconds, send again the deferred jobs whose office-hours window has opened,
+    and the queued jobs whose message was lost (``requeue_lost_jobs``).
 
     Deferred jobs wait in a Redis sorted set rather than as countdown messages, which would sit
     unacknowledged in a worker for hours and be delivered twice after the visibility timeout.
@@ -34,6 +35,7 @@ class ReleaseDeferredJobs(bootsteps.StartStopStep):
     @staticmethod
     def _release(celery_app: Celery) -> None:
         release_due_jobs(celery_app)
+        requeue_lost_jobs(celery_app)
 
 
 def install(celery_app: Celery) -> Celery:

@@ -488,3 +488,30 @@ def test_a_queued_job_cancelled_before_a_worker_takes_it_never_runs(
     assert "attempts" not in client.get(url, headers=ALICE).json()
     assert set(live(vicidial)) == {1}
     assert archive(vicidial) == {}
+
+
+def test_a_job_whose_message_was_lost_is_sent_again_and_succeeds(
+    client: TestClient, vicidial: Connection, rt, redis_client: redis.Redis
+) -> None:
+    """kombu's Redis transport loses a message if the worker dies between taking it off the
+    queue and recording it as unacknowledged: the job record, still queued, brings it back."""
+    import time
+
+    from tasks.jobs import QUEUED_KEY, JobRequest
+
+    insert_leads(vicidial, lead_rows(2, seed=15))
+    request = JobRequest([1, 2], True, True, True, False)
+    job_id, _ = rt.jobs.create("alice", request)  # the record, and no message: lost
+    assert redis_client.llen("leadarchive") == 0
+    url = f"{URL}/{job_id}"
+    time.sleep(1.0)  # five sweeps: a job queued only just now is left alone
+    assert client.get(url, headers=ALICE).json()["status"] == "queued"
+
+    redis_client.zadd(QUEUED_KEY, {job_id: time.time() - 120})  # queued two minutes ago
+
+    final = poll_until_done(client, url, ALICE)
+    assert final["status"] == "succeeded"
+    assert final["attempts"] == 1
+    assert live(vicidial) == {}
+    assert set(archive(vicidial)) == {1, 2}
+    assert redis_client.zscore(QUEUED_KEY, job_id) is None

@@ -75,3 +75,24 @@ def test_the_broker_sweeps_for_lost_messages_every_5_s_under_a_short_lock(
             assert channel.visibility_timeout == 30
             assert channel.unacked_mutex_expire == 10
             assert channel.unacked_restore_interval * channel.unacked_restore_throttle == 5
+
+
+def test_the_lost_message_sweep_finds_queued_and_unacknowledged_messages(
+    database_url: str,
+) -> None:
+    from tasks.celery_app import _MESSAGE_IDS, UNACKED_KEY
+
+    with claim_redis_database() as url:
+        app = create_celery(make_settings(database_url, url))
+        client = redis.Redis.from_url(url)
+        try:
+            enqueue(app, "sent-by-celery", [1], REQUEST)
+            enqueue(app, "pushed", [2], REQUEST, client)
+            # What kombu keeps for a message a worker has taken: [message, exchange, key].
+            taken = client.rpop(QUEUE)
+            client.hset(UNACKED_KEY, "tag-1", json.dumps([json.loads(taken), "", QUEUE]))
+            found = client.eval(_MESSAGE_IDS, 2, QUEUE, UNACKED_KEY)
+        finally:
+            client.close()
+
+    assert sorted(raw.decode() for raw in found) == ["pushed", "sent-by-celery"]
