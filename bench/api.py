@@ -275,15 +275,31 @@ class PeakSampler(threading.Thread):
         self.join(5)
 
 
-def find_servers() -> dict[str, psutil.Process]:
-    """MariaDB and Redis, for CPU accounting only (read, never signalled)."""
+def find_servers(mysql_port: int = 3306, redis_port: int = 6379) -> dict[str, psutil.Process]:
+    """MariaDB and Redis, for CPU accounting only (read, never signalled).
+
+    Other sessions may run private servers of their own on other ports: the one listening on
+    the given port is the one measured, whichever comes first by name when none is found.
+    """
     found: dict[str, psutil.Process] = {}
+    listening: dict[str, bool] = {}
     for proc in psutil.process_iter(["name"]):
         name = proc.info["name"] or ""
         if name in ("mariadbd", "mysqld"):
-            found["mariadb (whole server)"] = proc
+            label, port = "mariadb (whole server)", mysql_port
         elif name.startswith("redis-server"):
-            found["redis (whole server)"] = proc
+            label, port = "redis (whole server)", redis_port
+        else:
+            continue
+        with contextlib.suppress(psutil.Error):
+            ours = any(
+                c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
+                for c in proc.net_connections(kind="tcp")
+            )
+            if ours or label not in found:
+                if not listening.get(label):
+                    found[label] = proc
+                listening[label] = listening.get(label, False) or ours
     return found
 
 

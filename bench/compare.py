@@ -632,7 +632,8 @@ def one_run(
 ) -> Run:
     reset_seconds = data.reset()
     log(f"{mode}: {TOOL_NAMES[tool]} (table copied in {reset_seconds:.1f} s)")
-    servers = {k: v for k, v in find_servers().items() if k.startswith("mariadb")}
+    port = data.url.port or 3306
+    servers = {k: v for k, v in find_servers(port).items() if k.startswith("mariadb")}
     probe = Probe(data.url_text, data.leads, args.probe_interval_ms / 1000, seed, thread=False)
     writer = (
         Writer(data.url_text, mode, data.leads, data.archive_ids, args) if mode != "clean" else None
@@ -732,6 +733,12 @@ def summary_rows(runs: list[Run], tools: Sequence[str]) -> list[dict[str, Any]]:
     by = {(r.tool, r.mode): r for r in runs}
     clean = [by[(t, "clean")] for t in tools if (t, "clean") in by]
     fastest = max((r.leads_per_s for r in clean if not r.failed), default=0)
+
+    def ratio(run: Run | None) -> float | None:
+        if run is None or run.failed or not fastest:
+            return None
+        return round(run.leads_per_s / fastest, 2)
+
     rows = []
     for tool in tools:
         c, s, a = by.get((tool, "clean")), by.get((tool, "spread")), by.get((tool, "aimed"))
@@ -743,7 +750,7 @@ def summary_rows(runs: list[Run], tools: Sequence[str]) -> list[dict[str, Any]]:
                 "tool": tool,
                 "name": TOOL_NAMES[tool],
                 "leads_per_s": c.leads_per_s if c else None,
-                "ratio_to_fastest": round(c.leads_per_s / fastest, 2) if c and fastest else None,
+                "ratio_to_fastest": ratio(c),
                 "p99_ms": c.probe.pair_p99_ms if c else None,
                 "stall_ms": c.probe.pair_max_ms if c else None,
                 "lost_spread": s.lost if s else None,
