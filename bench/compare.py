@@ -61,6 +61,7 @@ import os
 import random
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -80,6 +81,7 @@ sys.path.insert(0, str(_BENCH.parent))
 
 import psutil
 import pymysql
+import redis
 from rich import box
 from rich.console import Console
 from rich.table import Table
@@ -91,7 +93,9 @@ from bench.api import (
     claim_redis_db,
     cleanup_on_signals,
     cpu_seconds,
+    epoch,
     find_servers,
+    job_fields,
     launch_services,
     worker_processes,
 )
@@ -494,6 +498,7 @@ class Ours:
     api: psutil.Process
     worker: psutil.Process
     folder: Path
+    redis: redis.Redis
 
     def processes(self) -> dict[str, psutil.Process]:
         return {"api": self.api, **dict(worker_processes(self.worker))}
@@ -517,12 +522,33 @@ class Ours:
         try:
             summary = json.loads(done.stdout)
             counts = summary["counts"].get("delete", {})
-            note = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if k != "deleted")
+            note = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if k != "deleted" and v)
             if summary["failed"]:
                 failed = f"{len(summary['failed'])} jobs failed: {summary['failed'][0]}"
+            note = "; ".join(x for x in (note, self.job_times(summary["jobs"])) if x)
         except (ValueError, KeyError):
             failed = f"submit exited {done.returncode}: {done.stderr.strip()[-300:]}"
         return ToolOutcome(wall, service, client_after - client_before, failed, note)
+
+    def job_times(self, jobs: list[dict[str, Any]]) -> str:
+        """Where a job's time went, from the job records: queue wait, worker run, overlap."""
+        rows = job_fields(
+            self.redis, [j["job_id"] for j in jobs], ["submitted_at", "started_at", "finished_at"]
+        )
+        times = [
+            tuple(epoch(v.decode()) for v in row) for row in rows if all(v is not None for v in row)
+        ]
+        if not times:
+            return ""
+        runs = [(f - s) * 1000 for _, s, f in times]
+        waits = [(s - q) * 1000 for q, s, _ in times]
+        span = max(f for *_, f in times) - min(s for _, s, _ in times)
+        busy = sum(runs) / 1000
+        return (
+            f"job run p50 {statistics.median(runs):.0f} ms, queue wait p50"
+            f" {statistics.median(waits):.0f} ms, {busy:.1f} s of runs in {span:.1f} s"
+            f" ({busy / span:.2f} jobs at once)"
+        )
 
 
 def in_chunks(ids: Sequence[int]) -> list[list[int]]:
@@ -853,7 +879,7 @@ def runs_table(runs: list[Run]) -> Table:
             str(r.corrupted + r.vanished),
             f"{fmt(r.noise.other_cpu_pct, 0)}%" if r.noise else "-",
             f"{r.load_average[0]:.1f}" if r.load_average else "-",
-            (r.failed or r.note)[:60],
+            (r.failed or r.note)[:110],
         )
     table.caption = (
         "probe p50/p99/max: ms per read+update pair; 0-row: writes that found the lead gone"
@@ -1026,6 +1052,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 api=services.api,
                 worker=services.worker,
                 folder=Path(tempfile.mkdtemp(prefix="leadarchive-bench-cmp-")),
+                redis=rclient,
             )
         seeds = itertools.count(args.seed * 7919)
         for mode in args.modes:
