@@ -6,6 +6,8 @@ leads, each run starting from the same freshly copied table:
 
 - **ours**: ``leadarchive submit --delete`` (the client) -> ``leadarchive api`` -> ``leadarchive
   worker --concurrency 2`` -> MariaDB, in 500-lead jobs, the whole service end to end;
+- **ours, engine only**: the same batches through ``tasks.archive.run_batch`` in this process,
+  one after another, without the API, Celery or the client: what the service adds;
 - **bare verified SQL**: three 500-row statements per batch (``INSERT ... SELECT``, ``UPDATE ...
   JOIN`` where the copy differs, ``DELETE ... JOIN`` guarded by every column equal, NULL-safe and
   byte-exact), from ``bench/engine.py``; the speed a verified set-based batch can reach;
@@ -101,6 +103,7 @@ from bench.api import (
 )
 from bench.api import machine as machine_info
 from bench.engine import (
+    ALL_ACTIONS,
     DEFAULT_URL,
     PROBE_STRIDE,
     BareVerifiedSQL,
@@ -120,7 +123,7 @@ from bench.engine import (
     log,
     pt_archiver,
 )
-from tasks.archive import _Statements, q
+from tasks.archive import Tuning, _Statements, q, run_batch
 from tasks.db import make_engine
 from tasks.schema import (
     ARCHIVE_TABLE,
@@ -134,10 +137,20 @@ from tasks.seed import insert_leads, lead_rows
 ARCHIVE_LIST = 9_990_002  # the old list every tool archives
 PRISTINE = "pristine_list"  # the copy every run starts from, and the reference for corruption
 BATCH = 500
-TOOLS = ("ours", "bare", "recipe", "pt-row", "pt-bulk-delete", "pt-bulk-insert", "pt-bulk-charset")
+TOOLS = (
+    "ours",
+    "engine",
+    "bare",
+    "recipe",
+    "pt-row",
+    "pt-bulk-delete",
+    "pt-bulk-insert",
+    "pt-bulk-charset",
+)
 MODES = ("clean", "spread", "aimed")
 TOOL_NAMES = {
     "ours": "ours: submit -> API -> 2 workers",
+    "engine": "ours, engine only: run_batch in process",
     "bare": "bare verified SQL, 500-row statements",
     "recipe": "Vicidial recipe, 500-lead chunks",
     "pt-row": "pt-archiver --limit 500 --commit-each",
@@ -553,6 +566,17 @@ class Ours:
 
 def in_chunks(ids: Sequence[int]) -> list[list[int]]:
     return [list(ids[i : i + BATCH]) for i in range(0, len(ids), BATCH)]
+
+
+def run_engine(data: Dataset) -> ToolOutcome:
+    """The engine without the service: ``run_batch`` here, one 500-lead batch after another."""
+    tuning = Tuning()
+    with data.engine.connect() as conn:
+        cpu = time.thread_time()
+        started = time.perf_counter()
+        for chunk in in_chunks(data.archive_ids):
+            run_batch(conn, chunk, ALL_ACTIONS, tuning)
+        return ToolOutcome(time.perf_counter() - started, time.thread_time() - cpu)
 
 
 def run_bare(data: Dataset) -> ToolOutcome:
@@ -1031,6 +1055,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"loaded in {results['load_seconds']} s")
 
         tools: dict[str, Callable[[Dataset], ToolOutcome]] = {
+            "engine": run_engine,
             "bare": run_bare,
             "recipe": run_recipe,
             **{t: pt_tool(t) for t in PT_OPTIONS},
