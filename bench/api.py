@@ -275,15 +275,31 @@ class PeakSampler(threading.Thread):
         self.join(5)
 
 
-def find_servers() -> dict[str, psutil.Process]:
-    """MariaDB and Redis, for CPU accounting only (read, never signalled)."""
+def find_servers(mysql_port: int = 3306, redis_port: int = 6379) -> dict[str, psutil.Process]:
+    """MariaDB and Redis, for CPU accounting only (read, never signalled).
+
+    Other sessions may run private servers of their own on other ports: the one listening on
+    the given port is the one measured, whichever comes first by name when none is found.
+    """
     found: dict[str, psutil.Process] = {}
+    listening: dict[str, bool] = {}
     for proc in psutil.process_iter(["name"]):
         name = proc.info["name"] or ""
         if name in ("mariadbd", "mysqld"):
-            found["mariadb (whole server)"] = proc
+            label, port = "mariadb (whole server)", mysql_port
         elif name.startswith("redis-server"):
-            found["redis (whole server)"] = proc
+            label, port = "redis (whole server)", redis_port
+        else:
+            continue
+        with contextlib.suppress(psutil.Error):
+            ours = any(
+                c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
+                for c in proc.net_connections(kind="tcp")
+            )
+            if ours or label not in found:
+                if not listening.get(label):
+                    found[label] = proc
+                listening[label] = listening.get(label, False) or ours
     return found
 
 
@@ -1197,6 +1213,89 @@ def wait_until(
     raise RuntimeError(f"{what}: not ready after {timeout} s:\n{tail(log_file)}")
 
 
+@dataclass
+class Launched:
+    """``leadarchive api`` and ``leadarchive worker`` running, warmed up, and how to reach them."""
+
+    api_proc: subprocess.Popen[bytes]
+    worker_proc: subprocess.Popen[bytes]
+    api: psutil.Process
+    worker: psutil.Process
+    key: str
+    port: int
+    headers: dict[str, str]
+    client: RawHTTP
+    env: dict[str, str]
+    logs: Path
+
+
+def launch_services(
+    stack: contextlib.ExitStack,
+    db_url: str,
+    redis_url: str,
+    *,
+    concurrency: int,
+    worker_nice: int = 0,
+    unused_lead_id: int,
+) -> Launched:
+    """Start the API and the worker (each stopped by ``stack``) and warm every worker child up.
+
+    Rate limit and office hours are off; one fresh API key. The warm-up jobs name lead IDs from
+    ``unused_lead_id`` on, which must not exist (they only report ``not_found``).
+    """
+    key = new_key()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADARCHIVE_")}
+    env.update(
+        LEADARCHIVE_DATABASE_URL=db_url,
+        LEADARCHIVE_BROKER_URL=redis_url,
+        LEADARCHIVE_RESULT_BACKEND=redis_url,
+        LEADARCHIVE_API_KEYS=f"bench:{hash_key(key)}",
+        LEADARCHIVE_RATE_LIMIT="",
+        LEADARCHIVE_OFFICE_HOURS="",
+    )
+    logs = Path(tempfile.mkdtemp(prefix="leadarchive-bench-api-"))
+    log(f"process logs in {logs}")
+    port = free_port()
+    api_proc = start_process("api", [str(CLI), "api", "--port", str(port)], env, logs)
+    stack.callback(stop_process, api_proc)
+    worker_argv = [str(CLI), "worker", "--concurrency", str(concurrency)]
+    if worker_nice:
+        worker_argv = ["nice", "-n", str(worker_nice), *worker_argv]
+    worker_proc = start_process("worker", worker_argv, env, logs)
+    stack.callback(stop_process, worker_proc)
+    stack.callback(log, "stopping the API and the worker")
+    headers = {"Authorization": f"Key={key}"}
+    client = RawHTTP("127.0.0.1", port, headers)
+    stack.callback(client.close)
+    wait_until(
+        lambda: client.request("GET", "/healthz").status == 200,
+        30,
+        "API",
+        api_proc,
+        logs / "api.log",
+    )
+
+    # Warm up: every worker child builds its engine and reads the schema on its first job.
+    def warm() -> bool:
+        urls = [submit(client, [unused_lead_id + n]) for n in range(2 * concurrency)]
+        return all(poll_job(client, u, 0.05, 30)[0]["status"] == "succeeded" for u in urls)
+
+    wait_until(warm, 60, "worker", worker_proc, logs / "worker.log")
+    warm()
+    return Launched(
+        api_proc=api_proc,
+        worker_proc=worker_proc,
+        api=psutil.Process(api_proc.pid),
+        worker=psutil.Process(worker_proc.pid),
+        key=key,
+        port=port,
+        headers=headers,
+        client=client,
+        env=env,
+        logs=logs,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     out = Console(width=None if sys.stdout.isatty() else 140)
@@ -1236,52 +1335,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         results["load_seconds"] = round(time.perf_counter() - started, 1)
         log(f"loaded {args.leads:,} leads in {results['load_seconds']} s")
 
-        key = new_key()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LEADARCHIVE_")}
-        env.update(
-            LEADARCHIVE_DATABASE_URL=db_url,
-            LEADARCHIVE_BROKER_URL=redis_url,
-            LEADARCHIVE_RESULT_BACKEND=redis_url,
-            LEADARCHIVE_API_KEYS=f"bench:{hash_key(key)}",
-            LEADARCHIVE_RATE_LIMIT="",
-            LEADARCHIVE_OFFICE_HOURS="",
-        )
         settings = Settings(
             database_url=db_url, broker_url=redis_url, result_backend=redis_url, _env_file=None
         )
         tuning = Runtime(settings).tuning
-        logs = Path(tempfile.mkdtemp(prefix="leadarchive-bench-api-"))
-        log(f"process logs in {logs}")
-        results["logs"] = str(logs)
-        port = free_port()
-        api_proc = start_process("api", [str(CLI), "api", "--port", str(port)], env, logs)
-        stack.callback(stop_process, api_proc)
-        worker_argv = [str(CLI), "worker", "--concurrency", str(args.concurrency)]
-        if args.worker_nice:
-            worker_argv = ["nice", "-n", str(args.worker_nice), *worker_argv]
-        worker_proc = start_process("worker", worker_argv, env, logs)
-        stack.callback(stop_process, worker_proc)
-        stack.callback(log, "stopping the API and the worker")
-        headers = {"Authorization": f"Key={key}"}
-        client = RawHTTP("127.0.0.1", port, headers)
-        stack.callback(client.close)
-        wait_until(
-            lambda: client.request("GET", "/healthz").status == 200,
-            30,
-            "API",
-            api_proc,
-            logs / "api.log",
+        services = launch_services(
+            stack,
+            db_url,
+            redis_url,
+            concurrency=args.concurrency,
+            worker_nice=args.worker_nice,
+            unused_lead_id=args.leads + 1,
         )
-        api = psutil.Process(api_proc.pid)
-        worker = psutil.Process(worker_proc.pid)
-
-        # Warm up: every worker child builds its engine and reads the schema on its first job.
-        def warm() -> bool:
-            urls = [submit(client, [args.leads + 1 + n]) for n in range(2 * args.concurrency)]
-            return all(poll_job(client, u, 0.05, 30)[0]["status"] == "succeeded" for u in urls)
-
-        wait_until(warm, 60, "worker", worker_proc, logs / "worker.log")
-        warm()
+        results["logs"] = str(services.logs)
+        api, worker, client = services.api, services.worker, services.client
         rng = random.Random(args.seed)
         fresh = rng.sample(range(1, args.leads + 1), (2 * args.jobs + 2) * BATCH)
         groups = [fresh[i : i + BATCH] for i in range(0, len(fresh), BATCH)]
@@ -1328,11 +1395,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         out.print(e2e_table(results["target1"]))
 
         # Target 2.
-        services = Services(api, worker, port, headers, client, rclient)
+        running = Services(api, worker, services.port, services.headers, client, rclient)
         if not args.skip_load:
             log(f"target 2: {args.rate:.0f}/s for {args.duration:.0f} s")
             results["target2"] = load_phase(
-                services,
+                running,
                 args,
                 args.rate,
                 args.duration,
@@ -1351,7 +1418,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ):
             log(f"sweep: {rate:.0f}/s for {args.sweep_duration:.0f} s, workers paused: {paused}")
             phase = load_phase(
-                services,
+                running,
                 args,
                 rate,
                 args.sweep_duration,

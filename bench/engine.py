@@ -57,6 +57,7 @@ import platform
 import queue
 import random
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -184,8 +185,15 @@ class BareVerifiedSQL:
     def open_session(dbapi_cursor: Any) -> None:
         dbapi_cursor.execute(f"SET SESSION sql_mode = '{SQL_MODE}', time_zone = '+00:00'")
 
-    def run(self, cursor: Any, ids: Sequence[int], breakdown: Breakdown) -> None:
-        """Archive and delete ``ids``; every lead must be inserted and deleted."""
+    def run(
+        self, cursor: Any, ids: Sequence[int], breakdown: Breakdown, *, strict: bool = True
+    ) -> int:
+        """Archive and delete ``ids``; how many were deleted.
+
+        ``strict``: every lead must be inserted and deleted (nobody else writes meanwhile).
+        Otherwise a lead that changed after its copy stays live, as the guard wants.
+        """
+        deleted = 0
         started = time.perf_counter()
         listed = id_list(ids)
         for kind, template in (
@@ -202,10 +210,13 @@ class BareVerifiedSQL:
                 breakdown.chunk_leads.append(len(ids))
             if cursor.warning_count:
                 raise RuntimeError(f"bare {kind} warned ({cursor.warning_count} warnings)")
-            if kind != "update" and cursor.rowcount != len(ids):
+            if strict and kind != "update" and cursor.rowcount != len(ids):
                 raise RuntimeError(f"bare {kind} touched {cursor.rowcount} of {len(ids)} leads")
+            if kind == "delete":
+                deleted = int(cursor.rowcount)
         breakdown.batches += 1
         breakdown.wall += time.perf_counter() - started
+        return deleted
 
 
 LIVE_REF = q(LIVE_TABLE)  # `vicidial_list`; the archive is `vicidial_list_archive`
@@ -321,14 +332,36 @@ class PtArchiverRun:
     leads: int
     wall: float
     internal: float
+    returncode: int = 0
+    error: str = ""
+    cpu_seconds: float = 0.0  # pt-archiver's own CPU (user + system)
+    output: str = ""
 
 
-def pt_archiver(url: URL, where: str, *, run_time: float | None = None) -> PtArchiverRun:
-    """pt-archiver in one-row mode (``--limit 1``): copy, then delete, one lead at a time."""
+# One row at a time, as pt-archiver does by default: copy, then delete, one lead at a time.
+PT_ROW_BY_ROW = ("--limit", "1", "--commit-each")
+
+
+def pt_archiver(
+    url: URL,
+    where: str,
+    *,
+    run_time: float | None = None,
+    options: Sequence[str] = PT_ROW_BY_ROW,
+    dsn_charset: str | None = "utf8",
+    check: bool = True,
+) -> PtArchiverRun:
+    """Run pt-archiver from ``vicidial_list`` to the archive on the leads matching ``where``.
+
+    ``dsn_charset`` goes into the source DSN (``A=``); ``options`` are added as given. With
+    ``check`` a non-zero exit raises, otherwise the run reports it.
+    """
     dsn = f"h={url.host or '127.0.0.1'},P={url.port or 3306},u={url.username or 'root'}"
     if url.password:
         dsn += f",p={url.password}"
-    dsn += f",D={url.database},A=utf8"
+    dsn += f",D={url.database}"
+    if dsn_charset:
+        dsn += f",A={dsn_charset}"
     command = [
         "pt-archiver",
         "--source",
@@ -337,25 +370,30 @@ def pt_archiver(url: URL, where: str, *, run_time: float | None = None) -> PtArc
         f"t={ARCHIVE_TABLE}",
         "--where",
         where,
-        "--limit",
-        "1",
-        "--commit-each",
+        *options,
         "--no-safe-auto-increment",
         "--statistics",
     ]
     if run_time is not None:
         command += ["--run-time", f"{max(1, round(run_time))}s"]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: S603
     wall = time.perf_counter() - started
-    if done.returncode != 0:
-        raise RuntimeError(f"pt-archiver failed: {done.stderr.strip() or done.stdout.strip()}")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    error = (done.stderr.strip() or done.stdout.strip()) if done.returncode else ""
+    if done.returncode != 0 and check:
+        raise RuntimeError(f"pt-archiver failed: {error}")
     deleted = re.search(r"^DELETE (\d+)$", done.stdout, re.MULTILINE)
-    actions = re.findall(r"^\w+\s+\d+\s+([\d.]+)\s+[\d.]+$", done.stdout, re.MULTILINE)
+    actions = re.findall(r"^\w+\s+\d+\s+(-?[\d.]+)\s+-?[\d.]+$", done.stdout, re.MULTILINE)
     return PtArchiverRun(
         leads=int(deleted.group(1)) if deleted else 0,
         wall=wall,
         internal=sum(float(a) for a in actions) or wall,
+        returncode=done.returncode,
+        error=error,
+        cpu_seconds=(after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
+        output=done.stdout + done.stderr,
     )
 
 
@@ -825,7 +863,7 @@ class Bench:
     # ---- 2. dialer impact ------------------------------------------------------------------
 
     def back_to_back(
-        self, step: Callable[[list[int]], None], seconds: float
+        self, step: Callable[[list[int]], object], seconds: float
     ) -> tuple[int, float, int]:
         """Run ``step`` on fresh 500-lead batches until ``seconds`` pass or the pool runs out."""
         pool = self.batch_pool()
