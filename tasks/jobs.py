@@ -247,10 +247,12 @@ class RedisJobStore:
         found: list[bytes] = self.redis.zrangebyscore(  # type: ignore[assignment]
             QUEUED_KEY, "-inf", cutoff
         )
+        ids = [raw.decode() for raw in found]
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hget(self._key(job_id), "status")
         queued = []
-        for raw in found:
-            job_id = raw.decode()
-            status: bytes | None = self.redis.hget(self._key(job_id), "status")  # type: ignore[assignment]
+        for job_id, status in zip(ids, pipe.execute(), strict=True):
             if status == b"queued":
                 queued.append(job_id)
             else:  # started, ended or expired since: the transition's ZREM raced this read
