@@ -423,11 +423,12 @@ class _ChunkSizer:
         else:
             self.seconds_per_lead = 0.7 * self.seconds_per_lead + 0.3 * sample
         wanted = int(self.target / max(self.seconds_per_lead, 1e-7))
-        if nobody_waited and leads >= self.size:
+        if nobody_waited:
             # No session waited for a table lock while this chunk held one: the dialer is
             # idle, so there is nobody to make way for. Grow past the target time, and fall
-            # back to it with the first wait (small statements cost up to 1.6x the work).
-            wanted = max(wanted, self.size * 2)
+            # back to it with the first wait (small statements cost up to 1.6x the work). A
+            # batch's short last chunk proves nothing either way: it keeps the size.
+            wanted = max(wanted, self.size * 2 if leads >= self.size else self.size)
         # Grow gently (a cold key cache makes the first chunks look slow), shrink at once.
         self.size = max(self.min_size, min(self.max_size, wanted, self.size * 2))
 

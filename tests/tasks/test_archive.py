@@ -481,6 +481,18 @@ def test_chunks_grow_past_the_target_only_while_nobody_waits() -> None:
     assert sizer.size <= 40
 
 
+def test_a_short_last_chunk_while_nobody_waits_keeps_the_grown_size() -> None:
+    from tasks.archive import _ChunkSizer
+
+    sizer = _ChunkSizer(target=0.005, size=400, max_size=500)
+    sizer.record(400, 0.040, nobody_waited=True)  # 8x the target, the dialer idle: grow
+    assert sizer.size == 500
+    sizer.record(100, 0.010, nobody_waited=True)  # the batch's remainder, nobody waiting
+    assert sizer.size == 500
+    sizer.record(100, 0.010, nobody_waited=False)  # someone waited: back to the target
+    assert sizer.size == 50
+
+
 def test_chunks_never_shrink_below_the_minimum() -> None:
     from tasks.archive import _ChunkSizer
 
