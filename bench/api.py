@@ -169,6 +169,24 @@ def mb(nbytes: float) -> float:
 # Resources: the Redis database, the processes
 
 
+def scratch_database(
+    stack: contextlib.ExitStack, server: Engine, server_url: str, prefix: str
+) -> URL:
+    """A new database ``<prefix>_<random>`` in Vicidial's utf8 / utf8_unicode_ci, dropped when
+    ``stack`` closes; its URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with server.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE `{name}` CHARACTER SET utf8 COLLATE utf8_unicode_ci")
+
+    def drop() -> None:
+        with server.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{name}`")
+        log(f"dropped {name}")
+
+    stack.callback(drop)
+    return make_url(server_url).set(database=name, query={"charset": "utf8mb4"})
+
+
 def claim_redis_db(base_url: str) -> tuple[int, redis.Redis]:
     """The first Redis database 2..15 that is empty, claimed with SET NX of a claim key."""
     for number in range(2, 16):
@@ -1309,22 +1327,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         server = make_engine(args.url)
         stack.callback(server.dispose)
         results["machine"] = machine(server, rclient)
-        name = f"leadarchive_bench_api_{uuid.uuid4().hex[:10]}"
-        with server.connect() as conn:
-            conn.exec_driver_sql(
-                f"CREATE DATABASE `{name}` CHARACTER SET utf8 COLLATE utf8_unicode_ci"
-            )
-
-        def drop() -> None:
-            with server.connect() as conn:
-                conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{name}`")
-            log(f"dropped {name}")
-
-        stack.callback(drop)
-        url: URL = make_url(args.url).set(database=name, query={"charset": "utf8mb4"})
+        url = scratch_database(stack, server, args.url, "leadarchive_bench_api")
         db_url = url.render_as_string(hide_password=False)
         redis_url = f"{args.redis_url.rstrip('/')}/{redis_db}"
-        log(f"database {name}, Redis database {redis_db}")
+        log(f"database {url.database}, Redis database {redis_db}")
 
         engine = make_engine(db_url)
         stack.callback(engine.dispose)

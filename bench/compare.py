@@ -99,6 +99,7 @@ from bench.api import (
     find_servers,
     job_fields,
     launch_services,
+    scratch_database,
     worker_processes,
 )
 from bench.api import machine as machine_info
@@ -1032,19 +1033,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         stack.callback(server.dispose)
         info = machine_info(server, rclient)
         results["machine"] = info
-        name = f"leadarchive_bench_cmp_{uuid.uuid4().hex[:10]}"
-        with server.connect() as conn:
-            conn.exec_driver_sql(
-                f"CREATE DATABASE `{name}` CHARACTER SET utf8 COLLATE utf8_unicode_ci"
-            )
-
-        def drop() -> None:
-            with server.connect() as conn:
-                conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{name}`")
-            log(f"dropped {name}")
-
-        stack.callback(drop)
-        url = make_url(args.url).set(database=name, query={"charset": "utf8mb4"})
+        url = scratch_database(stack, server, args.url, "leadarchive_bench_cmp")
+        name = str(url.database)
         db_url = url.render_as_string(hide_password=False)
         engine = make_engine(db_url, pool_size=4)
         stack.callback(engine.dispose)

@@ -40,7 +40,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -56,7 +55,7 @@ if str(_BENCH.parent) not in sys.path:
     sys.path.insert(0, str(_BENCH.parent))
 
 import redis
-from sqlalchemy import Engine, make_url
+from sqlalchemy import Engine
 
 from api.auth import hash_key, new_key
 from bench.api import (
@@ -69,6 +68,7 @@ from bench.api import (
     free_port,
     job_fields,
     run_load_sync,
+    scratch_database,
     start_process,
     stop_process,
     summarize,
@@ -499,18 +499,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stack.callback(rclient.flushdb)
         server = make_engine(args.url)
         stack.callback(server.dispose)
-        name = f"leadarchive_load_{uuid.uuid4().hex[:10]}"
-        with server.connect() as conn:
-            conn.exec_driver_sql(
-                f"CREATE DATABASE `{name}` CHARACTER SET utf8 COLLATE utf8_unicode_ci"
-            )
-
-        def drop() -> None:
-            with server.connect() as conn:
-                conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{name}`")
-
-        stack.callback(drop)
-        url = make_url(args.url).set(database=name, query={"charset": "utf8mb4"})
+        url = scratch_database(stack, server, args.url, "leadarchive_load")
         db_url = url.render_as_string(hide_password=False)
         engine = make_engine(db_url)
         stack.callback(engine.dispose)
@@ -518,7 +507,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             create_vicidial_tables(conn, "MyISAM")
             insert_leads(conn, lead_rows(args.leads, first_lead_id=1, seed=1))
         logs = Path(tempfile.mkdtemp(prefix="leadarchive-load-"))
-        print(f"database {name}, Redis database {number}, logs in {logs}", file=sys.stderr)
+        print(f"database {url.database}, Redis database {number}, logs in {logs}", file=sys.stderr)
         redis_url = f"{args.redis_url.rstrip('/')}/{number}"
         live = stack.enter_context(
             live_services(
