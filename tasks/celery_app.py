@@ -397,8 +397,8 @@ def requeue_lost_jobs(app: Celery) -> list[str]:
 
     kombu's Redis transport takes a message off the queue (BRPOP) before it records it as
     unacknowledged: a worker killed in between loses the message, and the job would stay
-    `queued` forever. Sending it twice is safe (batches are idempotent, and a job that has
-    started or ended ignores a second message).
+    `queued` forever. Sending it twice is safe: batches are idempotent (two at once on the same
+    leads take turns), and a job that has ended ignores a second message.
     """
     rt = runtime.current()
     jobs, broker = rt.jobs, rt.broker
