@@ -94,6 +94,8 @@ from typing import Any
 # file (bench/api.py) instead of the project's package: take the folder off before importing it.
 _BENCH = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or os.curdir).resolve() != _BENCH]
+if str(_BENCH.parent) not in sys.path:  # the repository root, for ``import bench.engine``
+    sys.path.insert(0, str(_BENCH.parent))
 
 import httpx2
 import psutil
@@ -104,6 +106,7 @@ from rich.table import Table
 from sqlalchemy import URL, Engine, make_url
 
 from api.auth import hash_key, new_key
+from bench.engine import DEFAULT_URL, log, percentile
 from tasks.archive import Actions, Tuning, run_batch
 from tasks.celery_app import QUEUE
 from tasks.db import make_engine
@@ -113,7 +116,6 @@ from tasks.schema import create_vicidial_tables
 from tasks.seed import insert_leads, lead_rows
 from tasks.settings import Settings
 
-DEFAULT_URL = os.environ.get("LEADARCHIVE_BENCH_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/")
 DEFAULT_REDIS = os.environ.get("LEADARCHIVE_BENCH_REDIS_URL", "redis://127.0.0.1:6379")
 REPO = Path(__file__).resolve().parent.parent
 CLI = Path(sys.executable).parent / "leadarchive"
@@ -126,20 +128,6 @@ API_RSS_LIMIT_MB = 120.0
 WORKER_RSS_LIMIT_MB = 150.0
 E2E_SLACK_MS = 100.0
 TARGET_P99_MS = 50.0
-
-err = Console(stderr=True)
-
-
-def log(message: str) -> None:
-    err.log(message)
-
-
-def percentile(values: Sequence[float], pct: float) -> float:
-    """Nearest-rank percentile; NaN for no values."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)]
 
 
 def summarize(values_ms: Sequence[float]) -> dict[str, float]:

@@ -61,7 +61,6 @@ from api.auth import hash_key, new_key
 from bench.api import (
     CLI,
     DEFAULT_REDIS,
-    DEFAULT_URL,
     RawHTTP,
     claim_redis_db,
     cleanup_on_signals,
@@ -75,6 +74,7 @@ from bench.api import (
     tail,
     wait_until,
 )
+from bench.engine import DEFAULT_URL
 from tasks.db import make_engine
 from tasks.jobs import FINAL
 from tasks.schema import create_vicidial_tables
