@@ -30,6 +30,7 @@ from sqlalchemy import Connection
 from tasks.errors import BatchBusyError, BatchError, ConcurrentChangeError, InUseUnknownError
 from tasks.schema import (
     ARCHIVE_TABLE,
+    ER_NO_SUCH_TABLE,
     LIVE_TABLE,
     Column,
     TablePair,
@@ -233,7 +234,6 @@ _TABLES_INFO = "leadarchive.tables"
 _SNAPSHOT_INFO = "leadarchive.snapshot"
 # The next AUTO_INCREMENT value changes with every insert, the table's definition does not.
 _AUTO_INCREMENT = re.compile(r" AUTO_INCREMENT=\d+")
-ER_NO_SUCH_TABLE = 1146
 # A batch's snapshot covers at most this many leads (a MEMORY table of about 2 MB).
 SNAPSHOT_WINDOW = 500
 ER_ACCESS_DENIED = (1044, 1142)
