@@ -81,9 +81,13 @@ def _worker(args: argparse.Namespace) -> int:
     argv = ["worker", "--loglevel", args.loglevel, "--concurrency", str(args.concurrency)]
     # -E: task events on, so Flower sees every task; one queue, this project's own.
     argv += ["-E", "-Q", QUEUE]
+    # No mingle: it only syncs Celery's revoked-task lists between workers (cancelling is the job
+    # record's business here), and a worker whose consumer restarted while Redis was still down
+    # died in its broadcast instead of reconnecting. No gossip: workers need not hear each other.
+    argv += ["--without-gossip", "--without-mingle"]
     if get_settings().embedded:
-        # The filesystem broker has no broadcast: no worker-to-worker chatter.
-        argv += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
+        # The filesystem broker has no broadcast: no heartbeats either.
+        argv += ["--without-heartbeat"]
     app.worker_main(argv)
     return 0
 
