@@ -285,6 +285,9 @@ def _check(args: argparse.Namespace) -> int:
         console.print(f"  {fact}", highlight=False)
     for problem in report.problems:
         console.print(f"[red]  ✗ {problem}[/red]", highlight=False)
+    for advice in report.advice:
+        # Plain text, no markup: a statement to copy as it is.
+        console.print(advice, highlight=False, markup=False)
     console.print("[green]ready[/green]" if report.ready else "[red]not ready[/red]")
     return 0 if report.ready else 1
 

@@ -24,7 +24,7 @@ from rich.table import Table
 ARCHIVE_PATH = "/vicidial/leads/archive"
 FINAL = ("succeeded", "failed", "cancelled")
 # Leads the run wanted deleted but that stay in vicidial_list.
-LEFT_LIVE = ("not_archived", "mismatch", "in_use")
+LEFT_LIVE = ("not_archived", "mismatch", "in_use", "id_reused")
 
 EXIT_OK = 0
 EXIT_LEFT_LIVE = 1

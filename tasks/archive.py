@@ -33,23 +33,31 @@ from tasks.schema import (
     ER_NO_SUCH_TABLE,
     LIVE_TABLE,
     Column,
+    Hold,
     TablePair,
     inspect_tables,
     probe_in_use_tables,
 )
 
 InsertOutcome = Literal["inserted", "already_archived", "not_found"]
-UpdateOutcome = Literal["updated", "unchanged", "not_archived", "not_found"]
-DeleteOutcome = Literal["deleted", "not_archived", "mismatch", "in_use", "not_found"]
+UpdateOutcome = Literal["updated", "unchanged", "not_archived", "not_found", "id_reused"]
+DeleteOutcome = Literal["deleted", "not_archived", "mismatch", "in_use", "not_found", "id_reused"]
 
 INSERT_OUTCOMES: tuple[InsertOutcome, ...] = ("inserted", "already_archived", "not_found")
-UPDATE_OUTCOMES: tuple[UpdateOutcome, ...] = ("updated", "unchanged", "not_archived", "not_found")
+UPDATE_OUTCOMES: tuple[UpdateOutcome, ...] = (
+    "updated",
+    "unchanged",
+    "not_archived",
+    "not_found",
+    "id_reused",
+)
 DELETE_OUTCOMES: tuple[DeleteOutcome, ...] = (
     "deleted",
     "not_archived",
     "mismatch",
     "in_use",
     "not_found",
+    "id_reused",
 )
 
 MAX_LEAD_ID = 4_294_967_295
@@ -75,6 +83,8 @@ class LeadResult:
     insert: InsertOutcome | None = None
     update: UpdateOutcome | None = None
     delete: DeleteOutcome | None = None
+    # What the dialer still needs the lead for, when its delete is ``in_use`` (schema.HELD_BY).
+    held_by: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         """The lead as the job status shows it: actions not requested are left out."""
@@ -83,6 +93,8 @@ class LeadResult:
             outcome = getattr(self, action)
             if outcome is not None:
                 shown[action] = outcome
+        if self.delete == "in_use":
+            shown["held_by"] = self.held_by
         shown["archived"], shown["live"] = self.archived, self.live
         return shown
 
@@ -142,12 +154,21 @@ class LeadState:
     live: bool = False
     archived: bool = False
     identical: bool = False
-    in_use: bool = False
+    # The live and archive rows have the same entry_date: one lead, not two sharing a reused ID.
+    same_lead: bool = True
+    # Why the dialer still needs the lead (schema.HELD_BY), or None.
+    held_by: str | None = None
 
 
 def plan_lead(lead_id: int, state: LeadState, actions: Actions) -> LeadResult:
-    """Decide every requested action's outcome for one lead, in the order insert, update, delete."""
+    """Decide every requested action's outcome for one lead, in the order insert, update, delete.
+
+    A live row and an archive row whose entry_date differ are two leads that share a reused ID
+    (Vicidial sets entry_date at load and never changes it): the archive row is another
+    person's history, neither refreshed nor taken as the live lead's copy (``id_reused``).
+    """
     live, archived, identical = state.live, state.archived, state.identical
+    reused = live and archived and not state.same_lead
     result = LeadResult(lead_id, archived, live)
     if actions.insert:
         if archived:
@@ -160,6 +181,8 @@ def plan_lead(lead_id: int, state: LeadState, actions: Actions) -> LeadResult:
     if actions.update:
         if not archived:
             result.update = "not_archived" if live else "not_found"
+        elif reused:
+            result.update = "id_reused"
         elif live and not identical:
             result.update = "updated"
             identical = True
@@ -170,10 +193,13 @@ def plan_lead(lead_id: int, state: LeadState, actions: Actions) -> LeadResult:
             result.delete = "not_found"
         elif not archived:
             result.delete = "not_archived"
+        elif reused:
+            result.delete = "id_reused"
         elif not identical:
             result.delete = "mismatch"
-        elif state.in_use:
+        elif state.held_by is not None:
             result.delete = "in_use"
+            result.held_by = state.held_by
         else:
             result.delete = "deleted"
             live = False
@@ -253,6 +279,12 @@ def _same(column: Column, left: str, right: str, dialect: str) -> str:
     return f"CAST({left}.{name} AS BINARY) <=> CAST({right}.{name} AS BINARY)"
 
 
+def _held(hold: Hold, alias: str) -> str:
+    """True while ``hold`` names the live lead ``l``."""
+    condition = hold.condition(alias).format(lead="l.lead_id")
+    return f"EXISTS (SELECT 1 FROM {q(hold.table)} AS {alias} WHERE {condition})"
+
+
 @dataclass(slots=True)
 class _Statements:
     """The SQL of one table pair, built once per batch from the live columns."""
@@ -261,7 +293,9 @@ class _Statements:
     live_by_id: str = ""
     archive_by_id: str = ""
     identical: str = ""
+    same_lead: str = ""
     in_use: str = ""
+    held_by: str = ""
     insert_columns: str = ""
     insert_values: str = ""
     update_set: str = ""
@@ -276,11 +310,18 @@ class _Statements:
         self.live_by_id = f"{q(LIVE_TABLE)} AS l{by_id}"
         self.archive_by_id = f"{q(ARCHIVE_TABLE)} AS a{by_id}"
         self.identical = "(" + " AND ".join(_same(c, "l", "a", dialect) for c in columns) + ")"
-        checks = [
-            f"EXISTS (SELECT 1 FROM {q(t)} AS {alias} WHERE {alias}.lead_id = l.lead_id)"
-            for t, alias in zip(self.pair.in_use_tables, ("h", "c", "g"), strict=False)
-        ]
-        self.in_use = "(" + " OR ".join(checks) + ")" if checks else "0"
+        # One lead, not two sharing a reused ID: entry_date is set at load and never changed.
+        entry_date = [c for c in columns if c.name == "entry_date"]
+        self.same_lead = _same(entry_date[0], "l", "a", dialect) if entry_date else "1"
+        # Each hold gets an alias of its own (LOCK TABLES locks every alias a statement uses).
+        holds = [(hold, f"u{n}") for n, hold in enumerate(self.pair.holds)]
+        checks = [(hold.reason, _held(hold, alias)) for hold, alias in holds]
+        self.in_use = "(" + " OR ".join(check for _, check in checks) + ")" if checks else "0"
+        self.held_by = (
+            "CASE " + " ".join(f"WHEN {check} THEN '{reason}'" for reason, check in checks) + " END"
+            if checks
+            else "NULL"
+        )
         self.insert_columns = ", ".join(q(c.name) for c in columns)
         self.insert_values = ", ".join(f"l.{q(c.name)}" for c in columns)
         # Every column, modify_date included: left out, ON UPDATE would stamp a new time and the
@@ -289,10 +330,7 @@ class _Statements:
         self.update_set = ", ".join(
             f"{target}{q(c.name)} = l.{q(c.name)}" for c in columns if c.name != "lead_id"
         )
-        in_use_locks = [
-            f"{q(t)} AS {alias} READ"
-            for t, alias in zip(self.pair.in_use_tables, ("h", "c", "g"), strict=False)
-        ]
+        in_use_locks = [f"{q(hold.table)} AS {alias} READ" for hold, alias in holds]
         self.lock_tables = "LOCK TABLES " + ", ".join(
             [
                 f"{q(LIVE_TABLE)} AS l WRITE",
@@ -304,24 +342,24 @@ class _Statements:
 
     def classify(self, ids: str) -> str:
         return (
-            f"SELECT l.lead_id, a.lead_id IS NOT NULL, {self.identical}, {self.in_use}"
-            f" FROM {self.live_by_id} LEFT JOIN {self.archive_by_id}"
+            f"SELECT l.lead_id, a.lead_id IS NOT NULL, {self.identical}, {self.same_lead},"
+            f" {self.held_by} FROM {self.live_by_id} LEFT JOIN {self.archive_by_id}"
             f" ON a.lead_id = l.lead_id WHERE l.lead_id IN ({ids})"
         )
 
     def states(self, ids: str, source: str = "") -> str:
         """Live rows (from ``source``) with their archive comparison, then every archived lead.
 
-        One statement: (lead_id, live, archived, identical, in_use) rows. The snapshot is never
-        in use itself; its leads' use is checked by the guarded DELETE.
+        One statement: (lead_id, live, archived, identical, same_lead, held_by) rows. The
+        snapshot is never in use itself; its leads' use is checked by the guarded DELETE.
         """
-        in_use = "0" if source else self.in_use
+        held_by = "NULL" if source else self.held_by
         by_id = " FORCE INDEX (PRIMARY)" if self.pair.dialect == "mysql" else ""
         return (
-            f"SELECT l.lead_id, 1, a.lead_id IS NOT NULL, {self.identical}, {in_use}"
-            f" FROM {source or self.live_by_id} LEFT JOIN {self.archive_by_id}"
+            f"SELECT l.lead_id, 1, a.lead_id IS NOT NULL, {self.identical}, {self.same_lead},"
+            f" {held_by} FROM {source or self.live_by_id} LEFT JOIN {self.archive_by_id}"
             f" ON a.lead_id = l.lead_id WHERE l.lead_id IN ({ids})"
-            f" UNION ALL SELECT lead_id, 0, 1, 0, 0 FROM {q(ARCHIVE_TABLE)}{by_id}"
+            f" UNION ALL SELECT lead_id, 0, 1, 0, 1, NULL FROM {q(ARCHIVE_TABLE)}{by_id}"
             f" WHERE lead_id IN ({ids})"
         )
 
@@ -340,11 +378,13 @@ class _Statements:
             return (
                 f"UPDATE {self.archive_by_id} SET {self.update_set} FROM {source}"
                 f" WHERE l.lead_id = a.lead_id AND a.lead_id IN ({ids})"
-                f" AND NOT {self.identical}"
+                f" AND {self.same_lead} AND NOT {self.identical}"
             )
+        # Guarded like the delete: never another lead's history (same_lead), never a no-op.
         return (
             f"UPDATE {self.archive_by_id} JOIN {source} ON l.lead_id = a.lead_id"
-            f" SET {self.update_set} WHERE a.lead_id IN ({ids}) AND NOT {self.identical}"
+            f" SET {self.update_set} WHERE a.lead_id IN ({ids})"
+            f" AND {self.same_lead} AND NOT {self.identical}"
         )
 
     def delete(self, ids: str) -> str:
@@ -527,12 +567,16 @@ def _read_states(
 ) -> dict[int, LeadState]:
     """Each lead's state, its live row read from the live table or the given ``source``."""
     states = {i: LeadState() for i in chunk}
-    for lead_id, live, archived, identical, in_use in cursor.rows(
+    for lead_id, live, archived, identical, same_lead, held_by in cursor.rows(
         sql.states(_id_list(chunk), source)
     ):
         if live:
             states[int(lead_id)] = LeadState(
-                live=True, archived=bool(archived), identical=bool(identical), in_use=bool(in_use)
+                live=True,
+                archived=bool(archived),
+                identical=bool(identical),
+                same_lead=bool(same_lead),
+                held_by=_text(held_by),
             )
         elif not states[int(lead_id)].live:
             states[int(lead_id)] = LeadState(archived=True)
@@ -708,15 +752,24 @@ def _explain_survivors(
     cursor: _Cursor, sql: _Statements, chunk: list[int], plans: dict[int, LeadResult]
 ) -> None:
     """Say why the leads a guarded DELETE kept are still live (changed since, or in use)."""
-    for lead_id, archived, identical, in_use in cursor.rows(sql.classify(_id_list(chunk))):
+    for lead_id, archived, identical, same_lead, held_by in cursor.rows(
+        sql.classify(_id_list(chunk))
+    ):
         plan = plans[int(lead_id)]
         plan.live = True
         if not archived:
             plan.delete = "not_archived"
-        elif not identical:
-            plan.delete = "mismatch"
+        elif not same_lead:
+            plan.delete = "id_reused"
+        elif identical and held_by is not None:
+            plan.delete, plan.held_by = "in_use", _text(held_by)
         else:
-            plan.delete = "in_use" if in_use else "mismatch"
+            plan.delete = "mismatch"
+
+
+def _text(value: Any) -> str | None:
+    """A text column as str (pymysql hands back bytes for some expressions)."""
+    return value.decode() if isinstance(value, bytes | bytearray) else value
 
 
 def _run_chunk_sqlite(

@@ -16,8 +16,43 @@ from tasks.errors import MissingTableError, SchemaMismatchError
 
 LIVE_TABLE = "vicidial_list"
 ARCHIVE_TABLE = "vicidial_list_archive"
-# Tables whose lead_id marks a lead the dialer is about to call or is calling (VICIDIAL.md).
-IN_USE_TABLES = ("vicidial_hopper", "vicidial_auto_calls", "vicidial_live_agents")
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """One way the dialer still needs a lead: a row of ``table`` whose ``column`` is its ID
+    (and, when ``statuses`` is given, whose ``status`` is one of them).
+
+    ``reason`` is what the report's ``held_by`` says.
+    """
+
+    reason: str
+    table: str
+    column: str
+    statuses: tuple[str, ...] = ()
+
+    def condition(self, alias: str) -> str:
+        """SQL: the row ``alias`` names the lead whose ID is ``lead``."""
+        condition = f"{alias}.`{self.column}` = {{lead}}"
+        if self.statuses:
+            listed = ", ".join(f"'{status}'" for status in self.statuses)
+            condition += f" AND {alias}.`status` IN ({listed})"
+        return condition
+
+
+# Every way the dialer can still need a lead (VICIDIAL.md): queued to be dialed, in a live call,
+# with an agent, previewed by an agent before dialing, or promised a scheduled callback (the
+# hopper promotes callbacks through a join on vicidial_list, so a deleted lead's never fires).
+HOLDS = (
+    Hold("hopper", "vicidial_hopper", "lead_id"),
+    Hold("live_call", "vicidial_auto_calls", "lead_id"),
+    Hold("agent", "vicidial_live_agents", "lead_id"),
+    Hold("preview", "vicidial_live_agents", "preview_lead_id"),
+    Hold("callback", "vicidial_callbacks", "lead_id", ("ACTIVE", "LIVE")),
+)
+HELD_BY = tuple(hold.reason for hold in HOLDS)
+# The dialer tables those holds read, each once.
+IN_USE_TABLES = tuple(dict.fromkeys(hold.table for hold in HOLDS))
 
 CALLED_SINCE_LAST_RESET = (
     "Y",
@@ -266,10 +301,16 @@ class TablePair:
     columns: tuple[Column, ...]
     live_engine: str
     archive_engine: str
-    in_use_tables: tuple[str, ...]
+    # The holds whose tables exist and can be read: a lead any of them names is not deleted.
+    holds: tuple[Hold, ...]
     dialect: str = "mysql"
     # Dialer tables that may exist but cannot be read (no SELECT): deletes must not run.
     unreadable_in_use: tuple[str, ...] = ()
+
+    @property
+    def in_use_tables(self) -> tuple[str, ...]:
+        """The dialer tables the in-use check reads."""
+        return tuple(dict.fromkeys(hold.table for hold in self.holds))
 
     @property
     def transactional(self) -> bool:
@@ -372,6 +413,15 @@ def _sqlite_columns(conn: Connection, table: str) -> dict[str, Column]:
     }
 
 
+def _sqlite_can(conn: Connection, hold: Hold) -> bool:
+    """Whether the embedded database's table has the columns ``hold`` reads."""
+    try:
+        conn.exec_driver_sql(_probe(hold))
+    except DBAPIError:
+        return False
+    return True
+
+
 def _inspect_sqlite(conn: Connection) -> TablePair:
     tables = {
         r[0] for r in conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'table'")
@@ -392,7 +442,7 @@ def _inspect_sqlite(conn: Connection) -> TablePair:
         columns=tuple(live.values()),
         live_engine="sqlite",
         archive_engine="sqlite",
-        in_use_tables=tuple(t for t in IN_USE_TABLES if t in tables),
+        holds=tuple(hold for hold in HOLDS if hold.table in tables and _sqlite_can(conn, hold)),
         dialect="sqlite",
     )
 
@@ -400,30 +450,42 @@ def _inspect_sqlite(conn: Connection) -> TablePair:
 ER_NO_SUCH_TABLE = 1146
 
 
-def probe_in_use_tables(conn: Connection) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """``(readable, unreadable)`` dialer tables; absent ones are in neither.
+ER_BAD_FIELD_ERROR = 1054
+
+
+def _probe(hold: Hold) -> str:
+    """A statement that reads nothing but fails unless every column the hold uses is readable."""
+    condition = hold.condition("t").format(lead=0)
+    return f"SELECT 1 FROM `{hold.table}` AS t WHERE {condition} LIMIT 0"  # noqa: S608 - constants
+
+
+def probe_in_use_tables(conn: Connection) -> tuple[tuple[Hold, ...], tuple[str, ...]]:
+    """``(readable holds, unreadable tables)``; absent tables and columns are in neither.
 
     information_schema hides tables a user has no privilege on, exactly like absent ones, so
     each table is read instead: only "no such table" (which the server says only to a user who
-    may know) means absent; anything else means "exists, perhaps, and cannot be checked".
+    may know) means absent; anything else means "exists, perhaps, and cannot be checked". A
+    missing column (an older Vicidial without ``preview_lead_id``) cannot name a lead: skipped.
     """
-    every = ", ".join(f"`{table}`" for table in IN_USE_TABLES)
+    every = " UNION ALL ".join(f"({_probe(hold)})" for hold in HOLDS)
     try:
-        conn.exec_driver_sql(f"SELECT 1 FROM {every} LIMIT 0")  # noqa: S608 - constants
+        conn.exec_driver_sql(every)
     except DBAPIError:
-        pass  # one of them is absent or unreadable: ask table by table which
+        pass  # one of them is absent or unreadable: ask hold by hold which
     else:
-        return IN_USE_TABLES, ()
-    readable, unreadable = [], []
-    for table in IN_USE_TABLES:
+        return HOLDS, ()
+    readable: list[Hold] = []
+    unreadable: list[str] = []
+    for hold in HOLDS:
         try:
-            conn.exec_driver_sql(f"SELECT 1 FROM `{table}` LIMIT 0")  # noqa: S608 - a constant
+            conn.exec_driver_sql(_probe(hold))
         except DBAPIError as exc:
             args = getattr(exc.orig, "args", ())
-            if not (args and args[0] == ER_NO_SUCH_TABLE):
-                unreadable.append(table)
+            code = args[0] if args else None
+            if code not in (ER_NO_SUCH_TABLE, ER_BAD_FIELD_ERROR) and hold.table not in unreadable:
+                unreadable.append(hold.table)
         else:
-            readable.append(table)
+            readable.append(hold)
     return tuple(readable), tuple(unreadable)
 
 
@@ -451,6 +513,6 @@ def inspect_tables(conn: Connection) -> TablePair:
         columns=tuple(live.values()),
         live_engine=engines[LIVE_TABLE],
         archive_engine=engines[ARCHIVE_TABLE],
-        in_use_tables=readable,
+        holds=readable,
         unreadable_in_use=unreadable,
     )

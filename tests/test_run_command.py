@@ -112,6 +112,7 @@ def test_run_command_serves_the_seed_request_from_an_empty_folder(tmp_path: Path
         "mismatch": 0,
         "in_use": 0,
         "not_found": 1,
+        "id_reused": 0,
     }
     assert report["left_live"] == []
 

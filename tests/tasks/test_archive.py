@@ -47,8 +47,21 @@ def test_seed_request_moves_lead_and_reports_missing_one(conn: Connection) -> No
     }
     assert report["counts"] == {
         "insert": {"inserted": 1, "already_archived": 0, "not_found": 1},
-        "update": {"updated": 0, "unchanged": 1, "not_archived": 0, "not_found": 1},
-        "delete": {"deleted": 1, "not_archived": 0, "mismatch": 0, "in_use": 0, "not_found": 1},
+        "update": {
+            "updated": 0,
+            "unchanged": 1,
+            "not_archived": 0,
+            "not_found": 1,
+            "id_reused": 0,
+        },
+        "delete": {
+            "deleted": 1,
+            "not_archived": 0,
+            "mismatch": 0,
+            "in_use": 0,
+            "not_found": 1,
+            "id_reused": 0,
+        },
     }
     assert report["duplicates"] == []
     assert archive(conn) == {1: before[1]}
