@@ -19,11 +19,16 @@
 --                                             one-time `leadarchive create-archive-table`
 --                                             (tasks.schema.create_archive_table)
 --
--- What the service runs, and so all it gets:
---   * the batch: SELECT, INSERT, UPDATE, DELETE on vicidial_list and vicidial_list_archive;
+-- What the service runs, and so all it gets (least privilege by capability):
+--   * the archive batch: SELECT, DELETE on vicidial_list (read the leads, delete the verified
+--     ones) and SELECT, INSERT, UPDATE on vicidial_list_archive (copy and refresh). No INSERT or
+--     UPDATE on vicidial_list and no DELETE on the archive: a leaked password can neither rewrite
+--     live leads nor wipe the archive;
 --   * the in-use guard: SELECT on vicidial_hopper, vicidial_auto_calls, vicidial_live_agents
---     (a lead queued or in a call is never deleted). Without SELECT these tables are invisible
---     in information_schema, and the guard would have nothing to check: keep these grants;
+--     (queued, in a call, with or previewed by an agent) and vicidial_callbacks (a pending
+--     scheduled callback): such a lead is never deleted. Without SELECT these tables are
+--     invisible in information_schema, and the guard would have nothing to check: keep these
+--     grants (a table that exists but cannot be read makes the batch refuse every delete);
 --   * LOCK TABLES on the database: the archive is locked while copies are written (LOCK TABLES
 --     also needs SELECT on every table it locks, which the grants below give);
 --   * CREATE TEMPORARY TABLES on the database: on MyISAM each batch reads its live rows once
@@ -36,6 +41,14 @@
 --     a privilege on, with no grant of its own.
 -- Nothing else: no DROP, ALTER, CREATE, INDEX, FILE, PROCESS, SUPER, GRANT OPTION; nothing on
 -- any other database or on any other Vicidial table.
+--
+-- What each later capability adds, for the users (or keys' roles) that need it, and only those:
+--   * restore (`POST /vicidial/leads/dearchive`, Vicidial's lead_dearchive): INSERT on
+--     vicidial_list (the lead comes back) and DELETE on vicidial_list_archive (its archive row
+--     goes, by a statement that compares it with the live copy). These are exactly the two
+--     privileges the archive role lacks on purpose: give them to a separate restore user;
+--   * archive by selection with `campaign_ids`: SELECT on vicidial_lists (a list's campaign);
+--   * `leadarchive seed-demo` on a test database: see [seed-demo] at the end.
 --
 -- A temporary table is visible to its own session only and vanishes with it; the privilege gives
 -- no access to any other table. The service also runs as `cron` (slower path, see above), though
@@ -52,16 +65,17 @@
 --
 -- Safe to run again: GRANT only adds privileges the user lacks.
 
-GRANT SELECT, INSERT, UPDATE, DELETE
+GRANT SELECT, DELETE
   ON `@@DATABASE@@`.`vicidial_list` TO '@@USER@@'@'@@HOST@@';
 
-GRANT SELECT, INSERT, UPDATE, DELETE
+GRANT SELECT, INSERT, UPDATE
 -- [create-archive-table] , CREATE, ALTER
   ON `@@DATABASE@@`.`vicidial_list_archive` TO '@@USER@@'@'@@HOST@@';
 
 GRANT SELECT ON `@@DATABASE@@`.`vicidial_hopper` TO '@@USER@@'@'@@HOST@@';
 GRANT SELECT ON `@@DATABASE@@`.`vicidial_auto_calls` TO '@@USER@@'@'@@HOST@@';
 GRANT SELECT ON `@@DATABASE@@`.`vicidial_live_agents` TO '@@USER@@'@'@@HOST@@';
+GRANT SELECT ON `@@DATABASE@@`.`vicidial_callbacks` TO '@@USER@@'@'@@HOST@@';
 
 GRANT LOCK TABLES, CREATE TEMPORARY TABLES ON `@@DATABASE@@`.* TO '@@USER@@'@'@@HOST@@';
 
