@@ -6,6 +6,9 @@ import pytest
 from sqlalchemy import Connection
 
 from leadarchive.cli import main
+from tasks.archive import Actions, run_batch
+from tasks.checks import column_definitions
+from tasks.seed import insert_leads, lead_rows
 from tests.helpers import mysql_user
 
 
@@ -75,3 +78,112 @@ def test_check_lists_the_privileges_a_user_lacks(
     assert "privileges: INSERT, UPDATE on vicidial_list_archive missing" in out
     assert "LOCK TABLES on the database missing" in out
     assert str(limited.url.password) not in out
+
+
+# The archive as a 2015 Vicidial made it: no 'D' in the ENUM (added 2021), no entry_list_id
+# (added 2010), modify_date a bare TIMESTAMP (the explicit definition came in 2025).
+OLD_ARCHIVE = (
+    "ALTER TABLE vicidial_list_archive"
+    " MODIFY called_since_last_reset"
+    " ENUM('Y','N','Y1','Y2','Y3','Y4','Y5','Y6','Y7','Y8','Y9','Y10') DEFAULT 'N',"
+    " MODIFY modify_date TIMESTAMP NULL DEFAULT NULL,"
+    " DROP COLUMN entry_list_id"
+)
+
+
+def printed_alter(out: str) -> str:
+    """The ALTER TABLE statement check printed, exactly as an administrator would copy it."""
+    start = out.index("ALTER TABLE `vicidial_list_archive`")
+    return out[start : out.index(";", start)]
+
+
+def definitions(conn: Connection, table: str) -> list[tuple[str, str]]:
+    return [
+        (name, definition.replace(" AUTO_INCREMENT", ""))
+        for name, definition in column_definitions(conn, table).items()
+    ]
+
+
+def test_check_prints_the_alter_that_makes_a_drifted_archive_match(
+    vicidial: Connection, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    insert_leads(vicidial, lead_rows(5, seed=5))
+    run_batch(vicidial, [1, 2, 3], Actions(insert=True, update=False))
+    vicidial.exec_driver_sql(OLD_ARCHIVE)
+    archived = vicidial.exec_driver_sql(
+        "SELECT lead_id, first_name, called_since_last_reset FROM vicidial_list_archive"
+    ).all()
+
+    drifted = main(["check", "--database-url", database_url])
+    out = capsys.readouterr().out
+    alter = printed_alter(out)
+
+    assert drifted == 1
+    assert "LeadArchive never alters a table" in out
+    assert "`called_since_last_reset` enum('Y','N','Y1'" in alter
+    added = "ADD COLUMN `entry_list_id` bigint(14) unsigned NOT NULL DEFAULT 0 AFTER `owner`"
+    assert added in alter
+    assert "MODIFY COLUMN `modify_date` timestamp NOT NULL DEFAULT current_timestamp()" in alter
+    # The administrator runs it; then the tables match, column for column and in order.
+    vicidial.exec_driver_sql(alter)
+    ready = main(["check", "--database-url", database_url])
+    after = capsys.readouterr().out
+    assert ready == 0, after
+    assert "ALTER TABLE" not in after
+    assert definitions(vicidial, "vicidial_list_archive") == definitions(vicidial, "vicidial_list")
+    assert (
+        vicidial.exec_driver_sql(
+            "SELECT lead_id, first_name, called_since_last_reset FROM vicidial_list_archive"
+        ).all()
+        == archived
+    )
+
+
+def test_check_finds_columns_in_another_order_and_how_to_fix_it(
+    vicidial: Connection, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    vicidial.exec_driver_sql(
+        "ALTER TABLE vicidial_list_archive MODIFY owner VARCHAR(20) DEFAULT '' AFTER lead_id"
+    )
+
+    code = main(["check", "--database-url", database_url])
+    out = capsys.readouterr().out
+    alter = printed_alter(out)
+
+    assert code == 1
+    assert "the archive's columns are in another order than vicidial_list's" in out
+    assert "columns match" in out  # the same columns and types: only the order differs
+    vicidial.exec_driver_sql(alter)
+    assert main(["check", "--database-url", database_url]) == 0
+    assert definitions(vicidial, "vicidial_list_archive") == definitions(vicidial, "vicidial_list")
+
+
+def test_check_reports_reused_ids_pending_callbacks_and_custom_fields(
+    vicidial: Connection, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    insert_leads(vicidial, lead_rows(30, seed=30))
+    run_batch(vicidial, list(range(1, 31)), Actions(insert=True, update=False))
+    vicidial.exec_driver_sql(
+        "UPDATE vicidial_list_archive SET entry_date = '2001-01-01 00:00:00'"
+        " WHERE lead_id IN (4, 17)"
+    )
+    vicidial.exec_driver_sql(
+        "UPDATE vicidial_list SET entry_date = '2026-01-01 00:00:00' WHERE lead_id IN (4, 17)"
+    )
+    for lead_id, status in ((1, "ACTIVE"), (2, "LIVE"), (3, "ACTIVE"), (5, "INACTIVE")):
+        vicidial.exec_driver_sql(
+            "INSERT INTO vicidial_callbacks (lead_id, list_id, campaign_id, status, callback_time)"
+            f" VALUES ({lead_id}, 1, 'C1', '{status}', '2026-12-02 10:00:00')"
+        )
+    vicidial.exec_driver_sql("CREATE TABLE custom_1001 (lead_id INT(9) UNSIGNED PRIMARY KEY)")
+    try:
+        code = main(["check", "--database-url", database_url])
+    finally:
+        vicidial.exec_driver_sql("DROP TABLE custom_1001")
+    out = capsys.readouterr().out
+
+    assert code == 0
+    assert "reused lead IDs: 2 (4, 17)" in out
+    assert "pending callbacks (ACTIVE or LIVE): 3" in out
+    assert "lists with custom fields: 1001" in out
+    assert "held by: hopper, live_call, agent, preview, callback" in out
