@@ -13,7 +13,7 @@ from sqlalchemy import Connection, Engine
 from tasks.archive import Actions, BatchReport, run_batch
 from tasks.schema import create_vicidial_tables, drop_vicidial_tables
 from tasks.seed import insert_leads, lead_rows
-from tests.helpers import Row, archive, live
+from tests.helpers import Row, archive, column, live
 
 # How an archive copy may differ from its live row: each is different data that the default
 # collation would call equal, or a change the dialer or an admin could make.
@@ -25,8 +25,11 @@ VARIANTS = (
     "called_since_last_reset = IF(called_since_last_reset = 'D', 'N', 'D')",
     "date_of_birth = IF(date_of_birth IS NULL, '0000-00-00', NULL)",
     "`rank` = IF(`rank` = 3, 4, 3)",
+    # Another lead that reused the ID: loaded at another time (NULL-safe: NULL is a value too).
+    "entry_date = IF(entry_date IS NULL, '2001-02-03 04:05:06', NULL)",
 )
 
+ENTRY_DATE = column("entry_date")
 PLACES = ("nowhere", "live", "archived", "both_same", "both_different")
 
 lead_state = st.tuples(
@@ -105,10 +108,14 @@ def _check_report_against_tables(
             assert archive_after[i] == live_before[i]
         if lead.update == "updated":
             assert archive_before[i] != live_before[i]
+            assert archive_before[i][ENTRY_DATE] == live_before[i][ENTRY_DATE]
+        if lead.update == "id_reused":
+            assert archive_before[i][ENTRY_DATE] != live_before[i][ENTRY_DATE]
+            assert archive_after[i] == archive_before[i]
         if lead.delete == "deleted":
             assert i not in live_after
             assert archive_after[i] == live_before[i]
-        if lead.delete in ("mismatch", "in_use", "not_archived"):
+        if lead.delete in ("mismatch", "in_use", "not_archived", "id_reused"):
             assert live_after[i] == live_before[i]
         if actions.insert:
             newly_archived = i in archive_after and i not in archive_before
