@@ -29,8 +29,9 @@ DRY = Actions(insert=True, update=True, delete=True, dry_run=True)
 HOLD = {
     "hopper": "INSERT INTO vicidial_hopper (lead_id, campaign_id, list_id, status)"
     " VALUES ({id}, 'C1', 1, 'READY')",
-    "live_call": "INSERT INTO vicidial_auto_calls (lead_id, campaign_id, status, call_time)"
-    " VALUES ({id}, 'C1', 'LIVE', '2026-12-01 21:00:00')",
+    "live_call": "INSERT INTO vicidial_auto_calls"
+    " (server_ip, lead_id, campaign_id, status, call_time)"
+    " VALUES ('10.0.0.5', {id}, 'C1', 'LIVE', '2026-12-01 21:00:00')",
     "agent": "INSERT INTO vicidial_live_agents (user, server_ip, status, lead_id)"
     " VALUES ('6666', '10.0.0.5', 'INCALL', {id})",
     # Previewing: lead_id is set only when the agent dials.
