@@ -742,9 +742,58 @@ class Bench:
             drop_vicidial_tables(conn)
             create_vicidial_tables(conn, "MyISAM")
             insert_leads(conn, lead_rows(size, first_lead_id=1, seed=1))
+            self.load_dialer(conn, size)
             self.pair = inspect_tables(conn)
         self.size = size
         return time.perf_counter() - started
+
+    def load_dialer(self, conn: Connection, size: int) -> None:
+        """The dialer's other tables as a busy call center fills them (``--agents``,
+        ``--callbacks``): agents in calls, previewing or waiting, and scheduled callbacks, some
+        done. Every lead they name is the probe's (never a batch's), so the in-use checks run on
+        every lead of every batch and hold none of them: what they cost, not what they keep."""
+        rng = random.Random(self.args.seed)
+        probe_leads = range(PROBE_STRIDE, size + 1, PROBE_STRIDE)
+        agents = [
+            (f"agent{n:04d}", "10.0.0.5", status, lead, preview, "BENCH")
+            for n in range(self.args.agents)
+            for status, lead, preview in [
+                rng.choice(
+                    [
+                        ("INCALL", rng.choice(probe_leads), 0),
+                        ("PAUSED", 0, rng.choice(probe_leads)),  # previewing before dialing
+                        ("READY", 0, 0),
+                    ]
+                )
+            ]
+        ]
+        callbacks = [
+            (
+                rng.choice(probe_leads),
+                1,
+                "BENCH",
+                rng.choice(("ACTIVE", "ACTIVE", "LIVE", "INACTIVE", "INACTIVE")),
+                "2026-11-30 10:00:00",
+                "2026-12-02 10:00:00",
+                "6666",
+                "USERONLY",
+            )
+            for _ in range(self.args.callbacks)
+        ]
+        dbapi = conn.connection.dbapi_connection
+        assert dbapi is not None  # noqa: S101 - a live Connection always has one
+        cursor = dbapi.cursor()
+        cursor.executemany(
+            "INSERT INTO vicidial_live_agents"
+            " (user, server_ip, status, lead_id, preview_lead_id, campaign_id)"
+            " VALUES (%s, %s, %s, %s, %s, %s)",
+            agents,
+        )
+        cursor.executemany(
+            "INSERT INTO vicidial_callbacks (lead_id, list_id, campaign_id, status, entry_time,"
+            " callback_time, user, recipient) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            callbacks,
+        )
 
     @property
     def tables(self) -> TablePair:
@@ -1182,6 +1231,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help=f"also run the dialer phase of ours at these chunk times (default {SWEEP_DEFAULT})",
     )
     parser.add_argument("--phase-seconds", type=float, default=30.0)
+    parser.add_argument(
+        "--agents", type=int, default=500, help="rows in vicidial_live_agents (0: none)"
+    )
+    parser.add_argument(
+        "--callbacks", type=int, default=20_000, help="rows in vicidial_callbacks (0: none)"
+    )
     parser.add_argument(
         "--rounds", type=int, default=1, help="run the dialer phases this many times, in turn"
     )
