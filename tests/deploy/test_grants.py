@@ -152,10 +152,12 @@ def test_the_in_use_guard_sees_the_dialers_tables(sandbox: Sandbox) -> None:
         "INSERT INTO vicidial_hopper (lead_id, list_id, campaign_id) VALUES (4, 1, 'DEMO')"
     )
     sandbox.root.exec_driver_sql(
-        "INSERT INTO vicidial_auto_calls (lead_id, campaign_id) VALUES (5, 'DEMO')"
+        "INSERT INTO vicidial_auto_calls (server_ip, lead_id, campaign_id)"
+        " VALUES ('10.10.10.15', 5, 'DEMO')"
     )
     sandbox.root.exec_driver_sql(
-        "INSERT INTO vicidial_live_agents (lead_id, user, status) VALUES (6, 'agent1', 'INCALL')"
+        "INSERT INTO vicidial_live_agents (server_ip, lead_id, user, status)"
+        " VALUES ('10.10.10.15', 6, 'agent1', 'INCALL')"
     )
     engine = make_engine(sandbox.url())
     try:
@@ -195,7 +197,7 @@ DENIED = [
     " event_code) VALUES (NOW(), 'x', '', 'LEADS', '1', 'x')",
     "DELETE FROM vicidial_hopper",
     "UPDATE vicidial_live_agents SET lead_id = 0",
-    "INSERT INTO vicidial_auto_calls (lead_id) VALUES (1)",
+    "INSERT INTO vicidial_auto_calls (server_ip, lead_id) VALUES ('10.10.10.15', 1)",
     "SELECT * FROM mysql.user",
     "CREATE DATABASE leadarchive_grant_test_never",
 ]

@@ -169,8 +169,10 @@ def test_delete_with_update_refreshes_then_deletes(conn: Connection) -> None:
     "busy",
     [
         "INSERT INTO vicidial_hopper (lead_id, campaign_id, list_id) VALUES (2, 'C1', 1)",
-        "INSERT INTO vicidial_auto_calls (lead_id, campaign_id, status) VALUES (2, 'C1', 'LIVE')",
-        "INSERT INTO vicidial_live_agents (lead_id, user, status) VALUES (2, 'agent', 'INCALL')",
+        "INSERT INTO vicidial_auto_calls (server_ip, lead_id, campaign_id, status)"
+        " VALUES ('10.10.10.15', 2, 'C1', 'LIVE')",
+        "INSERT INTO vicidial_live_agents (server_ip, lead_id, user, status)"
+        " VALUES ('10.10.10.15', 2, 'agent', 'INCALL')",
     ],
 )
 def test_lead_queued_or_in_a_call_is_in_use_and_stays_live(conn: Connection, busy: str) -> None:
