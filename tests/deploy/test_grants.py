@@ -114,8 +114,10 @@ def documented_grants(db: str) -> dict[str, set[str]]:
     """What grants.sql's header promises, and nothing else."""
     return {
         f"{db}.*": {"LOCK TABLES", "CREATE TEMPORARY TABLES"},
-        f"{db}.{LIVE_TABLE}": {"SELECT", "INSERT", "UPDATE", "DELETE"},
-        f"{db}.{ARCHIVE_TABLE}": {"SELECT", "INSERT", "UPDATE", "DELETE"},
+        # Least privilege by capability: archiving never writes a live lead's row and never
+        # deletes an archive row (restore, which does, is another user's capability).
+        f"{db}.{LIVE_TABLE}": {"SELECT", "DELETE"},
+        f"{db}.{ARCHIVE_TABLE}": {"SELECT", "INSERT", "UPDATE"},
         **{f"{db}.{table}": {"SELECT"} for table in IN_USE_TABLES},
     }
 
@@ -159,16 +161,31 @@ def test_the_in_use_guard_sees_the_dialers_tables(sandbox: Sandbox) -> None:
         "INSERT INTO vicidial_live_agents (server_ip, lead_id, user, status)"
         " VALUES ('10.10.10.15', 6, 'agent1', 'INCALL')"
     )
+    sandbox.root.exec_driver_sql(
+        "INSERT INTO vicidial_live_agents (server_ip, lead_id, preview_lead_id, user, status)"
+        " VALUES ('10.10.10.15', 0, 7, 'agent2', 'PAUSED')"
+    )
+    sandbox.root.exec_driver_sql(
+        "INSERT INTO vicidial_callbacks (lead_id, list_id, status, callback_time)"
+        " VALUES (8, 1, 'ACTIVE', '2030-01-01 10:00:00')"
+    )
     engine = make_engine(sandbox.url())
     try:
         with engine.connect() as conn:
             assert inspect_tables(conn).in_use_tables == IN_USE_TABLES
-            report = run_batch(conn, [4, 5, 6, 7], ALL)
+            report = run_batch(conn, [4, 5, 6, 7, 8, 9], ALL)
     finally:
         engine.dispose()
-    outcomes = {lead.lead_id: lead.delete for lead in report.leads}
-    assert outcomes == {4: "in_use", 5: "in_use", 6: "in_use", 7: "deleted"}
-    assert {4, 5, 6} <= set(live(sandbox.root))
+    outcomes = {lead.lead_id: (lead.delete, lead.held_by) for lead in report.leads}
+    assert outcomes == {
+        4: ("in_use", "hopper"),
+        5: ("in_use", "live_call"),
+        6: ("in_use", "agent"),
+        7: ("in_use", "preview"),
+        8: ("in_use", "callback"),
+        9: ("deleted", None),
+    }
+    assert {4, 5, 6, 7, 8} <= set(live(sandbox.root))
 
 
 def test_check_and_inspect_tables_work_with_these_grants(sandbox: Sandbox, as_user: Engine) -> None:
@@ -181,6 +198,13 @@ def test_check_and_inspect_tables_work_with_these_grants(sandbox: Sandbox, as_us
 
 
 DENIED = [
+    # What only restore (another user's capability) may do: a leaked archive password can
+    # neither rewrite live leads nor wipe the archive.
+    "INSERT INTO vicidial_list (lead_id, phone_number) VALUES (999999, '2015550123')",
+    "UPDATE vicidial_list SET first_name = 'x'",
+    "DELETE FROM vicidial_list_archive",
+    "UPDATE vicidial_callbacks SET status = 'INACTIVE'",
+    "DELETE FROM vicidial_callbacks",
     "DROP TABLE vicidial_list",
     "DROP TABLE vicidial_list_archive",
     "ALTER TABLE vicidial_list ADD COLUMN x INT",
@@ -282,7 +306,6 @@ def test_create_archive_table_option_lets_the_service_make_a_missing_archive(
         "SELECT",
         "INSERT",
         "UPDATE",
-        "DELETE",
     }
 
 
