@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from datetime import datetime
 from typing import Any
 
@@ -132,10 +133,7 @@ def test_without_the_table_the_job_succeeds_quietly(
     assert "no vicidial_admin_log table: the admin log is not written" in [
         r.getMessage() for r in worker_logs
     ]
-    assert [r.getMessage() for r in worker_logs if r.levelname != "DEBUG"] == [
-        "job started",
-        "job succeeded",
-    ]
+    assert [r.getMessage() for r in worker_logs if r.levelno >= logging.WARNING] == []
 
 
 def test_without_insert_on_the_table_the_job_keeps_its_result_and_warns(
