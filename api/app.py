@@ -24,6 +24,7 @@ from api.problems import Problem
 from api.ratelimit import RateLimiter
 from api.schemas import SEED_EXAMPLE, Accepted, ArchiveRequest, Health, JobView, Readiness
 from tasks import runtime as runtime_module
+from tasks.admin_log import client_address
 from tasks.celery_app import create_celery, enqueue
 from tasks.errors import LeadArchiveError
 from tasks.jobs import (
@@ -169,8 +170,11 @@ def create_app(
             delete_leads=archive_request.delete_leads,
             dry_run=archive_request.dry_run,
         )
+        # For Vicidial's admin log; uvicorn runs with proxy_headers, so behind the reverse proxy
+        # this is the client's address, not the proxy's.
+        client_ip = client_address(request.client.host if request.client else None)
         job_id = await _guard(
-            run_in_threadpool(_create_and_enqueue, owner, job_request, idempotency_key)
+            run_in_threadpool(_create_and_enqueue, owner, job_request, idempotency_key, client_ip)
         )
         url = f"{ARCHIVE_PATH}/{job_id}"
         return JSONResponse(
@@ -180,14 +184,18 @@ def create_app(
         )
 
     def _create_and_enqueue(
-        owner: str, job_request: JobRequest, idempotency_key: str | None
+        owner: str, job_request: JobRequest, idempotency_key: str | None, client_ip: str
     ) -> str:
         fingerprint = request_fingerprint(
             {**job_request.summary(), "lead_ids": job_request.lead_ids}
         )
         try:
             job_id, created = rt.jobs.create(
-                owner, job_request, idempotency_key=idempotency_key, fingerprint=fingerprint
+                owner,
+                job_request,
+                idempotency_key=idempotency_key,
+                fingerprint=fingerprint,
+                client_ip=client_ip,
             )
         except IdempotencyConflict:
             raise Problem(

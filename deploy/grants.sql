@@ -37,6 +37,8 @@
 --     stays near 11 ms instead of 20-30 ms). Vicidial's stock `cron` user does NOT have this
 --     privilege: as `cron`, or without this line, the batch still works, on its slower path
 --     (everything in short LOCK TABLES chunks on the real tables);
+--   * Vicidial's admin log: INSERT on vicidial_admin_log, one row per finished job (the last
+--     statement of this file, see there). Not SELECT: the log holds other administrators' SQL;
 --   * information_schema (columns, engines, primary keys): readable for every table the user has
 --     a privilege on, with no grant of its own.
 -- Nothing else: no DROP, ALTER, CREATE, INDEX, FILE, PROCESS, SUPER, GRANT OPTION; nothing on
@@ -82,3 +84,10 @@ GRANT LOCK TABLES, CREATE TEMPORARY TABLES ON `@@DATABASE@@`.* TO '@@USER@@'@'@@
 -- `leadarchive seed-demo` adds a dummy list (vicidial_lists) and its leads (vicidial_list, above).
 -- For a demo or test database only: never enable this on a production Vicidial server.
 -- [seed-demo] GRANT INSERT ON `@@DATABASE@@`.`vicidial_lists` TO '@@USER@@'@'@@HOST@@';
+
+-- Vicidial's Administration Change Log: each finished job that is not a dry run adds one row
+-- (section LEADS, code LEAD ARCHIVE API), as Vicidial's own scripts do. INSERT only: the service
+-- never reads the log, which holds other administrators' SQL. Every Vicidial database has this
+-- table; on a database without it this statement fails (error 1146) after all the others have
+-- been applied, and the service simply writes no admin log.
+GRANT INSERT ON `@@DATABASE@@`.`vicidial_admin_log` TO '@@USER@@'@'@@HOST@@';

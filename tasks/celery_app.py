@@ -24,10 +24,11 @@ from celery.utils.nodenames import anon_nodename
 from celery.utils.time import get_exponential_backoff_interval, utcoffset
 from kombu import serialization
 
-from tasks import metrics, runtime
+from tasks import admin_log, metrics, runtime
+from tasks.admin_log import JobOutcome
 from tasks.archive import Actions, run_batch
 from tasks.errors import LeadArchiveError, is_transient
-from tasks.jobs import FINAL, RedisJobStore, now_iso
+from tasks.jobs import FINAL, RedisJobStore, Status, now_iso
 from tasks.settings import Settings
 
 # Stable names: in-flight messages and Flower refer to tasks by these, not by module paths.
@@ -199,6 +200,15 @@ def _archive_leads(
     actions = Actions(
         insert=insert_leads, update=update_leads, delete=delete_leads, dry_run=dry_run
     )
+    requested = tuple(
+        name
+        for name, wanted in (
+            ("insert", insert_leads),
+            ("update", update_leads),
+            ("delete", delete_leads),
+        )
+        if wanted
+    )
     try:
         with rt.engine.connect() as conn:
             try:
@@ -225,9 +235,23 @@ def _archive_leads(
         _fail(job_id, exc)
         metrics.JOBS.labels("failed").inc()
         log.error("job failed", extra={**fields, "error": type(exc).__name__, "detail": str(exc)})
+        if not dry_run:
+            # A batch commits chunk by chunk, and an earlier attempt may have committed some
+            # before a retry: a failed job may have changed data, so it is logged too. After
+            # the job is marked failed, not before: the failure may be the database itself,
+            # and the write must not delay or lose the job's result.
+            failed = JobOutcome(
+                job_id, record["owner"], len(lead_ids), requested, error=type(exc).__name__
+            )
+            _record_in_admin_log(rt, record, failed, "failed")
         if isinstance(exc, LeadArchiveError | ValueError) or is_transient(exc):
             return {"job_id": job_id, "status": "failed", "error": type(exc).__name__}
         raise
+    if not dry_run:
+        # Before the job is marked succeeded: a worker that dies in between runs the job again,
+        # and the row is written then (the job record tells whether it was already).
+        done = JobOutcome(job_id, record["owner"], len(lead_ids), requested, report.counts)
+        _record_in_admin_log(rt, record, done, "running")
     jobs.transition(
         job_id,
         ("running",),
@@ -434,3 +458,49 @@ def _fail(job_id: str, exc: BaseException) -> None:
         job_id, ("running", "queued"), "failed", finished_at=now_iso(), error=json.dumps(error)
     )
     jobs.refresh_ttl(job_id)
+
+
+# Denied: on a table, on the database. What the admin log's warning then says to do.
+_ACCESS_DENIED = (1142, 1044)
+
+
+def _record_in_admin_log(
+    rt: runtime.Runtime, record: dict[str, str], outcome: JobOutcome, status: Status
+) -> None:
+    """Write the job's row in Vicidial's admin log once; a failure is logged, never raised.
+
+    ``record`` is the job record as this delivery found it, ``status`` the job's status now. The
+    record remembers a written row (``admin_logged``, never shown by the status endpoint): a job
+    delivered again after its row was written (its worker died, or Redis failed, before the job
+    was marked succeeded) writes none. Only a worker that dies in the milliseconds between the
+    INSERT and that mark would leave two rows. A job that has ended is never run again, and
+    tasks run one at a time (the time limit stays below the visibility timeout).
+    """
+    settings = rt.settings
+    if not settings.admin_log or "admin_logged" in record:
+        return
+    fields = {"job_id": outcome.job_id, "key_name": outcome.key_name}
+    try:
+        with rt.engine.connect() as conn:
+            written = admin_log.write(
+                conn,
+                outcome,
+                user=settings.admin_log_user,
+                ip_address=record.get("client_ip", ""),
+                lock_wait=settings.lock_wait_timeout,
+            )
+    except Exception as exc:
+        original = getattr(exc, "orig", None) or exc
+        args = getattr(original, "args", ())
+        extra = {**fields, "error": type(exc).__name__, "detail": str(original)}
+        if args and args[0] in _ACCESS_DENIED:
+            extra["hint"] = (
+                "grant INSERT on vicidial_admin_log (deploy/grants.sql),"
+                " or set LEADARCHIVE_ADMIN_LOG=false"
+            )
+        log.warning("job not written to vicidial_admin_log", extra=extra)
+        return
+    if not written:
+        log.debug("no vicidial_admin_log table: the admin log is not written", extra=fields)
+        return
+    rt.jobs.transition(outcome.job_id, (status,), status, admin_logged=now_iso())

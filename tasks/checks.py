@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, text
 
+from tasks.admin_log import TABLE as ADMIN_LOG_TABLE
 from tasks.schema import (
     ARCHIVE_TABLE,
     HOLDS,
@@ -33,6 +34,9 @@ NEEDED = {
     LIVE_TABLE: {"SELECT", "DELETE"},
     ARCHIVE_TABLE: {"SELECT", "INSERT", "UPDATE"},
     **{t: {"SELECT"} for t in IN_USE_TABLES},
+    # Vicidial's admin log, when it exists: one row per finished job. INSERT only, never
+    # SELECT (the log holds other administrators' SQL).
+    ADMIN_LOG_TABLE: {"INSERT"},
 }
 CALLBACKS_TABLE = "vicidial_callbacks"
 # A column's line in SHOW CREATE TABLE: two spaces, the quoted name, the definition.
@@ -85,6 +89,7 @@ def check_database(conn: Connection) -> CheckReport:
     _report_dialer_tables(conn, report)
     _report_custom_fields(tables, report)
     report.problems += _missing_privileges(conn, tables)
+    report.facts.append(_admin_log_fact(tables, report.problems))
     return report
 
 
@@ -211,6 +216,22 @@ def _report_custom_fields(tables: dict[str, tuple[str, str]], report: CheckRepor
             " rows stay behind when a lead is archived, as in Vicidial, and a restored lead finds"
             " them again)"
         )
+
+
+def _admin_log_fact(tables: dict[str, tuple[str, str]], problems: list[str]) -> str:
+    """Whether finished jobs will be written to Vicidial's admin log, in plain words."""
+    if ADMIN_LOG_TABLE not in tables:
+        # information_schema hides a table the user holds no privilege on, as if absent.
+        return (
+            f"{ADMIN_LOG_TABLE} is absent, or this user holds no privilege on it: jobs are not"
+            " written to Vicidial's admin log (deploy/grants.sql grants INSERT on it)"
+        )
+    if any(p.endswith(f" on {ADMIN_LOG_TABLE} missing") for p in problems):
+        return f"{ADMIN_LOG_TABLE}: jobs are not written to it until INSERT on it is granted"
+    return (
+        f"{ADMIN_LOG_TABLE}: every finished job that is not a dry run is written to it"
+        " (LEADARCHIVE_ADMIN_LOG=false turns this off)"
+    )
 
 
 def _missing_privileges(conn: Connection, tables: dict[str, tuple[str, str]]) -> list[str]:

@@ -106,6 +106,7 @@ class JobStore(Protocol):
         idempotency_key: str | None = None,
         fingerprint: str = "",
         now: datetime | None = None,
+        client_ip: str = "",
     ) -> tuple[str, bool]: ...
     def get(self, job_id: str) -> dict[str, str] | None: ...
     def transition(
@@ -140,11 +141,13 @@ class RedisJobStore:
         idempotency_key: str | None = None,
         fingerprint: str = "",
         now: datetime | None = None,
+        client_ip: str = "",
     ) -> tuple[str, bool]:
         """Record a new queued job; returns ``(job_id, created)``.
 
         With an idempotency key seen before for this owner, returns that job instead
         (``created`` False), or raises ``IdempotencyConflict`` when the request differs.
+        ``client_ip`` is the submitter's address, for Vicidial's admin log (never shown).
         """
         job_id = new_job_id()
         ttl = int(self.ttl.total_seconds())
@@ -174,6 +177,7 @@ class RedisJobStore:
                 "request": json.dumps(request.summary()),
                 "lead_ids": json.dumps(request.lead_ids),
                 "idempotency": idem_key,
+                "client_ip": client_ip,
             },
         )
         pipe.expire(key, ttl)

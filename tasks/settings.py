@@ -50,6 +50,11 @@ class Settings(BaseSettings):
     release_interval: timedelta = timedelta(seconds=15)
     # `user:password` for Flower's basic auth; Flower refuses to start without it.
     flower_basic_auth: str = ""
+    # Vicidial's Administration Change Log: one vicidial_admin_log row per finished job that was
+    # not a dry run, when the table exists. The user is the name the row is written under (the
+    # column is VARCHAR(20)); VDAD is what Vicidial's own cron scripts write.
+    admin_log: bool = True
+    admin_log_user: str = "VDAD"
 
     @field_validator(
         "result_ttl",
@@ -92,6 +97,15 @@ class Settings(BaseSettings):
         if value.strip() and not _RATE.match(value):
             raise ValueError("must look like 100/second, 3000/minute, or be empty for no limit")
         return value.strip()
+
+    @field_validator("admin_log_user")
+    @classmethod
+    def _admin_log_user(cls, value: str) -> str:
+        # Vicidial's user column is VARCHAR(20); its user IDs have no spaces.
+        value = value.strip()
+        if not re.fullmatch(r"[\x21-\x7e]{1,20}", value):
+            raise ValueError("must be 1 to 20 characters, printable ASCII without spaces")
+        return value
 
     @model_validator(mode="after")
     def _resolve_services(self) -> Settings:

@@ -69,6 +69,7 @@ class SqliteJobStore:
         idempotency_key: str | None = None,
         fingerprint: str = "",
         now: datetime | None = None,
+        client_ip: str = "",
     ) -> tuple[str, bool]:
         """Record a new queued job; see ``RedisJobStore.create``."""
         job_id = new_job_id()
@@ -79,6 +80,7 @@ class SqliteJobStore:
             "submitted_at": now_iso(now),
             "request": json.dumps(request.summary()),
             "lead_ids": json.dumps(request.lead_ids),
+            "client_ip": client_ip,
         }
         with self._write() as db:
             if idempotency_key is not None:

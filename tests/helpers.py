@@ -101,3 +101,27 @@ def mysql_user(conn: Connection, database_url: str, *grants: str) -> Iterator[En
     finally:
         engine.dispose()
         conn.exec_driver_sql(f"DROP USER {account}")
+
+
+def admin_log_rows(conn: Connection) -> list[dict[str, Any]]:
+    """Every vicidial_admin_log row, oldest first, by column name."""
+    result = conn.exec_driver_sql("SELECT * FROM vicidial_admin_log ORDER BY admin_log_id")
+    return [dict(row._mapping) for row in result]
+
+
+def admin_log_sizes(conn: Connection) -> dict[str, int]:
+    """Each vicidial_admin_log text column's size in characters, as the server defines it."""
+    rows = conn.exec_driver_sql(
+        "SELECT COLUMN_NAME, CHARACTER_MAXIMUM_LENGTH FROM information_schema.COLUMNS"
+        " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'vicidial_admin_log'"
+        " AND CHARACTER_MAXIMUM_LENGTH IS NOT NULL"
+    ).all()
+    return {str(name): int(size) for name, size in rows}
+
+
+def assert_within_sizes(row: dict[str, Any], sizes: dict[str, int]) -> None:
+    """Every text value of an admin-log row fits its column (read from information_schema)."""
+    for name, value in row.items():
+        if isinstance(value, str):
+            assert name in sizes, f"{name} holds text but is no text column"
+            assert len(value) <= sizes[name], f"{name}: {len(value)} > {sizes[name]}"

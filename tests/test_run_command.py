@@ -7,8 +7,10 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import time
+from contextlib import closing
 from pathlib import Path
 
 import httpx2 as httpx
@@ -115,6 +117,14 @@ def test_run_command_serves_the_seed_request_from_an_empty_folder(tmp_path: Path
         "id_reused": 0,
     }
     assert report["left_live"] == []
+    # Vicidial's admin log, in the demo's SQLite too: one row per job, from the local client.
+    with closing(sqlite3.connect(tmp_path / "leadarchive-data" / "vicidial.db")) as db:
+        rows = db.execute(
+            "SELECT record_id, ip_address, user, event_section, event_code FROM vicidial_admin_log"
+        ).fetchall()
+    job_ids = [final["job_id"], *(job["job_id"] for job in report["jobs"])]
+    assert sorted(row[0] for row in rows) == sorted(job_ids)
+    assert {row[1:] for row in rows} == {("127.0.0.1", "VDAD", "LEADS", "LEAD ARCHIVE API")}
 
 
 def _healthy(base: str) -> bool:

@@ -19,6 +19,9 @@ from sqlalchemy import Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError
 
 from leadarchive.cli import main as leadarchive
+from tasks import admin_log
+from tasks.admin_log import TABLE as ADMIN_LOG_TABLE
+from tasks.admin_log import JobOutcome
 from tasks.archive import Actions, run_batch
 from tasks.db import make_engine
 from tasks.schema import (
@@ -119,6 +122,7 @@ def documented_grants(db: str) -> dict[str, set[str]]:
         f"{db}.{LIVE_TABLE}": {"SELECT", "DELETE"},
         f"{db}.{ARCHIVE_TABLE}": {"SELECT", "INSERT", "UPDATE"},
         **{f"{db}.{table}": {"SELECT"} for table in IN_USE_TABLES},
+        f"{db}.{ADMIN_LOG_TABLE}": {"INSERT"},
     }
 
 
@@ -216,9 +220,11 @@ DENIED = [
     "DELETE FROM vicidial_lists",
     "INSERT INTO vicidial_lists (list_id, list_name) VALUES (1, 'x')",
     "SELECT * FROM vicidial_lists",
+    # The admin log: INSERT only. Other administrators' rows are neither read nor changed.
     "SELECT * FROM vicidial_admin_log",
-    "INSERT INTO vicidial_admin_log (event_date, user, ip_address, event_section, record_id,"
-    " event_code) VALUES (NOW(), 'x', '', 'LEADS', '1', 'x')",
+    "UPDATE vicidial_admin_log SET event_notes = ''",
+    "DELETE FROM vicidial_admin_log",
+    "TRUNCATE TABLE vicidial_admin_log",
     "DELETE FROM vicidial_hopper",
     "UPDATE vicidial_live_agents SET lead_id = 0",
     "INSERT INTO vicidial_auto_calls (server_ip, lead_id) VALUES ('10.10.10.15', 1)",
@@ -234,6 +240,43 @@ def test_everything_else_is_denied(sandbox: Sandbox, as_user: Engine, statement:
         conn.exec_driver_sql(statement)
     assert error_code(denied.value) in ACCESS_DENIED, denied.value
     assert table_state(sandbox.root) == definitions_before
+
+
+def test_the_user_writes_vicidials_admin_log_and_only_adds_to_it(
+    sandbox: Sandbox, as_user: Engine
+) -> None:
+    sandbox.root.exec_driver_sql(
+        "INSERT INTO vicidial_admin_log (event_date, user, ip_address, event_section, record_id,"
+        " event_code, event_notes) VALUES (NOW(), '6666', '', 'USERS', '6666', 'ADMIN MODIFY',"
+        " 'another admin')"
+    )
+    job = JobOutcome("job-1", "alice", 1, ("insert",), {"insert": {"inserted": 1}})
+
+    with as_user.connect() as conn:
+        assert admin_log.write(conn, job, user="VDAD", ip_address="192.0.2.1")
+
+    rows = sandbox.root.exec_driver_sql(
+        "SELECT user, record_id, event_code, event_notes FROM vicidial_admin_log"
+        " ORDER BY admin_log_id"
+    ).all()
+    assert [tuple(r) for r in rows] == [
+        ("6666", "6666", "ADMIN MODIFY", "another admin"),
+        ("VDAD", "job-1", "LEAD ARCHIVE API", job.notes()),
+    ]
+
+
+def test_without_vicidials_admin_log_the_last_grant_fails_after_all_others(
+    sandbox: Sandbox,
+) -> None:
+    sandbox.root.exec_driver_sql(f"DROP TABLE {ADMIN_LOG_TABLE}")
+
+    with pytest.raises(DBAPIError) as missing:
+        sandbox.grant()
+
+    assert error_code(missing.value) == ER_NO_SUCH_TABLE
+    expected = documented_grants(sandbox.database)
+    del expected[f"{sandbox.database}.{ADMIN_LOG_TABLE}"]
+    assert sandbox.grants() == expected
 
 
 def test_the_user_cannot_grant_itself_more(sandbox: Sandbox, as_user: Engine) -> None:

@@ -187,3 +187,25 @@ def test_check_reports_reused_ids_pending_callbacks_and_custom_fields(
     assert "pending callbacks (ACTIVE or LIVE): 3" in out
     assert "lists with custom fields: 1001" in out
     assert "held by: hopper, live_call, agent, preview, callback" in out
+
+
+def test_check_says_whether_jobs_are_written_to_vicidials_admin_log(
+    vicidial: Connection, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    written = main(["check", "--database-url", database_url])
+    written_out = capsys.readouterr().out
+    with mysql_user(vicidial, database_url, "SELECT ON `{db}`.*") as limited:
+        denied = main(["check", "--database-url", limited.url.render_as_string(False)])
+    denied_out = capsys.readouterr().out
+    vicidial.exec_driver_sql("DROP TABLE vicidial_admin_log")
+    absent = main(["check", "--database-url", database_url])
+    absent_out = capsys.readouterr().out
+
+    assert written == 0
+    assert "vicidial_admin_log: every finished job that is not a dry run is written" in written_out
+    assert denied == 1
+    assert "INSERT on vicidial_admin_log missing" in denied_out
+    assert "vicidial_admin_log: jobs are not written to it until INSERT" in denied_out
+    # The admin log is optional: without the table the database is still ready.
+    assert absent == 0
+    assert "vicidial_admin_log is absent, or this user holds no privilege on it" in absent_out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tasks.jobs import IdempotencyConflict, JobRequest, JobStore, RedisJobStore
+from tasks.jobs import IdempotencyConflict, JobRequest, JobStore, RedisJobStore, public_view
 from tasks.sql_jobs import SqliteJobStore
 
 REQUEST = JobRequest([3, 1, 2], True, True, False, False)
@@ -37,6 +38,22 @@ def test_a_new_job_is_queued_with_its_request(store: JobStore) -> None:
     assert record["owner"] == "alice"
     assert record["lead_ids"] == "[3, 1, 2]"
     assert store.get("no-such-job") is None
+
+
+def test_the_clients_address_is_kept_for_the_admin_log_and_never_shown(store: JobStore) -> None:
+    job_id, _ = store.create("alice", REQUEST, client_ip="203.0.113.7")
+    store.transition(job_id, ("queued",), "running")
+    # The worker notes the admin-log row it wrote; the status keeps it for itself too.
+    store.transition(job_id, ("running",), "running", admin_logged="t")
+
+    record = store.get(job_id)
+
+    assert record is not None
+    assert (record["client_ip"], record["admin_logged"]) == ("203.0.113.7", "t")
+    assert record["status"] == "running"
+    shown = json.dumps(public_view(record))
+    assert "203.0.113.7" not in shown
+    assert "admin_logged" not in shown
 
 
 def test_idempotency_key_returns_the_job_or_refuses_another_request(store: JobStore) -> None:
