@@ -14,7 +14,7 @@
 --       deploy/grants.sql | mysql -u root -p
 --
 -- Optional parts are lines starting with "-- [name] "; enable one by adding its sed expression:
---   -e 's/^-- \[seed-demo\] //'               INSERT on vicidial_lists, for `leadarchive seed-demo`
+--   -e 's/^-- \[seed-demo\] //'               `leadarchive seed-demo` and its `--remove` (see below)
 --   -e 's/^-- \[create-archive-table\] //'    CREATE, ALTER on vicidial_list_archive only, for a
 --                                             one-time `leadarchive create-archive-table`
 --                                             (tasks.schema.create_archive_table)
@@ -81,9 +81,18 @@ GRANT SELECT ON `@@DATABASE@@`.`vicidial_callbacks` TO '@@USER@@'@'@@HOST@@';
 
 GRANT LOCK TABLES, CREATE TEMPORARY TABLES ON `@@DATABASE@@`.* TO '@@USER@@'@'@@HOST@@';
 
--- `leadarchive seed-demo` adds a dummy list (vicidial_lists) and its leads (vicidial_list, above).
--- For a demo or test database only: never enable this on a production Vicidial server.
--- [seed-demo] GRANT INSERT ON `@@DATABASE@@`.`vicidial_lists` TO '@@USER@@'@'@@HOST@@';
+-- [seed-demo]: `leadarchive seed-demo` reads vicidial_lists for a free list ID and adds an
+-- inactive dummy list there, then its leads to vicidial_list (INSERT); `seed-demo --remove` deletes
+-- the dummies from vicidial_list and vicidial_list_archive, then the list (DELETE). It never touches
+-- an existing row, but DELETE on the archive is what the service's user otherwise lacks: grant this
+-- part for the test only, and take it back afterwards (DELETE on vicidial_list stays: the batch
+-- needs it):
+--   REVOKE SELECT, INSERT, DELETE ON `asterisk`.`vicidial_lists` FROM 'leadarchive'@'127.0.0.1';
+--   REVOKE INSERT ON `asterisk`.`vicidial_list` FROM 'leadarchive'@'127.0.0.1';
+--   REVOKE DELETE ON `asterisk`.`vicidial_list_archive` FROM 'leadarchive'@'127.0.0.1';
+-- [seed-demo] GRANT SELECT, INSERT, DELETE ON `@@DATABASE@@`.`vicidial_lists` TO '@@USER@@'@'@@HOST@@';
+-- [seed-demo] GRANT INSERT, DELETE ON `@@DATABASE@@`.`vicidial_list` TO '@@USER@@'@'@@HOST@@';
+-- [seed-demo] GRANT DELETE ON `@@DATABASE@@`.`vicidial_list_archive` TO '@@USER@@'@'@@HOST@@';
 
 -- Vicidial's Administration Change Log: each finished job that is not a dry run adds one row
 -- (section LEADS, code LEAD ARCHIVE API), as Vicidial's own scripts do. INSERT only: the service

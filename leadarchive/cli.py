@@ -8,13 +8,16 @@ import os
 import subprocess
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
+from sqlalchemy.exc import DBAPIError
 
 from tasks.db import make_engine
-from tasks.errors import LeadArchiveError
+from tasks.errors import LeadArchiveError, SeedError
 from tasks.schema import inspect_tables
-from tasks.seed import DEMO_LIST_ID, seed_demo
+from tasks.seed import DemoList, remove_demo, seed_demo
 from tasks.settings import get_settings
 
 # soft_wrap: no hard line breaks, so output can be grepped and copied.
@@ -174,7 +177,9 @@ def _prepare_embedded(database_url: str, demo_leads: int) -> None:
             ).first()
             if exists is None:
                 create_vicidial_tables(conn)
-                seed_demo(conn, demo_leads)
+                if demo_leads > 0:
+                    # An empty database: the demo's lead IDs are 1..demo_leads.
+                    seed_demo(conn, demo_leads)
     finally:
         engine.dispose()
 
@@ -255,10 +260,84 @@ def _keys_new(args: argparse.Namespace) -> int:
 
 
 def _seed_demo(args: argparse.Namespace) -> int:
+    if args.remove is not None:
+        if args.count is not None or args.list_id is not None or args.ids_file:
+            err.print("--remove takes no --count, --list-id or --ids-file")
+            return 2
+        return _remove_demo(args)
+    ids_file = Path(args.ids_file) if args.ids_file else None
+    created_file = False
+    if ids_file is not None:
+        # Checked before anything is loaded: a file that cannot be written changes nothing.
+        created_file = not ids_file.exists()
+        try:
+            with ids_file.open("a", encoding="ascii"):
+                pass
+        except OSError as exc:
+            err.print(f"cannot write --ids-file: {escape(str(exc))}; nothing was changed")
+            return 1
     engine = make_engine(_database_url(args))
-    with engine.connect() as conn:
-        loaded = seed_demo(conn, args.count, list_id=args.list_id, first_lead_id=args.first_lead_id)
-    console.print(f"loaded {loaded} demo leads into list {args.list_id}")
+    try:
+        with engine.connect() as conn:
+            demo = seed_demo(conn, 500 if args.count is None else args.count, list_id=args.list_id)
+    except (SeedError, DBAPIError, engine.dialect.loaded_dbapi.Error) as exc:
+        if ids_file is not None and created_file:
+            ids_file.unlink(missing_ok=True)
+        err.print(f"[red]seed-demo:[/red] {escape(str(exc))}", highlight=False)
+        return 1
+    finally:
+        engine.dispose()
+    return _print_demo(demo, ids_file)
+
+
+def _print_demo(demo: DemoList, ids_file: Path | None) -> int:
+    console.print(
+        f"created demo list {demo.list_id} (inactive): {demo.count} dummy leads"
+        " with fictional 555-01xx phone numbers",
+        highlight=False,
+    )
+    console.print(f"lead IDs: {demo.first_lead_id}-{demo.last_lead_id}", highlight=False)
+    console.print(f"remove it with: leadarchive seed-demo --remove {demo.list_id}", highlight=False)
+    if ids_file is not None:
+        try:
+            ids_file.write_text("".join(f"{i}\n" for i in demo.lead_ids), encoding="ascii")
+        except OSError as exc:
+            err.print(
+                f"could not write the lead IDs to {ids_file}: {escape(str(exc))}", highlight=False
+            )
+            return 1
+        console.print(
+            f"wrote the {demo.count} lead IDs to {ids_file}, one per line;"
+            f" archive them with: leadarchive submit --file {ids_file} --delete",
+            highlight=False,
+        )
+    return 0
+
+
+def _remove_demo(args: argparse.Namespace) -> int:
+    engine = make_engine(_database_url(args))
+    try:
+        with engine.connect() as conn:
+            removal = remove_demo(conn, args.remove)
+    except (SeedError, DBAPIError, engine.dialect.loaded_dbapi.Error) as exc:
+        err.print(f"[red]seed-demo --remove:[/red] {escape(str(exc))}", highlight=False)
+        return 1
+    finally:
+        engine.dispose()
+    console.print(
+        f"deleted {removal.live_deleted} dummy leads from vicidial_list and"
+        f" {removal.archive_deleted} from vicidial_list_archive (list {args.remove})",
+        highlight=False,
+    )
+    if not removal.list_removed:
+        err.print(
+            f"[red]kept list {args.remove}:[/red] {removal.left} of its leads are not dummies"
+            " of this seed (outside its lead ID range or with a real phone number); nothing of"
+            " them was deleted",
+            highlight=False,
+        )
+        return 1
+    console.print(f"removed demo list {args.remove}", highlight=False)
     return 0
 
 
@@ -367,10 +446,21 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_argument("name")
     new.set_defaults(handler=_keys_new)
 
-    seed = commands.add_parser("seed-demo", help="create a dummy list and load N leads")
-    seed.add_argument("--count", type=int, default=500)
-    seed.add_argument("--list-id", type=int, default=DEMO_LIST_ID)
-    seed.add_argument("--first-lead-id", type=int, default=1)
+    seed = commands.add_parser(
+        "seed-demo",
+        help="create an inactive dummy list and load N leads above every lead ID in use",
+        description="Lead IDs are above every ID of vicidial_list and vicidial_list_archive;"
+        " phone numbers are fictional (555-01xx). Prints the created IDs.",
+    )
+    seed.add_argument("--count", type=int, help="how many dummy leads (default 500)")
+    seed.add_argument("--list-id", type=int, help="a list ID no table uses (default: a free one)")
+    seed.add_argument("--ids-file", help="write the created lead IDs here, one per line")
+    seed.add_argument(
+        "--remove",
+        type=int,
+        metavar="LIST_ID",
+        help="delete a demo list's dummy leads (live and archived) and the list",
+    )
     seed.add_argument("--database-url")
     seed.set_defaults(handler=_seed_demo)
 

@@ -6,9 +6,10 @@ LeadArchiveError
 │   ├── MissingTableError     vicidial_list or vicidial_list_archive does not exist
 │   ├── SchemaMismatchError   the archive's columns differ from the live table's
 │   └── InUseUnknownError     a dialer table exists but cannot be read: no delete
-└── BatchError                a batch could not be carried out
-    ├── ConcurrentChangeError a row changed between the batch's check and its statement
-    └── BatchBusyError        another batch held the batch lock too long (retried)
+├── BatchError                a batch could not be carried out
+│   ├── ConcurrentChangeError a row changed between the batch's check and its statement
+│   └── BatchBusyError        another batch held the batch lock too long (retried)
+└── SeedError                 seed-demo refused, or stopped part-way (says how to clean up)
 """
 
 from __future__ import annotations
@@ -67,6 +68,10 @@ class ConcurrentChangeError(BatchError):
 
 class BatchBusyError(BatchError):
     """Another batch on the same database held the batch lock past the wait; retry later."""
+
+
+class SeedError(LeadArchiveError):
+    """``leadarchive seed-demo`` refused (nothing changed) or stopped part-way (says what to do)."""
 
 
 # MySQL/MariaDB error numbers of operational trouble: retry. Anything else is about the data or

@@ -14,6 +14,7 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import pymysql
 import pytest
 from sqlalchemy import Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError
@@ -32,7 +33,7 @@ from tasks.schema import (
     create_vicidial_tables,
     inspect_tables,
 )
-from tasks.seed import insert_leads, lead_rows, seed_demo
+from tasks.seed import insert_leads, lead_rows, remove_demo, seed_demo
 from tests.conftest import SERVER_URL
 from tests.deploy.compose import ROOT
 from tests.deploy.mariadb import (
@@ -299,21 +300,46 @@ def table_state(conn: Connection) -> dict[str, tuple[str, int]]:
     }
 
 
-def test_seed_demo_needs_its_optional_grant(sandbox: Sandbox) -> None:
+# What grants.sql's [seed-demo] part adds: a list (read, insert, remove), its leads (insert, remove)
+# and their archived copies (remove).
+SEED_DEMO_GRANTS = {
+    "vicidial_lists": {"SELECT", "INSERT", "DELETE"},
+    LIVE_TABLE: {"INSERT", "DELETE"},
+    ARCHIVE_TABLE: {"DELETE"},
+}
+
+
+def with_seed_demo(db: str) -> dict[str, set[str]]:
+    """The documented grants plus the [seed-demo] part's, and nothing else."""
+    grants = documented_grants(db)
+    for table, privileges in SEED_DEMO_GRANTS.items():
+        grants[f"{db}.{table}"] = grants.get(f"{db}.{table}", set()) | privileges
+    return grants
+
+
+def test_seed_demo_and_its_remove_need_their_optional_grant(sandbox: Sandbox) -> None:
     sandbox.grant()
+    state_before = table_state(sandbox.root)
     engine = make_engine(sandbox.url())
     try:
-        with engine.connect() as conn, pytest.raises(DBAPIError) as denied:
-            seed_demo(conn, 5, list_id=777, first_lead_id=1000)
-        assert error_code(denied.value) == ER_TABLEACCESS_DENIED
+        # seed_demo talks to the driver itself: its own error, not SQLAlchemy's.
+        with engine.connect() as conn, pytest.raises(pymysql.err.OperationalError) as denied:
+            seed_demo(conn, 5)
+        assert denied.value.args[0] in ACCESS_DENIED
+        assert table_state(sandbox.root) == state_before, "a refusal changes nothing"
 
         sandbox.grant("seed-demo")
         with engine.connect() as conn:
-            assert seed_demo(conn, 5, list_id=777, first_lead_id=1000) == 5
+            demo = seed_demo(conn, 5)
+            assert list(demo.lead_ids) == [21, 22, 23, 24, 25]
+            assert run_batch(conn, [21, 22], ALL).counts["delete"]["deleted"] == 2
+            removal = remove_demo(conn, demo.list_id)
     finally:
         engine.dispose()
-    assert {1000, 1001, 1002, 1003, 1004} <= set(live(sandbox.root))
-    assert sandbox.grants()[f"{sandbox.database}.vicidial_lists"] == {"INSERT"}
+    assert (removal.live_deleted, removal.archive_deleted, removal.list_removed) == (3, 2, True)
+    assert set(live(sandbox.root)) == set(range(1, 21))
+    assert set(archive(sandbox.root)) == set()
+    assert sandbox.grants() == with_seed_demo(sandbox.database)
 
 
 def test_create_archive_table_option_lets_the_service_make_a_missing_archive(
@@ -462,9 +488,10 @@ def test_compose_init_script_creates_a_user_that_can_archive_and_seed() -> None:
         engine = make_engine(database_url(database, user, password))
         try:
             with engine.connect() as conn:
-                assert seed_demo(conn, 3, list_id=555, first_lead_id=100) == 3
-                report = run_batch(conn, [1, 100], ALL)
+                demo = seed_demo(conn, 3, list_id=555)
+                report = run_batch(conn, [1, demo.first_lead_id], ALL)
         finally:
             engine.dispose()
+        assert list(demo.lead_ids) == [6, 7, 8]
         assert report.counts["delete"]["deleted"] == 2
-        assert show_grants(user, host)[f"{database}.vicidial_lists"] == {"INSERT"}
+        assert show_grants(user, host) == with_seed_demo(database)
