@@ -80,8 +80,8 @@ def test_a_finished_job_writes_one_row_as_vicidial_does(
         "event_notes": (
             "key=alice leads=2 actions=insert,update,delete status=succeeded"
             " insert: inserted=1 already_archived=0 not_found=1;"
-            " update: updated=0 unchanged=1 not_archived=0 not_found=1;"
-            " delete: deleted=1 not_archived=0 mismatch=0 in_use=0 not_found=1"
+            " update: updated=0 unchanged=1 not_archived=0 not_found=1 id_reused=0;"
+            " delete: deleted=1 not_archived=0 mismatch=0 in_use=0 not_found=1 id_reused=0"
         ),
         "user_group": "---ALL---",
     }
@@ -228,6 +228,7 @@ def test_a_job_run_again_after_its_row_was_written_writes_no_second_row(
         "mismatch": 0,
         "in_use": 0,
         "not_found": 2,
+        "id_reused": 0,
     }
     (row,) = admin_log_rows(vicidial)
     assert row["record_id"] == final["job_id"]
