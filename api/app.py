@@ -36,7 +36,8 @@ from tasks.jobs import (
 )
 from tasks.runtime import Runtime
 from tasks.schema import inspect_tables
-from tasks.settings import Settings, get_settings
+from tasks.settings import Settings
+from tasks.startup import service_settings
 
 log = logging.getLogger("leadarchive.api")
 
@@ -58,8 +59,12 @@ def create_app(
     runtime: Runtime | None = None,
     celery: Celery | None = None,
 ) -> FastAPI:
-    """The API application; collaborators are built from the settings unless given."""
-    settings = settings or get_settings()
+    """The API application; collaborators are built from the settings unless given.
+
+    Without ``settings`` (uvicorn's factory), the process's own, checked as for any service: a
+    malformed setting or undecided office hours stop it before it listens.
+    """
+    settings = settings or service_settings()
     rt = runtime or runtime_module.Runtime(settings)
     celery_app = celery or create_celery(settings)
     limiter = RateLimiter(settings.rate_limit, None if settings.embedded else rt.redis)

@@ -18,7 +18,7 @@ from tasks.db import make_engine
 from tasks.errors import LeadArchiveError, SeedError
 from tasks.schema import inspect_tables
 from tasks.seed import DemoList, remove_demo, seed_demo
-from tasks.settings import get_settings
+from tasks.startup import checked_settings, service_settings, undecided_office_hours
 
 # soft_wrap: no hard line breaks, so output can be grepped and copied.
 console = Console(soft_wrap=True)
@@ -26,7 +26,8 @@ err = Console(stderr=True)
 
 
 def _database_url(args: argparse.Namespace) -> str:
-    url: str = args.database_url or get_settings().database_url
+    # A malformed setting stops the operator's tools too, named and never echoed.
+    url: str = args.database_url or checked_settings().database_url
     if not url:
         raise SystemExit("no database: set LEADARCHIVE_DATABASE_URL or pass --database-url")
     return url
@@ -37,6 +38,8 @@ def _api(args: argparse.Namespace) -> int:
 
     from tasks.logs import configure_logging
 
+    # A bad setting or undecided office hours stop the process here, before uvicorn's first line.
+    service_settings()
     configure_logging()
     uvicorn.run(
         "api.app:create_app",
@@ -58,6 +61,7 @@ def _api(args: argparse.Namespace) -> int:
 def _worker(args: argparse.Namespace) -> int:
     import tempfile
 
+    settings = service_settings()
     # Before prometheus_client is first imported: the prefork children write their metrics
     # here, and this process serves their sum.
     os.environ.setdefault(
@@ -88,7 +92,7 @@ def _worker(args: argparse.Namespace) -> int:
     # record's business here), and a worker whose consumer restarted while Redis was still down
     # died in its broadcast instead of reconnecting. No gossip: workers need not hear each other.
     argv += ["--without-gossip", "--without-mingle"]
-    if get_settings().embedded:
+    if settings.embedded:
         # The filesystem broker has no broadcast: no heartbeats either.
         argv += ["--without-heartbeat"]
     app.worker_main(argv)
@@ -102,7 +106,7 @@ def _run(args: argparse.Namespace) -> int:
     from api.app import create_app
     from api.auth import hash_key, new_key
 
-    settings = get_settings()
+    settings = service_settings()
     env = dict(os.environ)
     key = ""
     if settings.embedded:
@@ -125,6 +129,9 @@ def _run(args: argparse.Namespace) -> int:
         LEADARCHIVE_RESULT_BACKEND=settings.result_backend,
         LEADARCHIVE_DATA_DIR=str(settings.data_dir.resolve()),
         LEADARCHIVE_API_KEYS=settings.api_keys,
+        # Unset is only allowed for the embedded demo, where it means what "" says.
+        LEADARCHIVE_OFFICE_HOURS=settings.office_hours or "",
+        LEADARCHIVE_TIMEZONE=settings.timezone,
     )
     worker = subprocess.Popen(
         [
@@ -185,7 +192,7 @@ def _prepare_embedded(database_url: str, demo_leads: int) -> None:
 
 
 def _flower(args: argparse.Namespace) -> int:
-    auth = get_settings().flower_basic_auth
+    auth = service_settings().flower_basic_auth
     if ":" not in auth:
         err.print("set LEADARCHIVE_FLOWER_BASIC_AUTH=user:password: Flower never runs open")
         return 2
@@ -367,6 +374,14 @@ def _check(args: argparse.Namespace) -> int:
     for advice in report.advice:
         # Plain text, no markup: a statement to copy as it is.
         console.print(advice, highlight=False, markup=False)
+    settings = checked_settings()
+    if not args.database_url and settings.office_hours_undecided:
+        # Not the database's readiness, but the next thing the services will refuse over.
+        advice = undecided_office_hours(settings)
+        console.print(
+            f"[yellow]  ! api, worker and flower will not start: {advice}[/yellow]",
+            highlight=False,
+        )
     console.print("[green]ready[/green]" if report.ready else "[red]not ready[/red]")
     return 0 if report.ready else 1
 

@@ -50,6 +50,10 @@ _TIME_RANGE = re.compile(r"(?P<start>\d{2}:\d{2})\s*-\s*(?P<end>\d{2}:\d{2})")
 _Span: TypeAlias = tuple[int, int]
 
 
+class WholeWeekError(ValueError):
+    """Office hours that leave no gap in the week: archiving could never run."""
+
+
 @dataclass(frozen=True)
 class OfficeHours:
     """A weekly office-hours schedule in one time zone; build it with ``OfficeHours.parse``."""
@@ -245,5 +249,5 @@ def _merge(spans: list[_Span]) -> tuple[_Span, ...]:
         else:
             merged.append((start, end))
     if merged == [(0, _MINUTES_PER_WEEK)]:
-        raise ValueError("office hours cover the whole week: archiving could never run")
+        raise WholeWeekError("office hours cover the whole week: archiving could never run")
     return tuple(merged)

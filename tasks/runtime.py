@@ -58,7 +58,7 @@ class Runtime:
 
     @cached_property
     def office_hours(self) -> OfficeHours:
-        return OfficeHours.parse(self.settings.office_hours, self.settings.timezone)
+        return self.settings.schedule()
 
     @cached_property
     def tuning(self) -> Tuning:

@@ -1,4 +1,11 @@
-"""The service's settings: ``LEADARCHIVE_*`` environment variables or a ``.env`` file."""
+"""The service's settings: ``LEADARCHIVE_*`` environment variables or a ``.env`` file.
+
+Every value is checked when the settings are built, so a malformed one stops a process at start
+instead of failing every request later. Refusals never repeat the value (a key may have been
+pasted into the wrong variable). ``office_hours`` is None only when LEADARCHIVE_OFFICE_HOURS is
+unset: undecided, which ``tasks.startup`` refuses for a real database; ``none`` and an empty
+value both mean no restriction and are stored as "".
+"""
 
 from __future__ import annotations
 
@@ -6,14 +13,54 @@ import re
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy import make_url
+from sqlalchemy.exc import ArgumentError
+
+from tasks.errors import ConfigurationError
+from tasks.office_hours import OfficeHours, WholeWeekError
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 _KEY_ENTRY = re.compile(r"^(?P<name>[A-Za-z0-9_.@-]{1,64}):(?P<digest>[0-9a-f]{64})$")
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour|day)\s*$")
+# The drivers this project ships: PyMySQL for MySQL and MariaDB, the standard library's sqlite3.
+_MYSQL_DRIVERS = {"mysql", "mysql+pymysql", "mariadb", "mariadb+pymysql"}
+_SQLITE_DRIVERS = {"sqlite", "sqlite+pysqlite"}
+_DATABASE_EXAMPLE = "mysql+pymysql://USER:PASSWORD@HOST:3306/asterisk?charset=utf8mb4"
+# What Celery (kombu's transports, Celery's result backends) and tasks.runtime both understand.
+_BROKER_SCHEMES = ("redis", "rediss", "filesystem")
+_BACKEND_SCHEMES = ("redis", "rediss", "file")
+_SSL_CERT_REQS = {"required", "optional", "none", "cert_required", "cert_optional", "cert_none"}
+OFFICE_HOURS_EXAMPLE = "mon-fri 08:00-18:00; sat 09:00-13:00"
+_OFFICE_HOURS_FORMAT = (
+    "write '<days> <HH:MM-HH:MM>[,<HH:MM-HH:MM>...]' entries separated by ';', days mon..sun"
+    " alone, as a range (mon-fri) or a list (mon,wed,fri), times with two digits each,"
+    f' e.g. "{OFFICE_HOURS_EXAMPLE}"; or none for no restriction'
+)
+
+
+def local_zone_name() -> str | None:
+    """The IANA name of this machine's time zone (TZ, /etc/timezone, /etc/localtime), or None."""
+    import tzlocal
+
+    try:
+        name = tzlocal.get_localzone_name()
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return None  # conflicting or unreadable configuration
+    return name if name and _is_zone(name) else None
+
+
+def _is_zone(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
 
 
 class Settings(BaseSettings):
@@ -35,8 +82,11 @@ class Settings(BaseSettings):
     api_keys: str = ""
     max_lead_ids: int = Field(default=500, ge=1, le=100_000)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
-    office_hours: str = ""
-    timezone: str = "UTC"
+    # Empty: the server's local zone, as Vicidial's own schedules use. Declared before
+    # office_hours, whose validator reads it.
+    timezone: str = Field(default="", validate_default=True)
+    # None: never set (undecided). "" (also written `none`): no restriction.
+    office_hours: str | None = None
     rate_limit: str = "100/second"
     result_ttl: timedelta = timedelta(days=7)
     # How long one chunk of a batch may hold the table lock the dialer waits on.
@@ -79,6 +129,14 @@ class Settings(BaseSettings):
             raise ValueError("must be positive")
         return value
 
+    @field_validator("result_ttl")
+    @classmethod
+    def _whole_seconds(cls, value: timedelta) -> timedelta:
+        # Job records expire after this many whole seconds: 0 would be refused by Redis.
+        if value < timedelta(seconds=1):
+            raise ValueError("must be at least 1 second (e.g. 7d)")
+        return value
+
     @field_validator("api_keys")
     @classmethod
     def _key_entries(cls, value: str) -> str:
@@ -89,6 +147,14 @@ class Settings(BaseSettings):
                     "each entry must be name:sha256hex (64 lowercase hex digits);"
                     " generate one with `leadarchive keys new NAME`"
                 )
+        return value
+
+    @field_validator("flower_basic_auth")
+    @classmethod
+    def _user_password(cls, value: str) -> str:
+        user, colon, password = value.partition(":")
+        if value and not (colon and user and password):
+            raise ValueError("must be user:password (or empty, and Flower does not start)")
         return value
 
     @field_validator("rate_limit")
@@ -107,33 +173,134 @@ class Settings(BaseSettings):
             raise ValueError("must be 1 to 20 characters, printable ASCII without spaces")
         return value
 
+    @field_validator("database_url")
+    @classmethod
+    def _database(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            return value
+        try:
+            url = make_url(value)
+        except (ArgumentError, ValueError):
+            raise ValueError(f"is not a database URL: write {_DATABASE_EXAMPLE}") from None
+        if url.drivername in _SQLITE_DRIVERS:
+            return value
+        if url.drivername not in _MYSQL_DRIVERS:
+            raise ValueError(f"must be a MySQL/MariaDB URL ({_DATABASE_EXAMPLE}) or sqlite:///PATH")
+        if not (url.host and url.database):
+            raise ValueError(f"needs a host and a database name: {_DATABASE_EXAMPLE}")
+        if url.drivername == "mysql+pymysql":
+            return value
+        # PyMySQL is the driver installed, and it speaks to MySQL and MariaDB alike.
+        return url.set(drivername="mysql+pymysql").render_as_string(hide_password=False)
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker(cls, value: str) -> str:
+        return _service_url(value.strip(), _BROKER_SCHEMES, "redis://HOST:6379/0")
+
+    @field_validator("result_backend")
+    @classmethod
+    def _backend(cls, value: str) -> str:
+        value = _service_url(value.strip(), _BACKEND_SCHEMES, "redis://HOST:6379/1")
+        if value.startswith("rediss://"):
+            # Celery refuses a rediss:// result backend without it, at the first job.
+            reqs = parse_qs(urlsplit(value).query).get("ssl_cert_reqs", [""])[-1]
+            if reqs.lower() not in _SSL_CERT_REQS:
+                raise ValueError(
+                    "a rediss:// URL needs ?ssl_cert_reqs=required (or optional, none)"
+                )
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            # "" stays only when the local zone has no name; office_hours refuses a schedule then.
+            return local_zone_name() or ""
+        if not _is_zone(value):
+            raise ValueError(
+                "is not an IANA time zone name such as America/New_York"
+                " (leave it unset for the server's local zone)"
+            )
+        return value
+
+    @field_validator("office_hours")
+    @classmethod
+    def _schedule(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        spec = value.strip()
+        if spec.lower() == "none":
+            return ""
+        # A bad timezone is reported on its own; the format is still checked, in UTC.
+        zone = info.data.get("timezone", "UTC") or ""
+        try:
+            schedule = OfficeHours.parse(spec, zone or "UTC")
+        except WholeWeekError:
+            raise ValueError("covers the whole week: archiving could never run") from None
+        except ValueError:
+            # Never echo the value: it may be a key pasted into the wrong variable.
+            raise ValueError(_unreadable_entry(spec)) from None
+        if schedule.spans and not zone:
+            raise ValueError(
+                "needs a time zone and the server's local zone has no IANA name here:"
+                " set LEADARCHIVE_TIMEZONE, e.g. America/New_York"
+            )
+        return spec
+
     @model_validator(mode="after")
     def _resolve_services(self) -> Settings:
         from tasks.astguiclient import database_url_from
 
         if not self.database_url and self.astguiclient_conf.is_file():
-            self.database_url = database_url_from(self.astguiclient_conf)
+            try:
+                self.database_url = database_url_from(self.astguiclient_conf)
+            except (ConfigurationError, OSError) as exc:
+                raise ValueError(
+                    f"LEADARCHIVE_ASTGUICLIENT_CONF: {exc}"
+                    " (or set LEADARCHIVE_DATABASE_URL instead)"
+                ) from None
         if not self.database_url:
             self.database_url = f"sqlite:///{(self.data_dir / 'vicidial.db').resolve()}"
-        embedded = self.database_url.startswith("sqlite")
+        embedded = self.embedded_database
         if not self.broker_url:
             self.broker_url = "filesystem://" if embedded else "redis://127.0.0.1:6379/0"
         if not self.result_backend:
             results = (self.data_dir / "results").resolve()
             self.result_backend = f"file://{results}" if embedded else "redis://127.0.0.1:6379/1"
+        if not self.timezone:
+            # No schedule needs it (the office_hours check): any zone reads "" alike.
+            self.timezone = "UTC"
         return self
 
     @property
     def embedded(self) -> bool:
         """True when jobs and results live in data_dir instead of Redis."""
-        return not self.result_backend.startswith(("redis://", "rediss://", "unix://"))
+        return not self.result_backend.startswith(("redis://", "rediss://"))
+
+    @property
+    def embedded_database(self) -> bool:
+        """True for the embedded demo's SQLite database: no dialer, no office hours to respect."""
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def office_hours_undecided(self) -> bool:
+        """A real database with LEADARCHIVE_OFFICE_HOURS never set: services refuse to start."""
+        return self.office_hours is None and not self.embedded_database
+
+    def schedule(self) -> OfficeHours:
+        """The parsed office hours; unset counts as no restriction (only the demo gets here)."""
+        return OfficeHours.parse(self.office_hours or "", self.timezone)
 
     @model_validator(mode="after")
     def _limits_below_visibility(self) -> Settings:
         if self.task_time_limit + self.lock_wait_timeout / 2 >= self.visibility_timeout:
             raise ValueError(
-                "task_time_limit must stay well below visibility_timeout, or a slow task is"
-                " delivered to a second worker while it still runs"
+                "LEADARCHIVE_TASK_TIME_LIMIT (plus half of LEADARCHIVE_LOCK_WAIT_TIMEOUT) must"
+                " stay well below LEADARCHIVE_VISIBILITY_TIMEOUT, or a slow task is delivered to"
+                " a second worker while it still runs"
             )
         return self
 
@@ -141,6 +308,40 @@ class Settings(BaseSettings):
         """``{sha256hex: name}`` of every configured API key."""
         pairs = (e.strip().split(":", 1) for e in self.api_keys.split(",") if e.strip())
         return {digest: name for name, digest in pairs}
+
+
+def _service_url(value: str, schemes: tuple[str, ...], example: str) -> str:
+    """``value`` when empty (the default) or a URL of one of ``schemes`` that Redis can read."""
+    if not value:
+        return value
+    # Lowercase only, as Celery and tasks.runtime compare them.
+    scheme, separator, _ = value.partition("://")
+    if not separator or scheme not in schemes:
+        allowed = ", ".join(f"{s}://" for s in schemes)
+        raise ValueError(f"must start with {allowed} (e.g. {example}), or be empty")
+    if scheme in ("redis", "rediss"):
+        from redis.connection import parse_url
+
+        try:
+            parse_url(value)  # type: ignore[no-untyped-call]
+        except ValueError:
+            raise ValueError(f"is not a Redis URL: write {example}") from None
+    return value
+
+
+def _unreadable_entry(spec: str) -> str:
+    """Which entry of ``spec`` cannot be read, and how to write one, without repeating it."""
+    entries = spec.split(";")
+    for number, entry in enumerate(entries, start=1):
+        if not entry.strip():
+            return f"entry {number} of {len(entries)} is empty: remove the stray ';'"
+        try:
+            OfficeHours.parse(entry, "UTC")
+        except WholeWeekError:
+            continue
+        except ValueError:
+            return f"cannot read entry {number} of {len(entries)}: {_OFFICE_HOURS_FORMAT}"
+    return f"cannot be read: {_OFFICE_HOURS_FORMAT}"
 
 
 @lru_cache(maxsize=1)

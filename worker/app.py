@@ -10,7 +10,7 @@ from celery.signals import setup_logging, worker_process_init, worker_process_sh
 from tasks import runtime
 from tasks.celery_app import create_celery
 from tasks.logs import configure_logging
-from tasks.settings import get_settings
+from tasks.startup import service_settings
 from worker import steps
 
 
@@ -35,5 +35,6 @@ def _logging(loglevel: str | int | None = None, **_: Any) -> None:
     configure_logging(loglevel or "INFO")
 
 
-# Built when the worker process imports this module (celery -A worker.app), not before.
-app = steps.install(create_celery(get_settings()))
+# Built when the worker process imports this module (celery -A worker.app), not before; a
+# malformed setting or undecided office hours stop the process here, naming the variable.
+app = steps.install(create_celery(service_settings()))

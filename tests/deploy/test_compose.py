@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 from typing import Any
@@ -29,15 +30,23 @@ REQUIRED_SECRETS = {
     "LEADARCHIVE_API_KEYS",
     "LEADARCHIVE_FLOWER_BASIC_AUTH",
 }
-# What a user puts in .env: the four secrets, nothing else.
+# What a user puts in .env: the four secrets and the office hours, nothing else.
 DOTENV = {
     "MARIADB_ROOT_PASSWORD": "root-pw",
     "LEADARCHIVE_DB_PASSWORD": "db-pw",
     "LEADARCHIVE_API_KEYS": "demo:" + "a" * 64,
     "LEADARCHIVE_FLOWER_BASIC_AUTH": "admin:flower-pw",
+    "LEADARCHIVE_OFFICE_HOURS": "none",
 }
 # Settings the stack itself decides (where MariaDB and Redis are) or that must come from .env.
-STACK_SETTINGS = {"database_url", "broker_url", "result_backend", "api_keys", "flower_basic_auth"}
+STACK_SETTINGS = {
+    "database_url",
+    "broker_url",
+    "result_backend",
+    "api_keys",
+    "flower_basic_auth",
+    "office_hours",
+}
 SENSITIVE = re.compile(r"PASSWORD|SECRET|TOKEN|_KEYS?$|_AUTH$|DATABASE_URL")
 
 
@@ -198,7 +207,11 @@ def test_required_secrets_stop_compose_when_missing(compose: dict[str, Any]) -> 
                 interpolate(value, env)
 
 
-def test_every_setting_is_passed_with_the_services_own_default(compose: dict[str, Any]) -> None:
+def test_every_setting_is_passed_with_the_services_own_default(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for variable in [v for v in os.environ if v.startswith("LEADARCHIVE_")]:
+        monkeypatch.delenv(variable)
     environment = compose["x-app"]["environment"]
     names = {f"LEADARCHIVE_{field.upper()}" for field in Settings.model_fields}
     assert set(environment) == names
@@ -207,13 +220,30 @@ def test_every_setting_is_passed_with_the_services_own_default(compose: dict[str
         for key, value in environment.items()
     }
     settings = Settings(_env_file=None, **values)  # type: ignore[call-arg]
-    for name, field in Settings.model_fields.items():
+    # The service's defaults, resolved as it resolves them (the time zone: the local zone).
+    defaults = Settings(_env_file=None, **{k: values[k] for k in STACK_SETTINGS})  # type: ignore[call-arg]
+    for name in Settings.model_fields:
         if name not in STACK_SETTINGS:
-            assert getattr(settings, name) == field.default, name
+            assert getattr(settings, name) == getattr(defaults, name), name
     assert settings.broker_url.startswith("redis://redis:6379/")
     assert settings.result_backend.startswith("redis://redis:6379/")
     # The stack's default chunk time is the engine's own.
     assert settings.chunk_time == Tuning().chunk_time
+
+
+def test_office_hours_must_be_decided_in_dotenv(compose: dict[str, Any]) -> None:
+    value = compose["x-app"]["environment"]["LEADARCHIVE_OFFICE_HOURS"]
+    undecided = {k: v for k, v in DOTENV.items() if k != "LEADARCHIVE_OFFICE_HOURS"}
+    with pytest.raises(MissingVariableError, match=r"LEADARCHIVE_OFFICE_HOURS.*or none"):
+        interpolate(value, undecided)
+    # An explicit empty value is a decision (no restriction), as for the service itself.
+    for decided in ("none", "", "mon-fri 08:00-18:00; sat 09:00-13:00"):
+        assert interpolate(value, {**DOTENV, "LEADARCHIVE_OFFICE_HOURS": decided}) == decided
+    # Unset in .env, the time zone is the service's own default (the local zone), not a
+    # written one.
+    timezone = compose["x-app"]["environment"]["LEADARCHIVE_TIMEZONE"]
+    assert interpolate(timezone, DOTENV) == ""
+    assert interpolate(timezone, {"LEADARCHIVE_TIMEZONE": "America/Chicago"}) == "America/Chicago"
 
 
 def test_an_empty_rate_limit_in_dotenv_means_no_limit(compose: dict[str, Any]) -> None:

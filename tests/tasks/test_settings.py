@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
+from sqlalchemy import make_url
 
-from tasks.settings import Settings
+from tasks.settings import Settings, local_zone_name
 
 VICIDIAL_CONF = """\
 # astguiclient.conf - configuration elements for the astguiclient package
@@ -87,7 +91,29 @@ def test_environment_variables_use_the_leadarchive_prefix(
         ("rate_limit", "lots", "100/second"),
         ("max_lead_ids", 0, "greater than or equal to 1"),
         ("chunk_time", "-PT1S", "must be positive"),
-        ("task_time_limit", "PT60S", "well below visibility_timeout"),
+        ("task_time_limit", "PT60S", "well below LEADARCHIVE_VISIBILITY_TIMEOUT"),
+        ("result_ttl", "0", "at least 1 second"),
+        ("result_ttl", "250ms", "at least 1 second"),
+        ("office_hours", "mon-fri 8-18", "cannot read entry 1 of 1: .*mon-fri 08:00-18:00"),
+        ("office_hours", "mon-fri 08:00-18:00; mars 09:00-13:00", "cannot read entry 2 of 2"),
+        ("office_hours", "mon 08:00-09:00;", "entry 2 of 2 is empty"),
+        ("office_hours", "mon-sun 00:00-24:00", "covers the whole week"),
+        ("office_hours", "a-raw-key-pasted-by-mistake", "cannot read entry 1"),
+        ("timezone", "Mars/Olympus", "IANA time zone"),
+        ("timezone", "/etc/localtime", "IANA time zone"),
+        ("database_url", "nonsense", "is not a database URL"),
+        ("database_url", "postgresql://u:pw@db/asterisk", "MySQL/MariaDB URL"),
+        ("database_url", "mysql+mysqldb://u:pw@db/asterisk", "MySQL/MariaDB URL"),
+        ("database_url", "mysql+pymysql://u:pw@db", "needs a host and a database name"),
+        ("broker_url", "http://x", "redis://, rediss://, filesystem://"),
+        # Neither Celery's transports nor its result backends know unix:// (redis-py does).
+        ("broker_url", "unix:///run/redis.sock", "redis://, rediss://, filesystem://"),
+        ("broker_url", "redis://127.0.0.1:port/0", "is not a Redis URL"),
+        ("broker_url", "REDIS://127.0.0.1:6379/0", "redis://, rediss://, filesystem://"),
+        ("result_backend", "unix:///run/redis.sock", "redis://, rediss://, file://"),
+        ("result_backend", "rediss://redis.example:6380/1", "ssl_cert_reqs"),
+        ("flower_basic_auth", "admin", "user:password"),
+        ("flower_basic_auth", ":pw", "user:password"),
     ],
 )
 def test_bad_settings_are_refused_with_a_clear_message(
@@ -97,6 +123,107 @@ def test_bad_settings_are_refused_with_a_clear_message(
         _settings(tmp_path, **{field: value})
 
     assert "a-raw-key-pasted" not in str(refused.value)
+    if isinstance(value, str) and len(value) > 3:
+        assert value not in str(refused.value)
+
+
+def test_office_hours_unset_are_undecided_with_a_database(tmp_path: Path) -> None:
+    settings = _settings(tmp_path, database_url="mysql+pymysql://u:p@h/asterisk")
+
+    assert settings.office_hours is None
+    assert settings.office_hours_undecided
+
+
+def test_the_embedded_demo_needs_no_office_hours(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+
+    assert settings.office_hours is None
+    assert not settings.office_hours_undecided
+    assert settings.schedule().spans == ()
+
+
+@pytest.mark.parametrize("decided", ["none", "None", " NONE ", "", "  "])
+def test_none_or_empty_office_hours_mean_no_restriction(tmp_path: Path, decided: str) -> None:
+    settings = _settings(
+        tmp_path, database_url="mysql+pymysql://u:p@h/asterisk", office_hours=decided
+    )
+
+    assert settings.office_hours == ""
+    assert not settings.office_hours_undecided
+    assert settings.schedule().spans == ()
+
+
+def test_an_explicit_empty_variable_differs_from_an_unset_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LEADARCHIVE_DATABASE_URL", "mysql+pymysql://u:p@h/asterisk")
+    monkeypatch.delenv("LEADARCHIVE_OFFICE_HOURS", raising=False)
+    assert _settings(tmp_path).office_hours_undecided
+
+    monkeypatch.setenv("LEADARCHIVE_OFFICE_HOURS", "")
+    assert _settings(tmp_path).office_hours == ""
+    assert not _settings(tmp_path).office_hours_undecided
+
+
+def test_office_hours_are_read_in_the_configured_zone(tmp_path: Path) -> None:
+    settings = _settings(tmp_path, office_hours="mon-fri 08:00-18:00", timezone="America/New_York")
+
+    schedule = settings.schedule()
+    assert schedule.zone.key == "America/New_York"
+    # Monday 12:00 in New York is 16:00 UTC in summer: inside; 23:00 UTC is 19:00: outside.
+    assert schedule.inside(datetime(2025, 7, 7, 16, 0, tzinfo=UTC))
+    assert not schedule.inside(datetime(2025, 7, 7, 23, 0, tzinfo=UTC))
+
+
+def test_the_time_zone_defaults_to_the_servers_local_zone(tmp_path: Path) -> None:
+    # A process of its own: the local zone is read once per process (TZ here, as systemd or a
+    # shell sets it; /etc/localtime on a server).
+    probe = "from tasks.settings import Settings; print(Settings(_env_file=None).timezone)"
+    env = {"TZ": "America/Chicago", "LEADARCHIVE_ASTGUICLIENT_CONF": str(tmp_path / "none")}
+    found = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
+    )
+
+    assert found.stdout.strip() == "America/Chicago"
+    assert _settings(tmp_path).timezone == local_zone_name()
+
+
+def test_a_schedule_without_a_nameable_local_zone_needs_the_timezone_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("tasks.settings.local_zone_name", lambda: None)
+
+    with pytest.raises(ValidationError, match="set LEADARCHIVE_TIMEZONE"):
+        _settings(tmp_path, office_hours="mon-fri 08:00-18:00")
+    # No schedule, no zone needed; an explicit zone is enough.
+    assert _settings(tmp_path, office_hours="none").timezone == "UTC"
+    assert _settings(tmp_path, office_hours="mon 08:00-09:00", timezone="Europe/Paris").schedule()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mysql://u:p%40ss@db:3306/asterisk?charset=utf8mb4",
+        "mariadb://u:p%40ss@db:3306/asterisk?charset=utf8mb4",
+        "mariadb+pymysql://u:p%40ss@db:3306/asterisk?charset=utf8mb4",
+    ],
+)
+def test_mysql_and_mariadb_urls_use_the_installed_driver(tmp_path: Path, url: str) -> None:
+    settings = _settings(tmp_path, database_url=url)
+
+    assert settings.database_url == "mysql+pymysql://u:p%40ss@db:3306/asterisk?charset=utf8mb4"
+    assert make_url(settings.database_url).password == "p@ss"  # noqa: S105 - a test value
+
+
+def test_redis_over_tls_is_accepted_with_its_certificate_policy(tmp_path: Path) -> None:
+    backend = "rediss://redis.example:6380/1?ssl_cert_reqs=required"
+
+    settings = _settings(
+        tmp_path, broker_url="rediss://redis.example:6380/0", result_backend=backend
+    )
+
+    assert settings.result_backend == backend
+    assert not settings.embedded
 
 
 def test_key_hashes_map_each_hash_to_its_name(tmp_path: Path) -> None:
@@ -121,4 +248,4 @@ def test_key_hashes_map_each_hash_to_its_name(tmp_path: Path) -> None:
     ],
 )
 def test_durations_read_as_people_write_them(tmp_path: Path, value: str, seconds: float) -> None:
-    assert _settings(tmp_path, result_ttl=value).result_ttl.total_seconds() == seconds
+    assert _settings(tmp_path, chunk_time=value).chunk_time.total_seconds() == seconds
