@@ -279,10 +279,24 @@ def _same(column: Column, left: str, right: str, dialect: str) -> str:
     return f"CAST({left}.{name} AS BINARY) <=> CAST({right}.{name} AS BINARY)"
 
 
-def _held(hold: Hold, alias: str) -> str:
-    """True while ``hold`` names the live lead ``l``."""
-    condition = hold.condition(alias).format(lead="l.lead_id")
-    return f"EXISTS (SELECT 1 FROM {q(hold.table)} AS {alias} WHERE {condition})"
+def _held(hold: Hold, alias: str, *, indexed: bool) -> str:
+    """True while ``hold`` names the live lead ``l`` (never NULL).
+
+    Written for the plan it should get, measured at 1M leads with 500 agents and 20,000
+    callbacks: MariaDB turns an EXISTS into a semi-join that materialises the whole subquery per
+    statement (every pending callback: 10 ms for a 20-lead chunk). On an indexed column a scalar
+    subquery stays a per-lead index lookup instead; an unindexed one (``preview_lead_id``,
+    ``vicidial_auto_calls.lead_id``) is best read once per statement, as an uncorrelated IN
+    whose NULLs are left out (a NULL would make NOT IN unknown, and the delete never happen).
+    """
+    if indexed:
+        condition = hold.condition(alias).format(lead="l.lead_id")
+        return f"(SELECT 1 FROM {q(hold.table)} AS {alias} WHERE {condition} LIMIT 1) IS NOT NULL"
+    column = f"{alias}.{q(hold.column)}"
+    return (
+        f"l.lead_id IN (SELECT {column} FROM {q(hold.table)} AS {alias}"
+        f" WHERE {column} IS NOT NULL{hold.status_condition(alias)})"
+    )
 
 
 @dataclass(slots=True)
@@ -315,7 +329,10 @@ class _Statements:
         self.same_lead = _same(entry_date[0], "l", "a", dialect) if entry_date else "1"
         # Each hold gets an alias of its own (LOCK TABLES locks every alias a statement uses).
         holds = [(hold, f"u{n}") for n, hold in enumerate(self.pair.holds)]
-        checks = [(hold.reason, _held(hold, alias)) for hold, alias in holds]
+        checks = [
+            (hold.reason, _held(hold, alias, indexed=hold.reason in self.pair.indexed_holds))
+            for hold, alias in holds
+        ]
         self.in_use = "(" + " OR ".join(check for _, check in checks) + ")" if checks else "0"
         self.held_by = (
             "CASE " + " ".join(f"WHEN {check} THEN '{reason}'" for reason, check in checks) + " END"

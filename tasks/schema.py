@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, bindparam, text
 from sqlalchemy.exc import DBAPIError
 
 from tasks.errors import MissingTableError, SchemaMismatchError
@@ -38,11 +38,14 @@ class Hold:
 
     def condition(self, alias: str) -> str:
         """SQL: the row ``alias`` names the lead whose ID is ``lead``."""
-        condition = f"{alias}.`{self.column}` = {{lead}}"
-        if self.statuses:
-            listed = ", ".join(f"'{status}'" for status in self.statuses)
-            condition += f" AND {alias}.`status` IN ({listed})"
-        return condition
+        return f"{alias}.`{self.column}` = {{lead}}{self.status_condition(alias)}"
+
+    def status_condition(self, alias: str) -> str:
+        """SQL: `` AND`` the row ``alias`` has one of the statuses; empty without statuses."""
+        if not self.statuses:
+            return ""
+        listed = ", ".join(f"'{status}'" for status in self.statuses)
+        return f" AND {alias}.`status` IN ({listed})"
 
 
 # Every way the dialer can still need a lead (VICIDIAL.md): queued to be dialed, in a live call,
@@ -521,6 +524,8 @@ class TablePair:
     dialect: str = "mysql"
     # Dialer tables that may exist but cannot be read (no SELECT): deletes must not run.
     unreadable_in_use: tuple[str, ...] = ()
+    # The holds whose column leads an index of its table (how the check is best written).
+    indexed_holds: frozenset[str] = frozenset()
 
     @property
     def in_use_tables(self) -> tuple[str, ...]:
@@ -668,6 +673,20 @@ ER_NO_SUCH_TABLE = 1146
 ER_BAD_FIELD_ERROR = 1054
 
 
+def _indexed_columns(conn: Connection, tables: tuple[str, ...]) -> set[tuple[str, str]]:
+    """``(table, column)`` pairs where the column is the first of one of the table's indexes."""
+    if not tables:
+        return set()
+    rows = conn.execute(
+        text(
+            "SELECT TABLE_NAME, COLUMN_NAME FROM information_schema.STATISTICS"
+            " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN :tables AND SEQ_IN_INDEX = 1"
+        ).bindparams(bindparam("tables", expanding=True)),
+        {"tables": list(tables)},
+    ).all()
+    return {(str(table), str(column)) for table, column in rows}
+
+
 def _probe(hold: Hold) -> str:
     """A statement that reads nothing but fails unless every column the hold uses is readable."""
     condition = hold.condition("t").format(lead=0)
@@ -724,10 +743,12 @@ def inspect_tables(conn: Connection) -> TablePair:
     if keyless:
         raise SchemaMismatchError([f"{t} needs PRIMARY KEY (lead_id)" for t in keyless])
     readable, unreadable = probe_in_use_tables(conn)
+    indexed = _indexed_columns(conn, tuple(dict.fromkeys(hold.table for hold in readable)))
     return TablePair(
         columns=tuple(live.values()),
         live_engine=engines[LIVE_TABLE],
         archive_engine=engines[ARCHIVE_TABLE],
         holds=readable,
+        indexed_holds=frozenset(h.reason for h in readable if (h.table, h.column) in indexed),
         unreadable_in_use=unreadable,
     )

@@ -18,7 +18,7 @@ from sqlalchemy import Connection, text
 from tasks.archive import Actions, BatchReport, run_batch
 from tasks.db import make_engine
 from tasks.errors import InUseUnknownError
-from tasks.schema import HELD_BY, create_vicidial_tables
+from tasks.schema import HELD_BY, create_vicidial_tables, inspect_tables
 from tasks.seed import insert_leads, lead_rows
 from tests.helpers import archive, column, live, mysql_user
 
@@ -280,3 +280,21 @@ def test_a_reused_id_on_the_embedded_sqlite(lite: Connection) -> None:
     assert (report.leads[0].update, report.leads[0].delete) == ("id_reused", "id_reused")
     assert archive(lite)[5] == history
     assert 5 in live(lite)
+
+
+def test_each_hold_is_checked_the_way_its_index_allows(conn: Connection) -> None:
+    """Indexed columns are looked up lead by lead, the others read once per statement: both
+    forms hold a lead, whichever a server's indexes call for."""
+    assert inspect_tables(conn).indexed_holds == {"hopper", "agent", "callback"}
+    seed(conn, 6)
+    for lead_id, reason in enumerate(HELD_BY, start=1):
+        conn.exec_driver_sql(HOLD[reason].format(id=lead_id))
+    conn.exec_driver_sql("DROP INDEX lead_id ON vicidial_callbacks")
+    conn.exec_driver_sql("DROP INDEX lead_id ON vicidial_hopper")
+    conn.exec_driver_sql("CREATE INDEX preview ON vicidial_live_agents (preview_lead_id)")
+    assert inspect_tables(conn).indexed_holds == {"agent", "preview"}
+
+    report = run_batch(conn, list(range(1, 7)), ALL)
+
+    assert [lead.held_by for lead in report.leads] == [*HELD_BY, None]
+    assert set(live(conn)) == {1, 2, 3, 4, 5}
