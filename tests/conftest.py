@@ -10,6 +10,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Connection, Engine, make_url
@@ -51,6 +52,16 @@ def vicidial(engine: Engine) -> Iterator[Connection]:
         create_vicidial_tables(c, "MyISAM")
         yield c
         drop_vicidial_tables(c)
+
+
+@pytest.fixture
+def lite(tmp_path: Path) -> Iterator[Connection]:
+    """The embedded demo's Vicidial tables, in a SQLite file of this test's own."""
+    eng = make_engine(f"sqlite:///{tmp_path / 'vicidial.db'}")
+    with eng.connect() as c:
+        create_vicidial_tables(c)
+        yield c
+    eng.dispose()
 
 
 @pytest.fixture(params=["MyISAM", "InnoDB"])

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Connection
@@ -12,8 +10,6 @@ from sqlalchemy.exc import DBAPIError
 
 from tasks import admin_log
 from tasks.admin_log import JobOutcome, client_address
-from tasks.db import make_engine
-from tasks.schema import create_vicidial_tables
 from tests.helpers import admin_log_rows, admin_log_sizes, assert_within_sizes, mysql_user
 
 COUNTS = {
@@ -172,16 +168,6 @@ def test_exactly_insert_on_the_table_is_enough(vicidial: Connection, database_ur
         assert admin_log.write(conn, SUCCEEDED, user="VDAD", ip_address="")
 
     assert [row["record_id"] for row in admin_log_rows(vicidial)] == [SUCCEEDED.job_id]
-
-
-@pytest.fixture
-def lite(tmp_path: Path) -> Iterator[Connection]:
-    """The embedded demo's SQLite tables."""
-    engine = make_engine(f"sqlite:///{tmp_path / 'vicidial.db'}")
-    with engine.connect() as conn:
-        create_vicidial_tables(conn)
-        yield conn
-    engine.dispose()
 
 
 def test_the_embedded_demo_writes_the_same_row(lite: Connection) -> None:

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Connection
 
 from tasks.archive import Actions, run_batch
-from tasks.db import make_engine
 from tasks.errors import SchemaMismatchError
-from tasks.schema import create_vicidial_tables
 from tasks.seed import insert_leads, lead_rows
 from tests.helpers import archive, live
 from tests.tasks.test_archive_properties import (
@@ -23,15 +18,6 @@ from tests.tasks.test_archive_properties import (
 )
 
 ALL = Actions(insert=True, update=True, delete=True)
-
-
-@pytest.fixture
-def lite(tmp_path: Path) -> Iterator[Connection]:
-    engine = make_engine(f"sqlite:///{tmp_path / 'vicidial.db'}")
-    with engine.connect() as c:
-        create_vicidial_tables(c)
-        yield c
-    engine.dispose()
 
 
 def test_seed_request_and_second_run_on_sqlite(lite: Connection) -> None:

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Connection, text
 
 from tasks.archive import Actions, BatchReport, run_batch
-from tasks.db import make_engine
 from tasks.errors import InUseUnknownError
-from tasks.schema import HELD_BY, create_vicidial_tables, inspect_tables
+from tasks.schema import HELD_BY, inspect_tables
 from tasks.seed import insert_leads, lead_rows
 from tests.helpers import archive, column, live, mysql_user
 
@@ -247,15 +245,6 @@ def test_the_same_lead_changed_elsewhere_is_still_refreshed(conn: Connection) ->
     assert (report.leads[0].update, report.leads[0].delete) == ("updated", "deleted")
     assert 5 not in live(conn)
     assert archive(conn)[5][column("entry_date")] is None
-
-
-@pytest.fixture
-def lite(tmp_path: Path) -> Iterator[Connection]:
-    engine = make_engine(f"sqlite:///{tmp_path / 'vicidial.db'}")
-    with engine.connect() as c:
-        create_vicidial_tables(c)
-        yield c
-    engine.dispose()
 
 
 @pytest.mark.parametrize("reason", HELD_BY)
