@@ -27,6 +27,7 @@ from typing import Any, Literal, cast
 
 from sqlalchemy import Connection
 
+from tasks.db import autocommit_dbapi
 from tasks.errors import BatchBusyError, BatchError, ConcurrentChangeError, InUseUnknownError
 from tasks.schema import (
     ARCHIVE_TABLE,
@@ -509,13 +510,9 @@ def run_batch(
     tuning = tuning or Tuning()
     ids = validate_lead_ids(lead_ids)
     unique = sorted(set(ids))
-    dbapi = conn.connection.dbapi_connection
-    if dbapi is None:
-        raise BatchError("the database connection is closed")
-    sqlite = conn.dialect.name == "sqlite"
     # Every statement commits on its own; the chunks open their short transactions themselves.
-    if not (dbapi.isolation_level is None if sqlite else dbapi.get_autocommit()):
-        raise BatchError("the batch needs an autocommit connection (tasks.db.make_engine)")
+    dbapi = autocommit_dbapi(conn, BatchError, "the batch")
+    sqlite = conn.dialect.name == "sqlite"
     cursor = _Cursor(dbapi)
     wait = max(1, int(tuning.lock_wait_timeout.total_seconds()))
     if sqlite:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, create_engine
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine
+
+from tasks.errors import LeadArchiveError
 
 
 def make_engine(url: str, *, pool_size: int = 2) -> Engine:
@@ -16,3 +20,17 @@ def make_engine(url: str, *, pool_size: int = 2) -> Engine:
         # MySQL drops idle connections after wait_timeout (8 h by default).
         pool_recycle=3600,
     )
+
+
+def autocommit_dbapi(conn: Connection, error: type[LeadArchiveError], user: str) -> Any:
+    """The DB-API connection under ``conn``, which must commit each statement on its own.
+
+    Raises ``error`` (saying that ``user`` needs it) for a closed or transactional connection.
+    """
+    dbapi = conn.connection.dbapi_connection
+    if dbapi is None:
+        raise error("the database connection is closed")
+    sqlite = conn.dialect.name == "sqlite"
+    if not (dbapi.isolation_level is None if sqlite else dbapi.get_autocommit()):
+        raise error(f"{user} needs an autocommit connection (tasks.db.make_engine)")
+    return dbapi

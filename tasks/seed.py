@@ -29,6 +29,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from tasks.archive import SQL_MODE
+from tasks.db import autocommit_dbapi
 from tasks.errors import SeedError
 from tasks.schema import ARCHIVE_TABLE, CALLED_SINCE_LAST_RESET, GENDERS, LIVE_TABLE
 
@@ -441,16 +442,6 @@ def _demo_rows(demo: DemoList, first_lead_id: int, count: int) -> Iterator[tuple
     )
 
 
-def _autocommit_dbapi(conn: Connection) -> Any:
-    dbapi = conn.connection.dbapi_connection
-    if dbapi is None:
-        raise SeedError("the database connection is closed")
-    sqlite = conn.dialect.name == "sqlite"
-    if not (dbapi.isolation_level is None if sqlite else dbapi.get_autocommit()):
-        raise SeedError("seed-demo needs an autocommit connection (tasks.db.make_engine)")
-    return dbapi
-
-
 def seed_demo(conn: Connection, count: int = 500, *, list_id: int | None = None) -> DemoList:
     """Create an inactive demo list and load ``count`` dummy leads above every lead ID in use.
 
@@ -461,7 +452,7 @@ def seed_demo(conn: Connection, count: int = 500, *, list_id: int | None = None)
         raise SeedError("the count of demo leads must be at least 1: nothing was changed")
     if list_id is not None and not 0 < list_id <= MAX_LIST_ID:
         raise SeedError(f"list ID {list_id} is outside 1..{MAX_LIST_ID}: nothing was changed")
-    cursor = _autocommit_dbapi(conn).cursor()
+    cursor = autocommit_dbapi(conn, SeedError, "seed-demo").cursor()
     marker = _marker(conn)
     if conn.dialect.name == "sqlite":
         # The embedded demo: IMMEDIATE takes SQLite's write lock before the reads, and the whole
@@ -536,7 +527,7 @@ def remove_demo(conn: Connection, list_id: int, chunk: int = 2000) -> Removal:
     Refused (nothing changed) unless ``list_id`` is a list seed-demo made and it is inactive.
     Only rows of that list, inside its recorded lead ID range, with a fictional number go.
     """
-    cursor = _autocommit_dbapi(conn).cursor()
+    cursor = autocommit_dbapi(conn, SeedError, "seed-demo").cursor()
     marker = _marker(conn)
     cursor.execute(
         f"SELECT list_name, active, list_description FROM {LISTS_TABLE} WHERE list_id = {marker}",  # noqa: S608
