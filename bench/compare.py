@@ -24,17 +24,25 @@ another every 5 ms, on leads no tool archives):
 - ``clean``: nothing else. Leads per second (leads gone from ``vicidial_list`` / wall time),
   ratio to the fastest, the probe's p99 and longest stall (its slowest read+update pair), CPU
   seconds per 10,000 leads (ours: the API and worker processes, the ``submit`` client apart;
-  the others: their own process; MariaDB's whole server beside it, probe included), and the
-  *corrupted* rows: archive rows that differ, byte for byte, from the copy taken before the run.
+  the others: their own process; MariaDB's whole server beside it, probe included).
 - ``spread`` / ``aimed``: a writer process of 16 connections also changes leads (``user`` set to
-  a unique token, ``called_count`` + 1, ``last_local_call_time``), paced to ``--writer-rate``
-  updates per second in all, never two updates of one lead at once (so each lead's updates are
-  applied in the order they were sent). ``spread``: random leads of the whole table. ``aimed``:
-  random leads among the next ``--aim-window`` leads to be archived (progress read from the
-  archive's row count, which MyISAM keeps, every 20 ms). Afterwards a lead is *lost* when the
-  writer changed it (its UPDATE matched the row) and the lead is no longer in
-  ``vicidial_list``, while the archive holds no row or a row without the newest token. An
-  UPDATE that matched no row (the lead already gone) is not a loss, and is counted apart.
+  a unique token, ``called_count`` + 1, ``last_local_call_time`` and ``modify_date`` to the
+  writer's clock), paced to ``--writer-rate`` updates per second in all, never two updates of
+  one lead at once (so each lead's updates are applied in the order they were sent).
+  ``spread``: random leads of the whole table. ``aimed``: random leads among the next
+  ``--aim-window`` leads to be archived (progress read from the archive's row count, which
+  MyISAM keeps, every 20 ms). An UPDATE that matched no row (the lead already gone) is not a
+  loss, and is counted apart.
+
+Every run, every tool (ours included) is judged the same way by ``bench/oracle.py``, which owes
+nothing to the engine: before the run the rows to be archived are copied to a table of their own
+(``CREATE TABLE ... SELECT``); afterwards every lead of that copy is read back from the copy,
+``vicidial_list`` and the archive with ``CAST(column AS BINARY)`` and compared in Python, byte for
+byte, with the versions the lead went through (the copy, then each of the writer's recorded
+updates replayed on it). A lead is *lost* when it is gone from ``vicidial_list`` and the archive
+holds an older version (*stale*) or nothing (*vanished*, also counted as damage when no write
+touched it); a row that is no version of its lead is *corrupted*; a lead outside the list missing
+from ``vicidial_list`` counts as damage too.
 
 Then the **scaling** part: ``bench/engine.py``'s cost-ratio measurement (500-lead batches of
 random leads, bare verified SQL and ``run_batch`` in turn, every batch moved back untimed) at
@@ -124,7 +132,17 @@ from bench.engine import (
     log,
     pt_archiver,
 )
-from tasks.archive import Tuning, _Statements, q, run_batch
+from bench.oracle import (
+    WRITER_SESSION,
+    WRITER_UPDATE,
+    Verdict,
+    drop_copy,
+    judge,
+    take_copy,
+    token,
+    writer_time,
+)
+from tasks.archive import Tuning, q, run_batch
 from tasks.db import make_engine
 from tasks.schema import (
     ARCHIVE_TABLE,
@@ -168,17 +186,7 @@ PT_OPTIONS: dict[str, tuple[list[str], str | None]] = {
         None,
     ),
 }
-WRITER_UPDATE = (
-    f"UPDATE {q(LIVE_TABLE)} SET `user` = %s,"
-    " called_count = IF(called_count < 65535, called_count + 1, 0),"
-    " last_local_call_time = NOW() WHERE lead_id = %s"
-)
 ARCHIVED_SO_FAR = f"SELECT COUNT(*) FROM {q(ARCHIVE_TABLE)}"  # MyISAM keeps it: no scan
-
-
-def token(seq: int) -> str:
-    """The value the writer's update number ``seq`` stores in ``user``."""
-    return f"w{seq}"
 
 
 def mysql_connect(url: str) -> pymysql.Connection[Any]:
@@ -203,7 +211,7 @@ def mysql_connect(url: str) -> pymysql.Connection[Any]:
 class WriterLog:
     """What the writer did: every update that matched its row, in order per lead."""
 
-    applied: list[tuple[int, int]] = field(default_factory=list)  # (lead_id, seq)
+    applied: list[tuple[int, int, str]] = field(default_factory=list)  # (lead_id, seq, when)
     missed: int = 0  # the lead was already gone: no row matched (not a loss)
     errors: int = 0
     error: str = ""
@@ -265,6 +273,7 @@ def writer_loop(
         rng = random.Random(seed * 1000 + number)
         conn = mysql_connect(url)
         cursor = conn.cursor()
+        cursor.execute(WRITER_SESSION)
         due = time.monotonic() + rng.random() * interval
         try:
             while not stop.is_set():
@@ -274,8 +283,9 @@ def writer_loop(
                 due = max(due + interval, time.monotonic())
                 lead = pick(rng)
                 seq = next(sequence)
+                when = writer_time()
                 try:
-                    matched = cursor.execute(WRITER_UPDATE, (token(seq), lead))
+                    matched = cursor.execute(WRITER_UPDATE, (token(seq), when, when, lead))
                 except pymysql.MySQLError as exc:
                     with lock:
                         result.errors += 1
@@ -283,7 +293,7 @@ def writer_loop(
                 else:
                     with lock:
                         if matched:
-                            result.applied.append((lead, seq))
+                            result.applied.append((lead, seq, when))
                         else:
                             result.missed += 1
                 finally:
@@ -404,61 +414,6 @@ class Dataset:
             f" WHERE p.lead_id + k.n * {self.leads} <= {size}"
         )
         return time.perf_counter() - started
-
-    def live_archive_set(self) -> int:
-        """Leads of the archived list still in ``vicidial_list``."""
-        return int(
-            self.sql(f"SELECT COUNT(*) FROM {q(LIVE_TABLE)} WHERE list_id = {ARCHIVE_LIST}")[0][0]
-        )
-
-    def corrupted(self, touched: set[int]) -> tuple[list[int], int]:
-        """Archive rows not byte-identical to the pristine copy (leads the writer changed
-        aside), and leads of the list in neither table."""
-        identical = _Statements(self.pair).identical  # aliases l (here: pristine) and a
-        differing = self.sql(
-            f"SELECT a.lead_id FROM {q(ARCHIVE_TABLE)} AS a JOIN {PRISTINE} AS l"
-            f" ON l.lead_id = a.lead_id WHERE NOT {identical}"
-        )
-        bad = sorted(int(r[0]) for r in differing if int(r[0]) not in touched)
-        vanished = self.sql(
-            f"SELECT COUNT(*) FROM {PRISTINE} AS p"
-            f" LEFT JOIN {q(LIVE_TABLE)} AS l ON l.lead_id = p.lead_id"
-            f" LEFT JOIN {q(ARCHIVE_TABLE)} AS a ON a.lead_id = p.lead_id"
-            f" WHERE p.list_id = {ARCHIVE_LIST} AND l.lead_id IS NULL AND a.lead_id IS NULL"
-        )
-        return bad, int(vanished[0][0])
-
-    def losses(self, writes: WriterLog) -> tuple[list[int], list[int]]:
-        """Leads whose newest write is gone: (archive holds an older row, no row anywhere)."""
-        newest: dict[int, int] = {}
-        for lead, seq in writes.applied:
-            newest[lead] = max(seq, newest.get(lead, 0))
-        stale: list[int] = []
-        vanished: list[int] = []
-        ids = sorted(newest)
-        for offset in range(0, len(ids), 5000):
-            part = ids[offset : offset + 5000]
-            listed = id_list(part)
-            live = {
-                int(r[0])
-                for r in self.sql(
-                    f"SELECT lead_id FROM {q(LIVE_TABLE)} WHERE lead_id IN ({listed})"
-                )
-            }
-            archived = {
-                int(r[0]): r[1]
-                for r in self.sql(
-                    f"SELECT lead_id, `user` FROM {q(ARCHIVE_TABLE)} WHERE lead_id IN ({listed})"
-                )
-            }
-            for lead in part:
-                if lead in live:
-                    continue
-                if lead not in archived:
-                    vanished.append(lead)
-                elif archived[lead] != token(newest[lead]):
-                    stale.append(lead)
-        return stale, vanished
 
 
 def load(url: URL, engine: Engine, leads: int, archive: int, seed: int) -> Dataset:
@@ -648,10 +603,11 @@ class Run:
     tool_cpu_per_10k: float | None
     mariadb_cpu_per_10k: float | None
     client_cpu_per_10k: float | None
-    corrupted: int
+    corrupted: int  # rows that are no version of their lead (bench/oracle.py)
     corrupted_examples: list[int]
-    vanished: int
+    vanished: int  # leads of the list in neither table
     left_live: int
+    others_gone: int = 0  # leads outside the list missing from vicidial_list
     writer_applied: int = 0
     writer_missed: int = 0
     writer_errors: int = 0
@@ -671,6 +627,47 @@ def per_10k(seconds: float, leads: int) -> float | None:
     return round(seconds / leads * 10_000, 3) if leads else None
 
 
+def graded(
+    tool: str,
+    mode: str,
+    outcome: ToolOutcome,
+    verdict: Verdict,
+    writes: WriterLog,
+    probe: ProbeStats,
+) -> Run:
+    """A run's figures from the tool's own account and the oracle's verdict."""
+    archived = verdict.checked - verdict.live
+    written = {lead for lead, _, _ in writes.applied}
+    result = Run(
+        tool=tool,
+        mode=mode,
+        archived=archived,
+        seconds=round(outcome.wall, 2),
+        leads_per_s=round(archived / outcome.wall) if outcome.wall else 0,
+        probe=probe,
+        tool_cpu_per_10k=per_10k(outcome.tool_cpu, archived),
+        mariadb_cpu_per_10k=None,
+        client_cpu_per_10k=per_10k(outcome.client_cpu, archived) if tool == "ours" else None,
+        corrupted=len(verdict.corrupted),
+        corrupted_examples=verdict.corrupted[:10],
+        vanished=len(verdict.vanished),
+        left_live=verdict.live,
+        others_gone=verdict.others_gone,
+        failed=outcome.failed,
+        note=outcome.note,
+    )
+    if mode != "clean":
+        gone = [lead for lead in verdict.vanished if lead in written]
+        result.writer_applied = len(writes.applied)
+        result.writer_missed = writes.missed
+        result.writer_errors = writes.errors
+        result.writer_rate = round(len(writes.applied) / writes.seconds, 1) if writes.seconds else 0
+        result.lost = len(verdict.stale) + len(gone)
+        result.lost_stale, result.lost_vanished = len(verdict.stale), len(gone)
+        result.lost_examples = sorted(verdict.stale + gone)[:10]
+    return result
+
+
 def one_run(
     data: Dataset,
     server: Engine,
@@ -682,6 +679,8 @@ def one_run(
     seed: int,
 ) -> Run:
     reset_seconds = data.reset()
+    # The judge's reference: the rows to be archived, as they are before the run (bench/oracle.py).
+    copy = take_copy(data.engine, f"list_id = {ARCHIVE_LIST}")
     log(f"{mode}: {TOOL_NAMES[tool]} (table copied in {reset_seconds:.1f} s)")
     port = data.url.port or 3306
     servers = {k: v for k, v in find_servers(port).items() if k.startswith("mariadb")}
@@ -700,46 +699,26 @@ def one_run(
         samples = probe.finish()
         if writer is not None:
             writes = writer.finish()
-    remaining = data.live_archive_set()
-    archived = len(data.archive_ids) - remaining
-    touched = {lead for lead, _ in writes.applied}
-    bad, vanished = data.corrupted(touched)
-    result = Run(
-        tool=tool,
-        mode=mode,
-        archived=archived,
-        seconds=round(outcome.wall, 2),
-        leads_per_s=round(archived / outcome.wall) if outcome.wall else 0,
-        probe=ProbeStats.of(samples),
-        tool_cpu_per_10k=per_10k(outcome.tool_cpu, archived),
-        mariadb_cpu_per_10k=per_10k(sum(db_after.values()) - sum(db_before.values()), archived),
-        client_cpu_per_10k=per_10k(outcome.client_cpu, archived) if tool == "ours" else None,
-        corrupted=len(bad),
-        corrupted_examples=bad[:10],
-        vanished=vanished,
-        left_live=remaining,
-        failed=outcome.failed,
-        note=outcome.note,
-        reset_seconds=round(reset_seconds, 1),
-        load_average=[round(x, 2) for x in os.getloadavg()],
-        noise=noise.stats,
+    judged = time.perf_counter()
+    verdict = judge(data.engine, copy, writes.applied)
+    drop_copy(data.engine)
+    judged = time.perf_counter() - judged
+    result = graded(tool, mode, outcome, verdict, writes, ProbeStats.of(samples))
+    result.mariadb_cpu_per_10k = per_10k(
+        sum(db_after.values()) - sum(db_before.values()), result.archived
     )
-    if writer is not None:
-        stale, gone = data.losses(writes)
-        result.writer_applied = len(writes.applied)
-        result.writer_missed = writes.missed
-        result.writer_errors = writes.errors
-        result.writer_rate = round(len(writes.applied) / writes.seconds, 1) if writes.seconds else 0
-        result.lost = len(stale) + len(gone)
-        result.lost_stale, result.lost_vanished = len(stale), len(gone)
-        result.lost_examples = sorted(stale + gone)[:10]
-        if writes.error and not writes.applied:
-            raise RuntimeError(f"the writer failed: {writes.error}")
+    result.reset_seconds = round(reset_seconds, 1)
+    result.load_average = [round(x, 2) for x in os.getloadavg()]
+    result.noise = noise.stats
+    if writer is not None and writes.error and not writes.applied:
+        raise RuntimeError(f"the writer failed: {writes.error}")
+    archived = result.archived
     log(
         f"  {archived:,} leads in {outcome.wall:.1f} s = {result.leads_per_s:,.0f}/s,"
         f" probe p99 {fmt(result.probe.pair_p99_ms)} ms, max {fmt(result.probe.pair_max_ms)} ms,"
-        f" corrupted {result.corrupted}, lost {result.lost if result.lost is not None else '-'}"
-        + (f"; FAILED {outcome.failed}" if outcome.failed else "")
+        f" corrupted {result.corrupted}, vanished {result.vanished}, others gone"
+        f" {result.others_gone}, lost {result.lost if result.lost is not None else '-'}"
+        f" (judged in {judged:.1f} s)" + (f"; FAILED {outcome.failed}" if outcome.failed else "")
     )
     return result
 
@@ -806,7 +785,7 @@ def summary_rows(runs: list[Run], tools: Sequence[str]) -> list[dict[str, Any]]:
                 "stall_ms": c.probe.pair_max_ms if c else None,
                 "lost_spread": s.lost if s else None,
                 "lost_aimed": a.lost if a else None,
-                "corrupted": max(r.corrupted + r.vanished for r in (c, s, a) if r),
+                "corrupted": max(r.corrupted + r.vanished + r.others_gone for r in (c, s, a) if r),
                 "tool_cpu_per_10k": c.tool_cpu_per_10k if c else None,
                 "mariadb_cpu_per_10k": c.mariadb_cpu_per_10k if c else None,
                 "failed": "; ".join(sorted({r.failed for r in (c, s, a) if r and r.failed})),
@@ -858,8 +837,9 @@ def main_table(rows: list[dict[str, Any]], args: argparse.Namespace) -> Table:
         )
     table.caption = (
         "leads/s, p99, stall and CPU from the run without the writer; lost: leads deleted from"
-        " vicidial_list whose newest write the archive lacks; corrupted: archive rows not"
-        " byte-identical to the pre-run copy, plus leads in neither table (worst run). CPU:"
+        " vicidial_list whose newest version the archive lacks; corrupted: rows that are no"
+        " version of their lead byte for byte, plus leads in neither table and leads of other"
+        " lists gone (worst run; bench/oracle.py). CPU:"
         " ours = API + worker processes (the submit client apart); MariaDB = the whole server,"
         " probe and writer included."
     )
@@ -901,7 +881,7 @@ def runs_table(runs: list[Run]) -> Table:
             str(r.writer_missed) if r.mode != "clean" else "-",
             f"{r.lost_stale}/{r.lost_vanished}" if r.lost is not None else "-",
             f"{r.left_live:,}",
-            str(r.corrupted + r.vanished),
+            str(r.corrupted + r.vanished + r.others_gone),
             f"{fmt(r.noise.other_cpu_pct, 0)}%" if r.noise else "-",
             f"{r.load_average[0]:.1f}" if r.load_average else "-",
             (r.failed or r.note)[:110],
@@ -953,7 +933,7 @@ def verdicts(rows: list[dict[str, Any]], runs: list[Run], scale: list[CostRow]) 
     mine = [r for r in runs if r.tool == "ours"]
     if mine:
         lost = sum(r.lost or 0 for r in mine)
-        bad = sum(r.corrupted + r.vanished for r in mine)
+        bad = sum(r.corrupted + r.vanished + r.others_gone for r in mine)
         modes = "/".join(r.mode for r in mine)
         say(lost == 0 and bad == 0, f"ours lost {lost}, corrupted {bad} ({modes})")
     if len(scale) >= 2:
