@@ -106,7 +106,7 @@ from rich.table import Table
 from sqlalchemy import URL, Engine, make_url
 
 from api.auth import hash_key, new_key
-from bench.engine import DEFAULT_URL, log, percentile
+from bench.engine import DEFAULT_URL, Schedule, log, percentile
 from tasks.archive import Actions, Tuning, run_batch
 from tasks.celery_app import QUEUE
 from tasks.db import make_engine
@@ -676,7 +676,7 @@ async def run_load(
                 status, location = f"error {type(exc).__name__}", ""
             done = time.perf_counter()
             statuses[i] = status
-            latencies[i] = (done - scheduled) * 1000
+            latencies[i] = (done - scheduled) * 1000  # from schedule.due(i)
             finished_at = max(finished_at, done)
             if status == "202":
                 job_ids.append(location.rsplit("/", 1)[1])
@@ -685,9 +685,10 @@ async def run_load(
 
     async with senders("127.0.0.1", port, headers, connections) as sends:
         workers = [asyncio.create_task(connection(send)) for send in sends]
-        start = time.perf_counter() + 0.05
+        schedule = Schedule(time.perf_counter() + 0.05, 1 / rate)
+        start = schedule.start
         for i in range(count):
-            scheduled = start + i / rate
+            scheduled = schedule.due(i)
             delay = scheduled - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)

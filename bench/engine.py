@@ -25,9 +25,14 @@ What it measures, on MyISAM tables in a throw-away database ``leadarchive_bench_
    back (one phase per chunk time with ``--sweep``); P ``pt-archiver --limit 1`` with
    ``--pt-archiver``. With ``--rounds N`` the whole sequence runs N times in turn, so that drift
    and other load on a shared machine spread evenly over the phases. Reported: leads/s, ours/bare
-   speed (target: at least 0.75x), the probe's p50/p99/max latency of the read+update pair and of
-   each statement (target p99: at most 20 ms), and each *hold* of ``vicidial_list`` (a stretch in
-   which the dialer's writes must wait: one statement on the table, or a ``LOCK TABLES`` span).
+   speed (target: at least 0.75x), the probe's p50/p99/max latency of the read+update pair
+   (target p99: at most 20 ms), the *stall* (its longest single pair), each statement's own
+   p99, and each *hold* of ``vicidial_list`` (a stretch in which the dialer's writes must wait:
+   one statement on the table, or a ``LOCK TABLES`` span). The pair's latency runs from the time
+   its 5 ms slot was due (``Schedule``), and no slot is skipped: a pair that a hold keeps waiting
+   for 100 ms delays the 20 slots due meanwhile, which the probe then serves back to back, each
+   charged from its own due time. (Before issue 11 the probe skipped the slots it missed and
+   timed each pair from its start: a lower bound, now the ``service_p99_ms`` of the JSON.)
 
 Every figure carries the *noise* it was taken in: CPU used meanwhile by processes other than the
 benchmark and MariaDB, and statements of other clients running on the server.
@@ -413,13 +418,78 @@ class Outbox(Protocol):
     def put(self, obj: Any) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """An open-loop schedule: slot ``k`` is due at ``start + k * period``, whatever happened before.
+
+    A slot's latency runs from the time it was due, not from when it could start, so an answer
+    that comes late is charged for every slot it delayed (no coordinated omission). Used by the
+    dialer probe below and by ``bench/api.py``'s submission load (wrk2-style).
+    """
+
+    start: float
+    period: float
+
+    def due(self, k: int) -> float:
+        return self.start + k * self.period
+
+    def latency(self, k: int, done: float) -> float:
+        return done - self.due(k)
+
+
+class Until(Protocol):
+    value: float
+
+
+@dataclass(slots=True)
+class Deadline:
+    """``Until`` for a probe thread (a probe process gets a ``multiprocessing.Value``)."""
+
+    value: float = math.inf
+
+
 @dataclass(slots=True)
 class ProbeSamples:
+    """What the probe saw, per slot of its schedule (time.monotonic(), shared by processes)."""
+
+    due: list[float] = field(default_factory=list)  # when each slot was due
+    late: list[float] = field(default_factory=list)  # its pair's end - due: stalls counted
+    pair: list[float] = field(default_factory=list)  # the pair's own time (service), no wait
     read: list[float] = field(default_factory=list)
     update: list[float] = field(default_factory=list)
-    pair: list[float] = field(default_factory=list)
     errors: int = 0
     error: str = ""
+    unserved: int = 0  # slots due before the stop that the probe gave up on (late: a floor)
+
+    def window(self, start: float, end: float) -> ProbeSamples:
+        """The slots due from ``start`` to ``end``."""
+        keep = [i for i, due in enumerate(self.due) if start <= due <= end]
+        return ProbeSamples(
+            due=[self.due[i] for i in keep],
+            late=[self.late[i] for i in keep],
+            pair=[self.pair[i] for i in keep if not math.isnan(self.pair[i])],
+            read=[self.read[i] for i in keep if not math.isnan(self.read[i])],
+            update=[self.update[i] for i in keep if not math.isnan(self.update[i])],
+            errors=self.errors,
+            error=self.error,
+            unserved=self.unserved,
+        )
+
+    @classmethod
+    def merged(cls, parts: Sequence[ProbeSamples]) -> ProbeSamples:
+        return cls(
+            due=[x for p in parts for x in p.due],
+            late=[x for p in parts for x in p.late],
+            pair=[x for p in parts for x in p.pair],
+            read=[x for p in parts for x in p.read],
+            update=[x for p in parts for x in p.update],
+            errors=sum(p.errors for p in parts),
+            error=next((p.error for p in parts if p.error), ""),
+            unserved=sum(p.unserved for p in parts),
+        )
+
+
+CATCH_UP_SECONDS = 30.0  # after the stop, how long the probe serves the slots already due
 
 
 def probe_loop(
@@ -428,11 +498,16 @@ def probe_loop(
     interval: float,
     seed: int,
     ready: Flag,
-    recording: Flag,
-    stop: Flag,
+    until: Until,
     outbox: Outbox,
 ) -> None:
-    """Every ``interval`` seconds read one probe lead and update another; record while asked."""
+    """Read one probe lead and update another for every slot of a ``Schedule`` of ``interval``,
+    until the slots due by ``until.value`` (``time.monotonic()``) are served.
+
+    A slot starts when it is due, or as soon as the previous pair ends if that is later (one
+    connection, like one dialer process): after a stall the probe catches up with the slots it
+    owes instead of skipping them, and each slot's latency runs from when it was due.
+    """
     samples = ProbeSamples()
     try:
         u = make_url(url)
@@ -453,57 +528,78 @@ def probe_loop(
     rng = random.Random(seed)
     top = size // PROBE_STRIDE
     cursor = conn.cursor()
+    schedule = Schedule(time.monotonic(), interval)
     ready.set()
-    due = time.monotonic()
+    k = 0
     try:
-        while not stop.is_set():
+        while (due := schedule.due(k)) <= until.value:
             now = time.monotonic()
             if due > now:
-                time.sleep(due - now)
+                time.sleep(min(due - now, 0.05))
+                continue  # sleep in short steps, so that a stop is seen at once
+            if now > until.value + CATCH_UP_SECONDS:
+                # Give up on the rest, charging each at least the time it waited so far.
+                while (due := schedule.due(k)) <= until.value:
+                    samples.due.append(due)
+                    samples.late.append(now - due)
+                    for values in (samples.pair, samples.read, samples.update):
+                        values.append(math.nan)
+                    samples.unserved += 1
+                    k += 1
+                break
             read_id = rng.randint(1, top) * PROBE_STRIDE
             update_id = rng.randint(1, top) * PROBE_STRIDE
+            t0 = time.monotonic()
             try:
-                t0 = time.perf_counter()
                 cursor.execute(PROBE_READ, (read_id,))
                 cursor.fetchall()
-                t1 = time.perf_counter()
+                t1 = time.monotonic()
                 cursor.execute(PROBE_UPDATE, (update_id,))
-                t2 = time.perf_counter()
+                t2 = time.monotonic()
             except pymysql.MySQLError as exc:
                 samples.errors += 1
                 samples.error = repr(exc)
+                t2 = time.monotonic()
+                samples.read.append(math.nan)
+                samples.update.append(math.nan)
+                samples.pair.append(math.nan)
             else:
-                if recording.is_set():
-                    samples.read.append(t1 - t0)
-                    samples.update.append(t2 - t1)
-                    samples.pair.append(t2 - t0)
-            # Keep the 5 ms schedule; after a slow pair start the next one at once, no burst.
-            due = max(due + interval, time.monotonic())
+                samples.read.append(t1 - t0)
+                samples.update.append(t2 - t1)
+                samples.pair.append(t2 - t0)
+            samples.due.append(due)
+            samples.late.append(schedule.latency(k, t2))
+            k += 1
     finally:
         conn.close()
         outbox.put(samples)
 
 
 class Probe:
-    """Runs ``probe_loop`` in a child process (default) or a thread, for one phase."""
+    """Runs ``probe_loop`` in a child process (default) or a thread, for one phase.
+
+    ``record(True)`` and ``record(False)`` mark the measured window; ``finish`` stops the probe
+    once it has served every slot due in the window, and returns those slots.
+    """
 
     def __init__(self, url: str, size: int, interval: float, seed: int, *, thread: bool) -> None:
         args: tuple[Any, ...]
         self.samples: ProbeSamples | None = None
+        self.window = (math.inf, math.inf)
         if thread:
             self.ready: Flag = threading.Event()
-            self.recording: Flag = threading.Event()
-            self.stop_flag: Flag = threading.Event()
+            self.until: Until = Deadline()
             self.outbox: Any = queue.Queue()
-            args = (url, size, interval, seed, self.ready, self.recording, self.stop_flag)
+            args = (url, size, interval, seed, self.ready, self.until)
             self.worker: Any = threading.Thread(
                 target=probe_loop, args=(*args, self.outbox), daemon=True
             )
         else:
             ctx = multiprocessing.get_context("spawn")
-            self.ready, self.recording, self.stop_flag = ctx.Event(), ctx.Event(), ctx.Event()
+            self.ready = ctx.Event()
+            self.until = ctx.Value("d", math.inf, lock=False)
             self.outbox = ctx.Queue()
-            args = (url, size, interval, seed, self.ready, self.recording, self.stop_flag)
+            args = (url, size, interval, seed, self.ready, self.until)
             self.worker = ctx.Process(target=probe_loop, args=(*args, self.outbox), daemon=True)
 
     def __enter__(self) -> Probe:
@@ -514,56 +610,70 @@ class Probe:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.stop_flag.set()
+        self.until.value = min(self.until.value, time.monotonic())
         if self.samples is None:
-            self.samples = self.outbox.get(timeout=60)
+            self.samples = self.outbox.get(timeout=CATCH_UP_SECONDS + 30)
         self.worker.join(30)
         if self.worker.is_alive() and isinstance(self.worker, multiprocessing.process.BaseProcess):
             self.worker.terminate()
 
     def record(self, on: bool) -> None:
-        if on:
-            self.recording.set()
-        else:
-            self.recording.clear()
+        """Start (``True``) or end the measured window: the slots due meanwhile."""
+        now = time.monotonic()
+        self.window = (now, math.inf) if on else (self.window[0], now)
 
     def finish(self) -> ProbeSamples:
-        """Stop the probe and return what it recorded."""
-        self.stop_flag.set()
-        self.samples = self.outbox.get(timeout=60)
-        if self.samples.error and not self.samples.pair:
+        """Stop the probe once every slot due in the window is served; those slots."""
+        start, end = self.window
+        if math.isinf(end):
+            end = time.monotonic()
+        self.until.value = end
+        self.samples = self.outbox.get(timeout=CATCH_UP_SECONDS + 30)
+        if self.samples.error and not any(not math.isnan(x) for x in self.samples.pair):
             raise RuntimeError(f"the probe failed: {self.samples.error}")
-        return self.samples
+        return self.samples.window(start, end)
 
 
 @dataclass(slots=True)
 class ProbeStats:
-    ops: int
+    """The probe's figures. ``pair_*`` run from each slot's due time (stalls counted: a slot the
+    probe could not start because an earlier pair was blocked waits too); ``stall`` is the
+    longest single pair, ``service_p99`` the p99 of the pairs' own times (the probe's p99 before
+    issue 11, which left out the slots a stall delayed), ``read_*`` / ``update_*`` each
+    statement's own time."""
+
+    ops: int  # slots due in the window, every one counted
     errors: int
     pair_p50_ms: float
     pair_p99_ms: float
     pair_max_ms: float
+    stall_ms: float
+    service_p99_ms: float
     read_p50_ms: float
     read_p99_ms: float
     read_max_ms: float
     update_p50_ms: float
     update_p99_ms: float
     update_max_ms: float
+    unserved: int = 0
 
     @classmethod
     def of(cls, s: ProbeSamples) -> ProbeStats:
         return cls(
-            ops=len(s.pair),
+            ops=len(s.late),
             errors=s.errors,
-            pair_p50_ms=ms(percentile(s.pair, 50)),
-            pair_p99_ms=ms(percentile(s.pair, 99)),
-            pair_max_ms=ms(max(s.pair, default=math.nan)),
+            pair_p50_ms=ms(percentile(s.late, 50)),
+            pair_p99_ms=ms(percentile(s.late, 99)),
+            pair_max_ms=ms(max(s.late, default=math.nan)),
+            stall_ms=ms(max(s.pair, default=math.nan)),
+            service_p99_ms=ms(percentile(s.pair, 99)),
             read_p50_ms=ms(percentile(s.read, 50)),
             read_p99_ms=ms(percentile(s.read, 99)),
             read_max_ms=ms(max(s.read, default=math.nan)),
             update_p50_ms=ms(percentile(s.update, 50)),
             update_p99_ms=ms(percentile(s.update, 99)),
             update_max_ms=ms(max(s.update, default=math.nan)),
+            unserved=s.unserved,
         )
 
 
@@ -1014,12 +1124,7 @@ def phase_row(
     """One table row from every round of a phase: totals, and percentiles over all samples."""
     leads = sum(r.leads for r in runs)
     elapsed = sum(r.seconds for r in runs)
-    samples = ProbeSamples(
-        read=[x for r in runs for x in r.samples.read],
-        update=[x for r in runs for x in r.samples.update],
-        pair=[x for r in runs for x in r.samples.pair],
-        errors=sum(r.samples.errors for r in runs),
-    )
+    samples = ProbeSamples.merged([r.samples for r in runs])
     holds = [h for r in runs for h in r.breakdown.holds]
     chunk_leads = [n for r in runs for n in r.breakdown.chunk_leads]
     batches = sum(r.breakdown.batches for r in runs)
@@ -1158,7 +1263,9 @@ def dialer_table(rows: list[PhaseRow], size: int, args: argparse.Namespace) -> T
         f" {args.probe_interval_ms:g} ms; each phase {args.phase_seconds:g} s x {args.rounds}"
         " round(s), phases in turn",
         box=box.SIMPLE_HEAVY,
-        caption=NOISE_CAPTION,
+        caption="pair p50/p99/max: ms from each 5 ms slot's due time, every slot counted (those a"
+        " stall delayed too); stall: the longest single pair; read/update p99: each statement's"
+        " own time\n" + NOISE_CAPTION,
     )
     for name, justify in (
         ("phase", "left"),
@@ -1169,6 +1276,7 @@ def dialer_table(rows: list[PhaseRow], size: int, args: argparse.Namespace) -> T
         ("pair p50", "right"),
         ("pair p99", "right"),
         ("pair max", "right"),
+        ("stall", "right"),
         ("read p99", "right"),
         ("update p99", "right"),
         ("hold p99/max", "right"),
@@ -1187,6 +1295,7 @@ def dialer_table(rows: list[PhaseRow], size: int, args: argparse.Namespace) -> T
             fmt(p.pair_p50_ms),
             fmt(p.pair_p99_ms),
             fmt(p.pair_max_ms),
+            fmt(p.stall_ms),
             fmt(p.read_p99_ms),
             fmt(p.update_p99_ms),
             f"{fmt(r.lock_hold_p99_ms)} / {fmt(r.lock_hold_max_ms)}"
