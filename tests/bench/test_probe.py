@@ -32,13 +32,16 @@ def test_a_stalled_probe_counts_every_slot_the_stall_delayed(
                 time.sleep(0.005)
             seen_waiting = time.monotonic()
             time.sleep(HOLD)
+            # A floor of the blocked pair's time: it began before it was seen waiting, and
+            # ends after the unlock below.
+            held = time.monotonic() - seen_waiting
         finally:
             vicidial.exec_driver_sql("UNLOCK TABLES")
-        held = time.monotonic() - seen_waiting
         time.sleep(0.6)  # and after it
         probe.record(False)
         start, end = probe.window
         samples = probe.finish()
+    assert not probe.worker.is_alive()
     stats = ProbeStats.of(samples)
 
     # Every slot due in the window is there, none skipped: the stall's too.
