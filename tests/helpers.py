@@ -125,3 +125,36 @@ def assert_within_sizes(row: dict[str, Any], sizes: dict[str, int]) -> None:
         if isinstance(value, str):
             assert name in sizes, f"{name} holds text but is no text column"
             assert len(value) <= sizes[name], f"{name}: {len(value)} > {sizes[name]}"
+
+
+def jobs_left_behind(client: Any, drain_timeout: float = 10.0) -> list[str]:
+    """What a test left in a Redis database the in-thread worker serves: jobs not ended, and
+    messages still queued or unacknowledged. Each is described; empty when nothing is left.
+
+    Left there, the worker would run them during a later test, on that test's tables. What is
+    found is cancelled and its messages removed, so the next test starts clean.
+    """
+    from tasks.celery_app import QUEUE, UNACKED_KEY
+    from tasks.jobs import FINAL, RedisJobStore
+
+    store = RedisJobStore(client, timedelta(days=1))
+    left = []
+    for key in client.scan_iter("leadarchive:job:*", count=1000):
+        job_id = key.decode().removeprefix("leadarchive:job:")
+        status = (client.hget(key, "status") or b"").decode()
+        if status and status not in FINAL:
+            left.append(f"job {job_id} {status}")
+            if store.cancel(job_id) == "running":
+                # Not cancellable: let it end, so that it runs on no later test's tables.
+                wait_for(lambda j=job_id: (store.get(j) or {}).get("status") in FINAL, 60)
+    # A message is acknowledged just after its job is recorded as ended: give it a moment.
+    deadline = time.monotonic() + drain_timeout
+    while client.llen(QUEUE) or client.hlen(UNACKED_KEY):
+        if time.monotonic() > deadline:
+            left.append(
+                f"{client.llen(QUEUE)} message(s) queued, {client.hlen(UNACKED_KEY)} unacknowledged"
+            )
+            client.delete(QUEUE)
+            break
+        time.sleep(0.05)
+    return left

@@ -213,8 +213,13 @@ def test_more_ids_than_the_limit_is_422_naming_the_limit(client: TestClient) -> 
 def test_the_limit_counts_values_sent_duplicates_included(
     client: TestClient, vicidial: Connection
 ) -> None:
-    assert submit(client, {"lead_ids": [7] * 500}).status_code == 202
+    accepted = submit(client, {"lead_ids": [7] * 500})
     _problem(submit(client, {"lead_ids": [7] * 501}), 422)
+
+    assert accepted.status_code == 202
+    final = poll_until_done(client, accepted.headers["location"], ALICE)
+    assert final["status"] == "succeeded"
+    assert (final["request"]["lead_count"], final["result"]["duplicates"]) == (500, [7])
 
 
 @pytest.mark.usefixtures("nothing_enqueued")
@@ -253,7 +258,12 @@ def test_unreachable_redis_is_503_with_a_clear_message(database_url: str, clock:
 
 
 def test_rate_limit_answers_429_with_retry_after(
-    database_url: str, redis_url: str, clock: FakeClock, celery_app, rt
+    client: TestClient,
+    vicidial: Connection,
+    database_url: str,
+    redis_url: str,
+    clock: FakeClock,
+    celery_app,
 ) -> None:
     from api.app import create_app
     from tasks.runtime import Runtime
@@ -269,6 +279,10 @@ def test_rate_limit_answers_429_with_retry_after(
     _problem(answers[3], 429)
     assert 1 <= int(answers[3].headers["retry-after"]) <= 60
     assert other_key.status_code == 202
+    for answer, headers in [*((a, BOB) for a in answers[:3]), (other_key, ALICE)]:
+        assert poll_until_done(client, answer.headers["location"], headers)["status"] == (
+            "succeeded"
+        )
 
 
 # --- idempotency, ownership, cancellation ------------------------------------------------------
@@ -288,6 +302,10 @@ def test_idempotency_key_returns_the_same_job_and_refuses_a_different_body(
     _problem(different, 422)
     assert other_owner.status_code == 202
     assert other_owner.json()["job_id"] != first.json()["job_id"]
+    for answer, headers in ((first, ALICE), (other_owner, BOB)):
+        final = poll_until_done(client, answer.headers["location"], headers)
+        assert final["status"] == "succeeded"
+        assert [lead["insert"] for lead in final["result"]["leads"]] == ["not_found"] * 2
 
 
 def test_a_job_is_visible_only_to_its_key(client: TestClient, vicidial: Connection) -> None:
@@ -450,8 +468,12 @@ def test_logs_name_the_job_and_key_name_never_the_key(
     from tests.helpers import ALICE_KEY
 
     with caplog.at_level("INFO", logger="leadarchive"):
-        job_id = submit(client, {"lead_ids": [1]}).json()["job_id"]
+        accepted = submit(client, {"lead_ids": [1]})
         client.post(URL, json={"lead_ids": [1]}, headers={"Authorization": "Key=" + "z" * 40})
+        assert poll_until_done(client, accepted.headers["location"], ALICE)["status"] == (
+            "succeeded"
+        )
+    job_id = accepted.json()["job_id"]
 
     queued = [r for r in caplog.records if r.getMessage() == "job queued"]
     assert [(r.job_id, r.key_name) for r in queued] == [(job_id, "alice")]  # type: ignore[attr-defined]

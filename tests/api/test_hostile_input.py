@@ -413,6 +413,15 @@ def test_json_content_type_variants_are_accepted(
     )
 
     assert answer.status_code == 202, answer.text
+    final = poll_until_done(client, answer.headers["location"], ALICE)
+    assert final["status"] == "succeeded"
+    assert final["request"] == {
+        "insert_leads": True,
+        "update_leads": True,
+        "delete_leads": False,
+        "dry_run": True,
+        "lead_count": 1,
+    }
 
 
 # --- other keys' jobs -------------------------------------------------------------------------
