@@ -30,6 +30,13 @@ def submit(client: TestClient, body: object, headers: dict[str, str] | None = No
     return client.post(URL, json=body, headers={**ALICE, **(headers or {})})
 
 
+def run_marker_job(client: TestClient) -> None:
+    """Submit a dry run and wait for it to end: the worker takes messages one at a time, in the
+    order sent, so every message sent before it has then been handled."""
+    marker = submit(client, {"lead_ids": [4294967295], "dry_run": True})
+    assert poll_until_done(client, marker.headers["location"], ALICE)["status"] == "succeeded"
+
+
 def test_seed_request_from_submit_to_final_report(client: TestClient, vicidial: Connection) -> None:
     insert_leads(vicidial, lead_rows(3, seed=11))
     lead_1 = live(vicidial)[1]
@@ -375,25 +382,34 @@ def test_a_deferred_job_can_be_cancelled_and_never_runs(
     from tasks.celery_app import enqueue
     from tasks.jobs import JobRequest
 
-    insert_leads(vicidial, lead_rows(1, seed=14))
+    insert_leads(vicidial, lead_rows(2, seed=14))
+    rows = live(vicidial)
     clock.now = datetime(2026, 11, 30, 15, 0, tzinfo=UTC)
-    request = JobRequest([1], True, True, True, False)
-    job_id, _ = rt.jobs.create("alice", request)
-    enqueue(celery_app, job_id, request.lead_ids, request.summary())
-    url = f"{URL}/{job_id}"
-    wait_for(lambda: client.get(url, headers=ALICE).json()["status"] == "deferred")
+    # Lead 1's job is cancelled; lead 2's, deferred to the same time, shows when it has come.
+    urls = []
+    for lead_id in (1, 2):
+        request = JobRequest([lead_id], True, True, True, False)
+        job_id, _ = rt.jobs.create("alice", request)
+        enqueue(celery_app, job_id, request.lead_ids, request.summary())
+        urls.append(f"{URL}/{job_id}")
+    for url in urls:
+        wait_for(lambda u=url: client.get(u, headers=ALICE).json()["status"] == "deferred")
 
-    cancelled = client.delete(url, headers=ALICE)
+    cancelled = client.delete(urls[0], headers=ALICE)
     clock.now = datetime(2026, 12, 1, 0, 0, tzinfo=UTC)
-    import time
+    # The sweep that released the other job would have released this one too; once that job
+    # has ended, and every message sent before the marker has been handled, it is too late.
+    released = poll_until_done(client, urls[1], ALICE)
+    run_marker_job(client)
 
-    time.sleep(1.0)  # five release intervals
-
+    assert released["status"] == "succeeded"
     assert cancelled.status_code == 200
     assert cancelled.json()["status"] == "cancelled"
-    assert client.get(url, headers=ALICE).json()["status"] == "cancelled"
-    assert set(live(vicidial)) == {1}
-    assert archive(vicidial) == {}
+    final = client.get(urls[0], headers=ALICE).json()
+    assert final["status"] == "cancelled"
+    assert "attempts" not in final and "started_at" not in final
+    assert live(vicidial) == {1: rows[1]}
+    assert archive(vicidial) == {2: rows[2]}
 
 
 # --- failures and retries ---------------------------------------------------------------------
@@ -418,20 +434,20 @@ def test_a_lock_wait_timeout_is_retried_until_the_batch_succeeds(
     client: TestClient, vicidial: Connection, engine
 ) -> None:
     """The dialer (here: a READ lock) holds the table past the lock wait timeout, then lets go."""
-    import time
-
     insert_leads(vicidial, lead_rows(2, seed=16))
+    rows = live(vicidial)
     with engine.connect() as blocker:
         blocker.exec_driver_sql("LOCK TABLES vicidial_list READ")
         url = submit(client, SEED_REQUEST).headers["location"]
-        wait_for(lambda: client.get(url, headers=ALICE).json().get("attempts", 0) >= 1)
-        time.sleep(2.5)  # past the 1 s lock wait timeout: at least one retry
+        # A second start while the lock is still held: the first timed out and was retried.
+        wait_for(lambda: client.get(url, headers=ALICE).json().get("attempts", 0) >= 2, 30)
         blocker.exec_driver_sql("UNLOCK TABLES")
 
     final = poll_until_done(client, url, ALICE)
     assert final["status"] == "succeeded"
     assert final["attempts"] >= 2
-    assert set(live(vicidial)) == {2}
+    assert live(vicidial) == {2: rows[2]}
+    assert archive(vicidial) == {1: rows[1]}
 
 
 def test_broker_down_after_the_record_is_made_leaves_no_job_behind(
@@ -485,31 +501,28 @@ def test_logs_name_the_job_and_key_name_never_the_key(
 def test_a_queued_job_cancelled_before_a_worker_takes_it_never_runs(
     client: TestClient, vicidial: Connection, rt, celery_app, redis_client: redis.Redis
 ) -> None:
-    import time
-
     from tasks.celery_app import enqueue
     from tasks.jobs import JobRequest
 
     insert_leads(vicidial, lead_rows(1, seed=17))
+    rows = live(vicidial)
     request = JobRequest([1], True, True, True, False)
     job_id, _ = rt.jobs.create("alice", request)  # recorded, not yet sent
     url = f"{URL}/{job_id}"
 
     cancelled = client.delete(url, headers=ALICE)
     enqueue(celery_app, job_id, request.lead_ids, request.summary())  # arrives late
-    # The worker took the message and acknowledged it.
-    wait_for(
-        lambda: redis_client.llen("leadarchive") == 0 and redis_client.hlen("unacked") == 0,
-        timeout=20,
-    )
-    time.sleep(0.2)
+    # Sent after the late message: once it has ended, the worker has handled that one.
+    run_marker_job(client)
 
     assert cancelled.status_code == 200
     assert cancelled.json()["status"] == "cancelled"
-    assert client.get(url, headers=ALICE).json()["status"] == "cancelled"
-    assert "attempts" not in client.get(url, headers=ALICE).json()
-    assert set(live(vicidial)) == {1}
+    final = client.get(url, headers=ALICE).json()
+    assert final["status"] == "cancelled"
+    assert "attempts" not in final and "started_at" not in final
+    assert live(vicidial) == rows
     assert archive(vicidial) == {}
+    assert redis_client.llen("leadarchive") == 0
 
 
 def test_a_job_whose_message_was_lost_is_sent_again_and_succeeds(
@@ -521,13 +534,23 @@ def test_a_job_whose_message_was_lost_is_sent_again_and_succeeds(
 
     from tasks.jobs import QUEUED_KEY, JobRequest
 
-    insert_leads(vicidial, lead_rows(2, seed=15))
+    insert_leads(vicidial, lead_rows(3, seed=15))
+    rows = live(vicidial)
     request = JobRequest([1, 2], True, True, True, False)
     job_id, _ = rt.jobs.create("alice", request)  # the record, and no message: lost
     assert redis_client.llen("leadarchive") == 0
     url = f"{URL}/{job_id}"
-    time.sleep(1.0)  # five sweeps: a job queued only just now is left alone
-    assert client.get(url, headers=ALICE).json()["status"] == "queued"
+    # Another lost job, queued two minutes ago: the sweep that sends it again sees this one too,
+    # queued only just now, and must leave it alone.
+    old_id, _ = rt.jobs.create("alice", JobRequest([3], True, True, True, False))
+    redis_client.zadd(QUEUED_KEY, {old_id: time.time() - 120})
+    old = poll_until_done(client, f"{URL}/{old_id}", ALICE)
+    run_marker_job(client)  # and whatever that sweep sent has been handled
+    fresh = client.get(url, headers=ALICE).json()
+
+    assert old["status"] == "succeeded"
+    assert fresh["status"] == "queued" and "attempts" not in fresh
+    assert live(vicidial) == {1: rows[1], 2: rows[2]}
 
     redis_client.zadd(QUEUED_KEY, {job_id: time.time() - 120})  # queued two minutes ago
 
@@ -535,5 +558,5 @@ def test_a_job_whose_message_was_lost_is_sent_again_and_succeeds(
     assert final["status"] == "succeeded"
     assert final["attempts"] == 1
     assert live(vicidial) == {}
-    assert set(archive(vicidial)) == {1, 2}
+    assert archive(vicidial) == rows
     assert redis_client.zscore(QUEUED_KEY, job_id) is None

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -157,8 +156,8 @@ def test_the_key_appears_in_no_log_redis_value_message_result_or_metric(
         worker_metrics = wait_for(
             lambda: _get(f"http://127.0.0.1:{live.worker_metrics_port}/metrics"), timeout=30
         )
-        time.sleep(0.5)  # the worker's last log lines
-        logs = live.log_text()
+        # The worker logs "job succeeded" just after it records the job as ended.
+        logs = wait_for(lambda: (text := live.log_text()) and '"job succeeded"' in text and text)
     finally:
         client.close()
         rclient.close()
