@@ -39,7 +39,8 @@ def run_marker_job(client: TestClient) -> None:
 
 def test_seed_request_from_submit_to_final_report(client: TestClient, vicidial: Connection) -> None:
     insert_leads(vicidial, lead_rows(3, seed=11))
-    lead_1 = live(vicidial)[1]
+    rows = live(vicidial)
+    lead_1 = rows[1]
 
     answer = submit(client, SEED_REQUEST)
 
@@ -82,7 +83,7 @@ def test_seed_request_from_submit_to_final_report(client: TestClient, vicidial: 
     }
     assert final["result"]["duplicates"] == []
     assert archive(vicidial) == {1: lead_1}
-    assert set(live(vicidial)) == {2, 3}
+    assert live(vicidial) == {2: rows[2], 3: rows[3]}
 
 
 def test_defaults_duplicates_and_dry_run(client: TestClient, vicidial: Connection) -> None:
@@ -351,6 +352,7 @@ def test_worker_defers_a_job_that_reaches_it_in_office_hours_and_runs_it_after(
     from tasks.jobs import JobRequest
 
     insert_leads(vicidial, lead_rows(2, seed=13))
+    rows = live(vicidial)
     clock.now = datetime(2026, 11, 30, 15, 0, tzinfo=UTC)  # Monday 10:00 New York
     request = JobRequest([1, 2], True, True, True, False)
     job_id, _ = rt.jobs.create("alice", request)
@@ -364,7 +366,7 @@ def test_worker_defers_a_job_that_reaches_it_in_office_hours_and_runs_it_after(
     # Nothing waits in a worker as an ETA message: no unacknowledged or queued message.
     assert redis_client.hlen("unacked") == 0
     assert redis_client.llen("leadarchive") == 0
-    assert set(live(vicidial)) == {1, 2}
+    assert (live(vicidial), archive(vicidial)) == (rows, {})
 
     clock.now = datetime(2026, 11, 30, 22, 59, tzinfo=UTC)  # still inside
     assert client.get(url, headers=ALICE).json()["status"] == "deferred"
@@ -373,7 +375,7 @@ def test_worker_defers_a_job_that_reaches_it_in_office_hours_and_runs_it_after(
     final = poll_until_done(client, url, ALICE)
     assert final["status"] == "succeeded"
     assert live(vicidial) == {}
-    assert set(archive(vicidial)) == {1, 2}
+    assert archive(vicidial) == rows
 
 
 def test_a_deferred_job_can_be_cancelled_and_never_runs(
@@ -419,6 +421,7 @@ def test_schema_drift_fails_the_job_at_once_naming_the_difference(
     client: TestClient, vicidial: Connection
 ) -> None:
     insert_leads(vicidial, lead_rows(1, seed=15))
+    rows = live(vicidial)
     vicidial.exec_driver_sql("ALTER TABLE vicidial_list_archive DROP COLUMN entry_list_id")
 
     final = poll_until_done(client, submit(client, SEED_REQUEST).headers["location"], ALICE)
@@ -427,7 +430,9 @@ def test_schema_drift_fails_the_job_at_once_naming_the_difference(
     assert final["error"]["type"] == "SchemaMismatchError"
     assert "entry_list_id" in final["error"]["detail"]
     assert final["attempts"] == 1
-    assert set(live(vicidial)) == {1}
+    assert live(vicidial) == rows
+    archived = vicidial.exec_driver_sql("SELECT COUNT(*) FROM vicidial_list_archive").scalar()
+    assert archived == 0
 
 
 def test_a_lock_wait_timeout_is_retried_until_the_batch_succeeds(
@@ -465,16 +470,18 @@ def test_broker_down_after_the_record_is_made_leaves_no_job_behind(
         settings, runtime=Runtime(settings, clock=clock), celery=create_celery(settings)
     )
     before = set(redis_client.keys("leadarchive:*"))
-    started = time.monotonic()
     with TestClient(app) as offline:
+        started = time.monotonic()
         answer = offline.post(
             URL, json={"lead_ids": [31337]}, headers={**ALICE, "Idempotency-Key": "k-broker-down"}
         )
-    elapsed = time.monotonic() - started
+        elapsed = time.monotonic() - started
 
     problem = _problem(answer, 503)
     assert "Redis" in problem["detail"]
     assert set(redis_client.keys("leadarchive:*")) == before
+    # At once (a refused connection, no retries): the request alone is timed, with room for a
+    # loaded machine; a client's own timeout is typically 30 s or more.
     assert elapsed < 10
 
 
