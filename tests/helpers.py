@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import secrets
+import socket
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, make_url
@@ -158,3 +161,49 @@ def jobs_left_behind(client: Any, drain_timeout: float = 10.0) -> list[str]:
             break
         time.sleep(0.05)
     return left
+
+
+class PrivateRedis:
+    """A redis-server of this test's own on a free port, which the test may stop (never the
+    shared one); no persistence."""
+
+    def __init__(self, folder: Path) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = int(s.getsockname()[1])
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
+        self.process = subprocess.Popen(
+            [*command, "--dir", str(folder), "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        wait_for(self._answers, timeout=30, interval=0.05)
+
+    def _answers(self) -> bool:
+        import redis
+
+        assert self.process.poll() is None, "redis-server exited"
+        client = redis.Redis(port=self.port, socket_connect_timeout=1)
+        try:
+            return bool(client.ping())
+        except redis.exceptions.ConnectionError:
+            return False
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        """Stop the server and wait until it is gone (its port then refuses connections)."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+
+
+@contextmanager
+def private_redis(folder: Path) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(folder)
+    try:
+        yield server
+    finally:
+        server.stop()
