@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 import redis
@@ -19,7 +20,8 @@ from tests.api.conftest import (
     poll_until_done,
     wait_for,
 )
-from tests.helpers import archive, live
+from tests.conftest import claim_redis_database
+from tests.helpers import archive, live, private_redis
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -291,6 +293,43 @@ def test_rate_limit_answers_429_with_retry_after(
         assert poll_until_done(client, answer.headers["location"], headers)["status"] == (
             "succeeded"
         )
+
+
+def test_the_rate_limiter_with_redis_down_answers_503_and_enqueues_nothing(
+    database_url: str, clock: FakeClock, tmp_path: Path
+) -> None:
+    """The limiter counts in the job store's Redis: with that server stopped, a submission gets
+    the contract's 503 problem (Retry-After), never a 500, and no message reaches the broker."""
+    from api.app import create_app
+    from tasks.celery_app import create_celery
+    from tasks.runtime import Runtime
+    from tests.api.conftest import make_settings
+
+    with claim_redis_database() as broker_url, private_redis(tmp_path) as store:
+        settings = make_settings(
+            database_url, store.url, broker_url=broker_url, rate_limit="2/minute"
+        )
+        runtime = Runtime(settings, clock=clock)
+        app = create_app(settings, runtime=runtime, celery=create_celery(settings))
+        broker = redis.Redis.from_url(broker_url)
+        try:
+            with TestClient(app, raise_server_exceptions=False) as api:
+                counted = [submit(api, {"lead_ids": [1]}).status_code for _ in range(3)]
+                queued = broker.llen("leadarchive")
+                store.stop()
+                down = [api.post(URL, json={"lead_ids": [1]}, headers=h) for h in (ALICE, BOB)]
+                queued_after = broker.llen("leadarchive")
+        finally:
+            broker.close()
+            runtime.close()
+
+    assert counted == [202, 202, 429]  # the limiter was counting in that Redis
+    assert (queued, queued_after) == (2, 2)
+    for answer in down:
+        problem = _problem(answer, 503)
+        assert problem["type"] == "urn:leadarchive:problem:broker-unavailable"
+        assert answer.headers["retry-after"] == "5"
+        assert "Traceback" not in answer.text
 
 
 # --- idempotency, ownership, cancellation ------------------------------------------------------
