@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import redis
 from sqlalchemy import Connection, Engine, make_url
 
 from tasks.db import make_engine
@@ -88,8 +89,6 @@ REDIS_PORT = int(os.environ.get("LEADARCHIVE_TEST_REDIS_PORT", "6379"))
 @contextmanager
 def claim_redis_database() -> Iterator[str]:
     """An empty Redis database number, claimed atomically and flushed when done."""
-    import redis
-
     claim = f"leadarchive-test-{uuid.uuid4().hex}"
     for number in range(15, 1, -1):
         client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=number)
@@ -130,8 +129,6 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
         return result
     finally:
         if url is not None:
-            import redis
-
             client = redis.Redis.from_url(url)
             try:
                 left = jobs_left_behind(client)

@@ -12,6 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import redis
 from sqlalchemy import Connection, Engine, make_url
 
 from api.auth import hash_key
@@ -130,7 +131,7 @@ def assert_within_sizes(row: dict[str, Any], sizes: dict[str, int]) -> None:
             assert len(value) <= sizes[name], f"{name}: {len(value)} > {sizes[name]}"
 
 
-def jobs_left_behind(client: Any, drain_timeout: float = 10.0) -> list[str]:
+def jobs_left_behind(client: redis.Redis, drain_timeout: float = 10.0) -> list[str]:
     """What a test left in a Redis database the in-thread worker serves: jobs not ended, and
     messages still queued or unacknowledged. Each is described; empty when nothing is left.
 
@@ -179,11 +180,13 @@ class PrivateRedis:
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        wait_for(self._answers, timeout=30, interval=0.05)
+        try:
+            wait_for(self._answers, timeout=30, interval=0.05)
+        except BaseException:
+            self.stop()
+            raise
 
     def _answers(self) -> bool:
-        import redis
-
         assert self.process.poll() is None, "redis-server exited"
         client = redis.Redis(port=self.port, socket_connect_timeout=1)
         try:
