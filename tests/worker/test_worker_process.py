@@ -59,8 +59,9 @@ def test_a_killed_worker_job_runs_again_and_succeeds_within_a_minute(
             try:
                 job_id, _ = jobs.create("alice", request)
                 enqueue(create_celery(settings), job_id, request.lead_ids, request.summary())
-                wait_for(lambda: (jobs.get(job_id) or {}).get("status") == "running", timeout=30)
-                wait_for(lambda: len(archive(vicidial)) == LEADS, timeout=30)
+                # The worker process boots first: a minute on a loaded 2-core machine.
+                wait_for(lambda: (jobs.get(job_id) or {}).get("status") == "running", timeout=60)
+                wait_for(lambda: len(archive(vicidial)) == LEADS, timeout=60)
 
                 parent = psutil.Process(workers[0].pid)
                 if victim == "pool process":
