@@ -126,7 +126,9 @@ def test_the_scan_finds_a_key_hidden_in_a_celery_message(service: tuple[Live, En
 def test_the_key_appears_in_no_log_redis_value_message_result_or_metric(
     service: tuple[Live, Engine],
 ) -> None:
-    live, _ = service
+    live, engine = service
+    with engine.connect() as conn:
+        seeded = live_rows(conn)
     client = live.client()
     rclient = redis.Redis.from_url(live.redis_url)
     try:
@@ -162,6 +164,9 @@ def test_the_key_appears_in_no_log_redis_value_message_result_or_metric(
         client.close()
         rclient.close()
 
+    with engine.connect() as conn:
+        tables = (live_rows(conn), archive(conn))
+    assert tables == ({i: r for i, r in seeded.items() if i > 3}, {i: seeded[i] for i in (1, 2, 3)})
     # Each place was really looked at: the message, the record, the metrics, the log lines.
     assert any(b"leadarchive.archive_leads" in v for v in queued_values)
     assert any(b'"deleted"' in v for v in done_values)
