@@ -288,6 +288,13 @@ def create_app(
             checks[store] = "ok"
         except (redis.exceptions.RedisError, OSError, sqlite3.Error) as exc:
             checks[store] = f"unreachable: {type(exc).__name__}"
+        if rt.broker is not None and settings.broker_url != settings.result_backend:
+            # A broker of its own: the job store answering does not mean a job can be enqueued.
+            try:
+                rt.broker.ping()
+                checks["broker"] = "ok"
+            except (redis.exceptions.RedisError, OSError) as exc:
+                checks["broker"] = f"unreachable: {type(exc).__name__}"
         try:
             with rt.engine.connect() as conn:
                 inspect_tables(conn)

@@ -13,10 +13,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import redis
 from sqlalchemy import Connection, Engine, make_url
 
 from tasks.db import make_engine
 from tasks.schema import create_vicidial_tables, drop_vicidial_tables
+from tests.helpers import jobs_left_behind
 
 SERVER_URL = os.environ.get("LEADARCHIVE_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/")
 
@@ -87,8 +89,6 @@ REDIS_PORT = int(os.environ.get("LEADARCHIVE_TEST_REDIS_PORT", "6379"))
 @contextmanager
 def claim_redis_database() -> Iterator[str]:
     """An empty Redis database number, claimed atomically and flushed when done."""
-    import redis
-
     claim = f"leadarchive-test-{uuid.uuid4().hex}"
     for number in range(15, 1, -1):
         client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=number)
@@ -111,3 +111,28 @@ def redis_url() -> Iterator[str]:
     """A Redis database of its own for this run (broker, results and job records)."""
     with claim_redis_database() as url:
         yield url
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """A test on the session's Redis (the in-thread worker's) ends every job it made there.
+
+    Checked as the test returns, before its fixtures drop its tables: a job not awaited would
+    run during a later test, on that test's tables, and a queued record would be sent again by
+    the lost-message sweep. Await each job, or use ``claim_redis_database()``.
+    """
+    url = getattr(item, "funcargs", {}).get("redis_url")
+    passed = False
+    try:
+        result = yield
+        passed = True
+        return result
+    finally:
+        if url is not None:
+            client = redis.Redis.from_url(url)
+            try:
+                left = jobs_left_behind(client)
+            finally:
+                client.close()
+            if left and passed:
+                raise AssertionError(f"the test left in the session's Redis: {left}")

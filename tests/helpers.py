@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import secrets
+import socket
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
+import redis
 from sqlalchemy import Connection, Engine, make_url
 
 from api.auth import hash_key
@@ -125,3 +129,84 @@ def assert_within_sizes(row: dict[str, Any], sizes: dict[str, int]) -> None:
         if isinstance(value, str):
             assert name in sizes, f"{name} holds text but is no text column"
             assert len(value) <= sizes[name], f"{name}: {len(value)} > {sizes[name]}"
+
+
+def jobs_left_behind(client: redis.Redis, drain_timeout: float = 10.0) -> list[str]:
+    """What a test left in a Redis database the in-thread worker serves: jobs not ended, and
+    messages still queued or unacknowledged. Each is described; empty when nothing is left.
+
+    Left there, the worker would run them during a later test, on that test's tables. What is
+    found is cancelled and its messages removed, so the next test starts clean.
+    """
+    from tasks.celery_app import QUEUE, UNACKED_KEY
+    from tasks.jobs import FINAL, RedisJobStore
+
+    store = RedisJobStore(client, timedelta(days=1))
+    left = []
+    for key in client.scan_iter("leadarchive:job:*", count=1000):
+        job_id = key.decode().removeprefix("leadarchive:job:")
+        status = (client.hget(key, "status") or b"").decode()
+        if status and status not in FINAL:
+            left.append(f"job {job_id} {status}")
+            if store.cancel(job_id) == "running":
+                # Not cancellable: let it end, so that it runs on no later test's tables.
+                wait_for(lambda j=job_id: (store.get(j) or {}).get("status") in FINAL, 60)
+    # A message is acknowledged just after its job is recorded as ended: give it a moment.
+    deadline = time.monotonic() + drain_timeout
+    while client.llen(QUEUE) or client.hlen(UNACKED_KEY):
+        if time.monotonic() > deadline:
+            left.append(
+                f"{client.llen(QUEUE)} message(s) queued, {client.hlen(UNACKED_KEY)} unacknowledged"
+            )
+            client.delete(QUEUE)
+            break
+        time.sleep(0.05)
+    return left
+
+
+class PrivateRedis:
+    """A redis-server of this test's own on a free port, which the test may stop (never the
+    shared one); no persistence."""
+
+    def __init__(self, folder: Path) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = int(s.getsockname()[1])
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
+        self.process = subprocess.Popen(
+            [*command, "--dir", str(folder), "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            wait_for(self._answers, timeout=30, interval=0.05)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _answers(self) -> bool:
+        assert self.process.poll() is None, "redis-server exited"
+        client = redis.Redis(port=self.port, socket_connect_timeout=1)
+        try:
+            return bool(client.ping())
+        except redis.exceptions.ConnectionError:
+            return False
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        """Stop the server and wait until it is gone (its port then refuses connections)."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+
+
+@contextmanager
+def private_redis(folder: Path) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(folder)
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import httpx2 as httpx
 
-from tests.helpers import wait_for
+from tasks.db import make_engine
+from tests.helpers import Row, archive, live, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 SEED_REQUEST = {
@@ -50,6 +51,7 @@ def test_run_command_serves_the_seed_request_from_an_empty_folder(tmp_path: Path
         started = time.monotonic()
         wait_for(lambda: _healthy(base), timeout=120, interval=0.2)
         key = wait_for(lambda: _printed_key(output), timeout=10)
+        seeded = _tables(tmp_path)
         headers = {"Authorization": f"Key={key}"}
         answer = httpx.post(f"{base}/vicidial/leads/archive", json=SEED_REQUEST, headers=headers)
         assert answer.status_code == 202, answer.text
@@ -117,6 +119,11 @@ def test_run_command_serves_the_seed_request_from_an_empty_folder(tmp_path: Path
         "id_reused": 0,
     }
     assert report["left_live"] == []
+    # The demo's own leads 1 to 5 moved, each copy equal to the row it was, value and type.
+    moved = {i: seeded[0][i] for i in range(1, 6)}
+    live_after, archive_after = _tables(tmp_path)
+    assert {i: r for i, r in archive_after.items() if i in moved} == moved
+    assert set(live_after) == set(seeded[0]) - set(moved)
     # Vicidial's admin log, in the demo's SQLite too: one row per job, from the local client.
     with closing(sqlite3.connect(tmp_path / "leadarchive-data" / "vicidial.db")) as db:
         rows = db.execute(
@@ -125,6 +132,16 @@ def test_run_command_serves_the_seed_request_from_an_empty_folder(tmp_path: Path
     job_ids = [final["job_id"], *(job["job_id"] for job in report["jobs"])]
     assert sorted(row[0] for row in rows) == sorted(job_ids)
     assert {row[1:] for row in rows} == {("127.0.0.1", "VDAD", "LEADS", "LEAD ARCHIVE API")}
+
+
+def _tables(folder: Path) -> tuple[dict[int, Row], dict[int, Row]]:
+    """The embedded demo's vicidial_list and vicidial_list_archive, by lead."""
+    engine = make_engine(f"sqlite:///{folder / 'leadarchive-data' / 'vicidial.db'}")
+    try:
+        with engine.connect() as conn:
+            return live(conn), archive(conn)
+    finally:
+        engine.dispose()
 
 
 def _healthy(base: str) -> bool:

@@ -60,11 +60,14 @@ def test_a_finished_job_writes_one_row_as_vicidial_does(
     settings: Settings, rt: Runtime, celery_app: Celery, clock: FakeClock, vicidial: Connection
 ) -> None:
     insert_leads(vicidial, lead_rows(3, seed=21))
+    rows = live(vicidial)
     client = client_from("203.0.113.7", settings, rt, celery_app, clock)
 
     final = run_job(client, SEED_REQUEST)
 
     assert final["status"] == "succeeded"
+    assert archive(vicidial) == {1: rows[1]}
+    assert live(vicidial) == {2: rows[2], 3: rows[3]}
     (row,) = admin_log_rows(vicidial)
     assert_within_sizes(row, admin_log_sizes(vicidial))
     assert abs((server_now(vicidial) - row.pop("event_date")).total_seconds()) < 60
@@ -96,10 +99,12 @@ def test_a_finished_job_writes_one_row_as_vicidial_does(
 
 def test_a_dry_run_writes_no_row(client: TestClient, vicidial: Connection) -> None:
     insert_leads(vicidial, lead_rows(2, seed=22))
+    rows = live(vicidial)
 
     final = run_job(client, {**SEED_REQUEST, "lead_ids": [1, 2], "dry_run": True})
 
     assert final["status"] == "succeeded"
+    assert (live(vicidial), archive(vicidial)) == (rows, {})
     assert final["result"]["counts"]["delete"]["deleted"] == 2  # would have deleted
     assert admin_log_rows(vicidial) == []
 
@@ -109,11 +114,12 @@ def test_leadarchive_admin_log_false_writes_no_row(
 ) -> None:
     monkeypatch.setattr(settings, "admin_log", False)
     insert_leads(vicidial, lead_rows(2, seed=23))
+    rows = live(vicidial)
 
     final = run_job(client, {**SEED_REQUEST, "lead_ids": [1, 2]})
 
     assert final["status"] == "succeeded"
-    assert set(archive(vicidial)) == {1, 2}
+    assert (live(vicidial), archive(vicidial)) == ({}, rows)
     assert admin_log_rows(vicidial) == []
 
 
@@ -121,6 +127,7 @@ def test_without_the_table_the_job_succeeds_quietly(
     client: TestClient, vicidial: Connection, caplog: pytest.LogCaptureFixture
 ) -> None:
     insert_leads(vicidial, lead_rows(2, seed=24))
+    rows = live(vicidial)
     vicidial.exec_driver_sql("DROP TABLE vicidial_admin_log")
 
     with caplog.at_level("DEBUG", logger="leadarchive.worker"):
@@ -128,7 +135,7 @@ def test_without_the_table_the_job_succeeds_quietly(
 
     assert final["status"] == "succeeded"
     assert final["result"]["counts"]["delete"]["deleted"] == 2
-    assert set(archive(vicidial)) == {1, 2} and live(vicidial) == {}
+    assert (live(vicidial), archive(vicidial)) == ({}, rows)
     worker_logs = [r for r in caplog.records if r.name == "leadarchive.worker"]
     assert "no vicidial_admin_log table: the admin log is not written" in [
         r.getMessage() for r in worker_logs
@@ -145,6 +152,7 @@ def test_without_insert_on_the_table_the_job_keeps_its_result_and_warns(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     insert_leads(vicidial, lead_rows(2, seed=25))
+    rows = live(vicidial)
     grants = (
         "SELECT ON `{db}`.*",
         "INSERT, UPDATE, DELETE ON `{db}`.`vicidial_list`",
@@ -160,7 +168,7 @@ def test_without_insert_on_the_table_the_job_keeps_its_result_and_warns(
 
     assert final["status"] == "succeeded"
     assert final["result"]["counts"]["delete"]["deleted"] == 2
-    assert set(archive(vicidial)) == {1, 2} and live(vicidial) == {}
+    assert (live(vicidial), archive(vicidial)) == ({}, rows)
     assert admin_log_rows(vicidial) == []
     (warning,) = [r for r in caplog.records if r.levelname == "WARNING"]
     assert warning.getMessage() == "job not written to vicidial_admin_log"
@@ -175,11 +183,13 @@ def test_a_failed_job_writes_one_row_naming_the_error(
     client: TestClient, vicidial: Connection
 ) -> None:
     insert_leads(vicidial, lead_rows(1, seed=26))
+    rows = live(vicidial)
     vicidial.exec_driver_sql("ALTER TABLE vicidial_list_archive DROP COLUMN entry_list_id")
 
     final = run_job(client, SEED_REQUEST)
 
     assert final["status"] == "failed"
+    assert live(vicidial) == rows
     # Written just after the job is marked failed.
     (row,) = wait_for(lambda: admin_log_rows(vicidial))
     assert_within_sizes(row, admin_log_sizes(vicidial))
@@ -203,6 +213,7 @@ def test_a_job_run_again_after_its_row_was_written_writes_no_second_row(
     """Redis fails just as the job is to be marked succeeded, after its row was written: the job
     goes back to the queue and runs again (the batch is idempotent), and writes no second row."""
     insert_leads(vicidial, lead_rows(2, seed=27))
+    rows = live(vicidial)
     transition = rt.jobs.transition
     failed: list[str] = []
 
@@ -221,6 +232,7 @@ def test_a_job_run_again_after_its_row_was_written_writes_no_second_row(
     assert failed == [final["job_id"]]
     assert final["status"] == "succeeded"
     assert final["attempts"] == 2
+    assert (live(vicidial), archive(vicidial)) == ({}, rows)
     # The second run found everything done; the row tells what the first run did.
     assert final["result"]["counts"]["delete"] == {
         "deleted": 0,
@@ -258,10 +270,13 @@ def test_the_clients_address_is_written_only_when_it_fits(
     written: str,
 ) -> None:
     insert_leads(vicidial, lead_rows(1, seed=28))
+    rows = live(vicidial)
     client = client_from(address, settings, rt, celery_app, clock)
 
     final = run_job(client, {"lead_ids": [1]})
 
+    assert final["status"] == "succeeded"
+    assert (live(vicidial), archive(vicidial)) == (rows, rows)
     (row,) = admin_log_rows(vicidial)
     assert (row["record_id"], row["ip_address"]) == (final["job_id"], written)
 
@@ -274,9 +289,12 @@ def test_the_longest_key_name_and_user_fit_vicidials_columns(
     monkeypatch.setattr(settings, "api_keys", f"{settings.api_keys},{name}:{hash_key(key)}")
     monkeypatch.setattr(settings, "admin_log_user", "U" * 20)
     insert_leads(vicidial, lead_rows(1, seed=29))
+    rows = live(vicidial)
 
     final = run_job(client, {"lead_ids": [1]}, {"Authorization": f"Key={key}"})
 
+    assert final["status"] == "succeeded"
+    assert (live(vicidial), archive(vicidial)) == (rows, rows)
     (row,) = admin_log_rows(vicidial)
     assert_within_sizes(row, admin_log_sizes(vicidial))
     assert (row["user"], row["record_id"]) == ("U" * 20, final["job_id"])

@@ -46,12 +46,14 @@ def unchanged(
     """Leads in both tables; after the test, the tables, Redis and the counters as they were."""
     insert_leads(vicidial, lead_rows(5, seed=51))
     # Archive leads 1 and 2, so that an update or delete would show in both tables.
-    poll_until_done(
+    archived = poll_until_done(
         client,
         client.post(URL, json={"lead_ids": [1, 2]}, headers=ALICE).headers["location"],
         ALICE,
     )
     tables = (live(vicidial), archive(vicidial))
+    assert archived["status"] == "succeeded"
+    assert tables[1] == {i: tables[0][i] for i in (1, 2)}
     records = set(redis_client.keys("leadarchive:job:*"))
     submitted = metrics.JOBS_SUBMITTED._value.get()
     yield
@@ -258,13 +260,19 @@ def test_lead_ids_that_are_not_json_integers_in_range_are_422(
 def test_the_ends_of_the_lead_id_range_are_accepted(
     client: TestClient, vicidial: Connection
 ) -> None:
-    """0 and INT UNSIGNED's maximum are valid IDs (0..4294967295 in the contract)."""
+    """0 and INT UNSIGNED's maximum are valid IDs (0..4294967295 in the contract); a lead with
+    the largest ID is archived like any other."""
+    insert_leads(vicidial, lead_rows(1, first_lead_id=4294967295, seed=54))
+    rows = live(vicidial)
+
     answer = client.post(URL, json={"lead_ids": [0, 4294967295]}, headers=ALICE)
 
     final = poll_until_done(client, answer.headers["location"], ALICE)
     assert final["status"] == "succeeded"
     assert [lead["lead_id"] for lead in final["result"]["leads"]] == [0, 4294967295]
-    assert {lead["insert"] for lead in final["result"]["leads"]} == {"not_found"}
+    assert [lead["insert"] for lead in final["result"]["leads"]] == ["not_found", "inserted"]
+    assert set(rows) == {4294967295}
+    assert (live(vicidial), archive(vicidial)) == (rows, rows)
 
 
 @pytest.mark.usefixtures("unchanged")
@@ -413,6 +421,15 @@ def test_json_content_type_variants_are_accepted(
     )
 
     assert answer.status_code == 202, answer.text
+    final = poll_until_done(client, answer.headers["location"], ALICE)
+    assert final["status"] == "succeeded"
+    assert final["request"] == {
+        "insert_leads": True,
+        "update_leads": True,
+        "delete_leads": False,
+        "dry_run": True,
+        "lead_count": 1,
+    }
 
 
 # --- other keys' jobs -------------------------------------------------------------------------
@@ -426,6 +443,7 @@ def test_another_key_can_neither_see_nor_cancel_a_queued_job(
     from tasks.jobs import JobRequest
 
     insert_leads(vicidial, lead_rows(2, seed=53))
+    rows = live(vicidial)
     job_id, _ = rt.jobs.create("alice", JobRequest([1, 2], True, True, True, False))  # not sent
     url = f"{URL}/{job_id}"
     bob = {"Authorization": f"Key={BOB_KEY}"}
@@ -444,4 +462,4 @@ def test_another_key_can_neither_see_nor_cancel_a_queued_job(
     assert still["status"] == "queued"
     assert cancelled_by_alice.status_code == 200
     assert cancelled_by_alice.json()["status"] == "cancelled"
-    assert set(live(vicidial)) == {1, 2}
+    assert (live(vicidial), archive(vicidial)) == (rows, {})

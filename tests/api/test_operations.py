@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
-from fastapi.testclient import TestClient
-from sqlalchemy import Connection
+from pathlib import Path
+from typing import Any
 
-from tests.api.conftest import SEED_REQUEST
-from tests.helpers import ALICE
+from fastapi.testclient import TestClient
+from sqlalchemy import Connection, make_url
+
+from api.app import create_app
+from tasks.celery_app import create_celery
+from tasks.runtime import Runtime
+from tests.api.conftest import SEED_REQUEST, FakeClock
+from tests.conftest import claim_redis_database
+from tests.helpers import ALICE, make_settings, private_redis
+
+# Nothing listens on port 1.
+CLOSED_REDIS = "redis://127.0.0.1:1/0"
 
 
 def test_healthz_needs_no_key(client: TestClient) -> None:
@@ -31,6 +41,88 @@ def test_readyz_checks_redis_database_and_archive_schema(
     assert "`rank` is missing" in drifted.json()["checks"]["database"]
     assert missing.status_code == 503
     assert "vicidial_list_archive does not exist" in missing.json()["checks"]["database"]
+
+
+def _readiness(clock: FakeClock, database_url: str, redis_url: str, **settings: Any) -> Any:
+    """/readyz of an app on these servers: (status code, body)."""
+    configured = make_settings(database_url, redis_url, **settings)
+    runtime = Runtime(configured, clock=clock)
+    app = create_app(configured, runtime=runtime, celery=create_celery(configured))
+    try:
+        with TestClient(app, raise_server_exceptions=False) as client:
+            answer = client.get("/readyz")
+    finally:
+        runtime.close()
+    assert "Traceback" not in answer.text
+    return answer.status_code, answer.json()
+
+
+def test_readyz_is_503_naming_the_database_when_mariadb_is_unreachable(
+    vicidial: Connection, database_url: str, redis_url: str, clock: FakeClock
+) -> None:
+    closed = make_url(database_url).set(port=1).render_as_string(hide_password=False)
+
+    up = _readiness(clock, database_url, redis_url)
+    down = _readiness(clock, closed, redis_url)
+
+    assert up == (200, {"status": "ready", "checks": {"redis": "ok", "database": "ok"}})
+    assert down == (
+        503,
+        {
+            "status": "not ready",
+            "checks": {"redis": "ok", "database": "unreachable: OperationalError"},
+        },
+    )
+
+
+def test_readyz_is_503_naming_redis_once_the_job_store_goes_down(
+    vicidial: Connection, database_url: str, clock: FakeClock, tmp_path: Path
+) -> None:
+    """The same app, ready while its Redis answers, not ready once that server has stopped."""
+    with private_redis(tmp_path) as server:
+        configured = make_settings(database_url, server.url)
+        runtime = Runtime(configured, clock=clock)
+        app = create_app(configured, runtime=runtime, celery=create_celery(configured))
+        try:
+            with TestClient(app, raise_server_exceptions=False) as client:
+                ready = client.get("/readyz")
+                server.stop()
+                stopped = client.get("/readyz")
+        finally:
+            runtime.close()
+
+    assert (ready.status_code, ready.json()["checks"]) == (200, {"redis": "ok", "database": "ok"})
+    assert stopped.status_code == 503
+    assert stopped.json() == {
+        "status": "not ready",
+        "checks": {"redis": "unreachable: ConnectionError", "database": "ok"},
+    }
+
+
+def test_readyz_checks_a_separate_broker_too(
+    vicidial: Connection, database_url: str, redis_url: str, clock: FakeClock
+) -> None:
+    """The broker on a Redis of its own: ready with it, 503 naming it without it (the job store
+    answering alone does not make the API able to enqueue)."""
+    with claim_redis_database() as broker_url:
+        up = _readiness(clock, database_url, redis_url, broker_url=broker_url)
+    down = _readiness(clock, database_url, redis_url, broker_url=CLOSED_REDIS)
+
+    assert up == (
+        200,
+        {"status": "ready", "checks": {"redis": "ok", "broker": "ok", "database": "ok"}},
+    )
+    assert down == (
+        503,
+        {
+            "status": "not ready",
+            "checks": {
+                "redis": "ok",
+                "broker": "unreachable: ConnectionError",
+                "database": "ok",
+            },
+        },
+    )
 
 
 def test_metrics_count_requests_by_route_template(client: TestClient) -> None:

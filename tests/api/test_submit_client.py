@@ -65,12 +65,15 @@ def test_running_the_same_input_again_creates_no_new_job(
     client: TestClient, vicidial: Connection, redis_client: redis.Redis
 ) -> None:
     insert_leads(vicidial, lead_rows(4, seed=52))
+    rows = live(vicidial)
     submitter = Submitter(client, ALICE_KEY, poll_interval=0.02)
     first = submit_all(submitter, [1, 2, 3, 4], MOVE, batch_size=2, console=_quiet())
     jobs_after_first = len(redis_client.keys("leadarchive:job:*"))
 
     again = submit_all(submitter, [1, 2, 3, 4], MOVE, batch_size=2, console=_quiet())
 
+    assert first.counts["delete"]["deleted"] == 4
+    assert (live(vicidial), archive(vicidial)) == ({}, rows)
     assert [j["job_id"] for j in again.jobs] == [j["job_id"] for j in first.jobs]
     assert len(redis_client.keys("leadarchive:job:*")) == jobs_after_first
     fresh = submit_all(submitter, [1, 2, 3, 4], MOVE, batch_size=2, salt="rerun", console=_quiet())
@@ -80,6 +83,7 @@ def test_running_the_same_input_again_creates_no_new_job(
 
 def test_exit_code_says_leads_were_left_undeleted(client: TestClient, vicidial: Connection) -> None:
     insert_leads(vicidial, lead_rows(3, seed=53))
+    rows = live(vicidial)
     vicidial.exec_driver_sql("INSERT INTO vicidial_hopper (lead_id, list_id) VALUES (2, 1)")
 
     summary = submit_all(
@@ -89,6 +93,8 @@ def test_exit_code_says_leads_were_left_undeleted(client: TestClient, vicidial: 
     assert summary.exit_code() == EXIT_LEFT_LIVE
     assert summary.left_live == [2]
     assert summary.as_json()["left_live"] == [2]
+    # Left live, unchanged, next to its identical copy; the others moved.
+    assert (live(vicidial), archive(vicidial)) == ({2: rows[2]}, rows)
 
 
 def test_exit_code_says_a_job_failed(client: TestClient, vicidial: Connection) -> None:

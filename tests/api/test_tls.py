@@ -10,6 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import redis
+
+from tasks.celery_app import QUEUE
+from tests.conftest import claim_redis_database
 from tests.helpers import ALICE, make_settings, wait_for
 
 
@@ -19,9 +23,14 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_the_seed_curl_works_against_the_api_serving_tls(
-    tmp_path: Path, database_url: str, redis_url: str
-) -> None:
+def test_the_seed_curl_works_against_the_api_serving_tls(tmp_path: Path, database_url: str) -> None:
+    # A Redis database of its own: the seed's job is left queued there, never taken by the
+    # in-thread test worker to run on another test's tables.
+    with claim_redis_database() as redis_url:
+        _seed_curl_over_tls(tmp_path, database_url, redis_url)
+
+
+def _seed_curl_over_tls(tmp_path: Path, database_url: str, redis_url: str) -> None:
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
         [
@@ -119,6 +128,11 @@ def test_the_seed_curl_works_against_the_api_serving_tls(
             capture_output=True,
             text=True,
         ).stdout
+        queue = redis.Redis.from_url(redis_url)
+        try:
+            queued = queue.llen(QUEUE)
+        finally:
+            queue.close()
     finally:
         os.killpg(api.pid, signal.SIGTERM)
         api.wait(timeout=20)
@@ -126,4 +140,5 @@ def test_the_seed_curl_works_against_the_api_serving_tls(
     body, status = answer.rsplit("\n", 1)
     assert status == "202"
     assert json.loads(body)["status"] == "queued"
+    assert queued == 1  # the job's message, for a worker
     assert plain == "000"  # plain HTTP is not served on the TLS port

@@ -199,11 +199,12 @@ def test_stateful_submit_poll_cancel(live: tuple[Live, Engine]) -> None:
 def test_the_fuzzers_sent_enough_requests_and_nothing_broke(live: tuple[Live, Engine]) -> None:
     service, _ = live
     total = sum(sent.values())
-    if total == 0:
-        pytest.skip("the fuzz tests were not selected")
 
     print(f"fuzz requests sent: {sent}, total {total}")
-    assert total >= MIN_REQUESTS, sent
+    # Never skipped: fewer than the minimum (the fuzz tests deselected, or generating fewer
+    # cases) fails, so a green run always means at least MIN_REQUESTS requests were judged.
+    assert total >= MIN_REQUESTS, f"{sent}: run the whole file, at least {MIN_REQUESTS} needed"
+    assert all(sent.values()), f"a fuzz phase sent nothing: {sent}"
     # Nothing the fuzzers sent made the service log an unexpected error.
     log = service.log_text()
     assert "unexpected error" not in log

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -127,7 +126,9 @@ def test_the_scan_finds_a_key_hidden_in_a_celery_message(service: tuple[Live, En
 def test_the_key_appears_in_no_log_redis_value_message_result_or_metric(
     service: tuple[Live, Engine],
 ) -> None:
-    live, _ = service
+    live, engine = service
+    with engine.connect() as conn:
+        seeded = live_rows(conn)
     client = live.client()
     rclient = redis.Redis.from_url(live.redis_url)
     try:
@@ -157,12 +158,15 @@ def test_the_key_appears_in_no_log_redis_value_message_result_or_metric(
         worker_metrics = wait_for(
             lambda: _get(f"http://127.0.0.1:{live.worker_metrics_port}/metrics"), timeout=30
         )
-        time.sleep(0.5)  # the worker's last log lines
-        logs = live.log_text()
+        # The worker logs "job succeeded" just after it records the job as ended.
+        logs = wait_for(lambda: (text := live.log_text()) and '"job succeeded"' in text and text)
     finally:
         client.close()
         rclient.close()
 
+    with engine.connect() as conn:
+        tables = (live_rows(conn), archive(conn))
+    assert tables == ({i: r for i, r in seeded.items() if i > 3}, {i: seeded[i] for i in (1, 2, 3)})
     # Each place was really looked at: the message, the record, the metrics, the log lines.
     assert any(b"leadarchive.archive_leads" in v for v in queued_values)
     assert any(b'"deleted"' in v for v in done_values)

@@ -83,6 +83,40 @@ def build_tables(
             )
 
 
+def hopper_rows(conn: Connection) -> list[tuple[object, ...]]:
+    """Every vicidial_hopper row, whole, by lead."""
+    return [
+        tuple(r) for r in conn.exec_driver_sql("SELECT * FROM vicidial_hopper ORDER BY lead_id")
+    ]
+
+
+def _check_hopper_leads_stay(
+    report: BatchReport,
+    actions: Actions,
+    queued: set[int],
+    before: tuple[dict[int, Row], dict[int, Row]],
+    after: tuple[dict[int, Row], dict[int, Row]],
+) -> None:
+    """A lead in the hopper is never deleted: it stays live byte for byte, and its delete says
+    ``in_use`` / ``hopper`` whenever nothing else (no copy, a different copy) kept it first."""
+    live_before, _ = before
+    live_after, archive_after = after
+    for i in queued & set(live_before):
+        assert live_after.get(i) == live_before[i], i
+    for lead in report.leads:
+        i = lead.lead_id
+        if lead.delete == "in_use":
+            assert (i, lead.held_by) in {(q, "hopper") for q in queued}, lead
+        else:
+            assert lead.held_by is None, lead
+        if i in queued and i in live_before and actions.delete:
+            assert lead.delete in ("in_use", "not_archived", "mismatch", "id_reused"), lead
+            assert lead.live, lead
+            if not actions.dry_run and archive_after.get(i) == live_before[i]:
+                # An identical copy: only the hopper kept it live.
+                assert lead.delete == "in_use", lead
+
+
 def _check_report_against_tables(
     report: BatchReport,
     actions: Actions,
@@ -141,6 +175,8 @@ def test_any_batch_keeps_the_invariant_and_reports_the_truth(
     conn = tables
     build_tables(conn, states)
     before = (live(conn), archive(conn))
+    queued = {i for i, (_, in_hopper, _) in enumerate(states, start=1) if in_hopper}
+    hopper_before = hopper_rows(conn)
 
     report = run_batch(conn, requested, actions)
     after = (live(conn), archive(conn))
@@ -160,10 +196,13 @@ def test_any_batch_keeps_the_invariant_and_reports_the_truth(
     if actions.dry_run:
         assert after == before
     _check_report_against_tables(report, actions, before, after)
+    _check_hopper_leads_stay(report, actions, queued, before, after)
+    assert hopper_rows(conn) == hopper_before
 
     # Idempotent: the same batch again leaves the same tables and says nothing was done.
     again = run_batch(conn, requested, actions)
     assert (live(conn), archive(conn)) == after
+    _check_hopper_leads_stay(again, actions, queued, after, after)
     if not actions.dry_run:
         assert again.counts.get("insert", {}).get("inserted", 0) == 0
         assert again.counts.get("update", {}).get("updated", 0) == 0

@@ -70,14 +70,15 @@ def test_flower_lists_tasks_with_arguments_and_results_behind_basic_auth(
                     start_new_session=True,
                 )
             )
-        wait_for(lambda: _answers(f"{base}/healthcheck"), timeout=30)
+        # Two processes starting at once on a loaded 2-core machine: a minute each.
+        wait_for(lambda: _answers(f"{base}/healthcheck"), timeout=60)
         # Flower needs a moment to subscribe to events before the task is sent.
-        wait_for(lambda: _workers_seen(base), timeout=30, interval=0.5)
+        wait_for(lambda: _workers_seen(base), timeout=60, interval=0.5)
         request = JobRequest([1, 2], True, True, True, False)
         job_id, _ = rt.jobs.create("alice", request)
         enqueue(create_celery(settings), job_id, request.lead_ids, request.summary())
 
-        task = wait_for(lambda: _task(base, job_id), timeout=30, interval=0.3)
+        task = wait_for(lambda: _task(base, job_id), timeout=60, interval=0.3)
         metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
         refused = httpx.get(f"{base}/api/tasks", timeout=5)
         wrong = httpx.get(f"{base}/api/tasks", auth=(AUTH[0], "wrong"), timeout=5)
