@@ -496,10 +496,19 @@ def broker_state(stack: Stack, stuck: list[str]) -> dict[str, Any]:
     r = stack.redis
     unacked = {k.decode(): v.decode() for k, v in r.hgetall("unacked").items()}  # type: ignore[union-attr]
     queued = [m.decode() for m in r.lrange("leadarchive", 0, -1)]  # type: ignore[union-attr]
+    in_queue = [j for j in stuck if any(j in m for m in queued)]
+    in_unacked = [j for j in stuck if any(j in body for body in unacked.values())]
     return {
         "now": time.time(),
+        # A job in neither place has lost its message; the service's sweep re-sends only jobs
+        # whose record is `queued`, so one left `running` by a killed batch stays so (issue 13).
+        "lost (in neither the queue nor unacked)": {
+            j: (stack.jobs.get(j) or {}).get("status")
+            for j in stuck
+            if j not in in_queue and j not in in_unacked
+        },
         "queue length": len(queued),
-        "stuck in queue": [j for j in stuck if any(j in m for m in queued)],
+        "stuck in queue": in_queue,
         "stuck unacked": {
             tag: r.zscore("unacked_index", tag)
             for tag, body in unacked.items()
