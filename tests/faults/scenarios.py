@@ -52,7 +52,10 @@ AFTER_LAST_FAULT = 60.0
 # What most scenarios allow: no failed job, every lead archived.
 ALL_ARCHIVED = Outcomes()
 
-CRASHED_TABLE = r"^OperationalError: \(119[45], .Table '[^']+' is marked as crashed"
+CRASHED_TABLE = (
+    r"^OperationalError: (\(pymysql\.err\.OperationalError\) )?"
+    r"\(119[45], .Table '[^']+' is marked as crashed"
+)
 
 
 @dataclass
