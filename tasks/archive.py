@@ -63,6 +63,9 @@ DELETE_OUTCOMES: tuple[DeleteOutcome, ...] = (
 
 MAX_LEAD_ID = 4_294_967_295
 
+# An observer of run_batch: called with a chunk's lead IDs between reading and writing them.
+AfterRead = Callable[[list[int]], None]
+
 # Strict for every table (STRICT_TRANS_TABLES lets a multi-row MyISAM statement store adjusted
 # values after its first row). No NO_ZERO_DATE: Vicidial rows carry zero dates that must copy.
 SQL_MODE = (
@@ -505,8 +508,15 @@ def run_batch(
     lead_ids: Sequence[int],
     actions: Actions,
     tuning: Tuning | None = None,
+    *,
+    after_read: AfterRead | None = None,
 ) -> BatchReport:
-    """Archive ``lead_ids`` as ``actions`` says and report every lead's outcome."""
+    """Archive ``lead_ids`` as ``actions`` says and report every lead's outcome.
+
+    ``after_read``, an observer, is called with each chunk's lead IDs once their state is read
+    and before any statement writes them (on MyISAM's snapshot path: once per window, after the
+    snapshot). Nothing in the product passes one; tests stage the dialer's races there.
+    """
     tuning = tuning or Tuning()
     ids = validate_lead_ids(lead_ids)
     unique = sorted(set(ids))
@@ -553,7 +563,15 @@ def run_batch(
             window = unique[start : start + SNAPSHOT_WINDOW]
             results.update(
                 _run_window_snapshot(
-                    cursor, conn, sql, window, actions, sizer, tuning, first=start == 0
+                    cursor,
+                    conn,
+                    sql,
+                    window,
+                    actions,
+                    sizer,
+                    tuning,
+                    first=start == 0,
+                    after_read=after_read,
                 )
             )
         _LEARNED[learned_key] = (sizer.size, sizer.seconds_per_lead)
@@ -566,11 +584,13 @@ def run_batch(
             states = _read_states(cursor, sql, chunk)
             results.update((i, plan_lead(i, states[i], actions)) for i in chunk)
         elif sqlite:
-            results.update(_run_chunk_sqlite(cursor, sql, chunk, actions))
+            results.update(_run_chunk_sqlite(cursor, sql, chunk, actions, after_read))
         elif pair.transactional:
-            results.update(_run_chunk_innodb(cursor, dbapi, sql, chunk, actions, tuning))
+            results.update(
+                _run_chunk_innodb(cursor, dbapi, sql, chunk, actions, tuning, after_read)
+            )
         else:
-            results.update(_run_chunk_locked(cursor, sql, chunk, actions))
+            results.update(_run_chunk_locked(cursor, sql, chunk, actions, after_read))
         sizer.record(len(chunk), time.perf_counter() - started)
         position += len(chunk)
     return make_report(ids, results, actions)
@@ -598,10 +618,16 @@ def _read_states(
 
 
 def _apply(
-    cursor: _Cursor, sql: _Statements, chunk: list[int], actions: Actions
+    cursor: _Cursor,
+    sql: _Statements,
+    chunk: list[int],
+    actions: Actions,
+    after_read: AfterRead | None,
 ) -> dict[int, LeadResult]:
     """Read the locked chunk's state, then run exactly the statements it calls for."""
     states = _read_states(cursor, sql, chunk)
+    if after_read is not None:
+        after_read(chunk)
     plans = {i: plan_lead(i, states[i], actions) for i in chunk}
     _write_planned(cursor, plans, (sql.insert, sql.update, sql.delete))
     return plans
@@ -627,13 +653,17 @@ def _write_planned(
 
 
 def _run_chunk_locked(
-    cursor: _Cursor, sql: _Statements, chunk: list[int], actions: Actions
+    cursor: _Cursor,
+    sql: _Statements,
+    chunk: list[int],
+    actions: Actions,
+    after_read: AfterRead | None,
 ) -> dict[int, LeadResult]:
     # MyISAM has no transactions: LOCK TABLES makes the check and the statements one atomic
     # step, and flushes MyISAM's key cache once per chunk instead of once per statement.
     cursor.run(sql.lock_tables)
     try:
-        return _apply(cursor, sql, chunk, actions)
+        return _apply(cursor, sql, chunk, actions, after_read)
     finally:
         cursor.run("UNLOCK TABLES")
 
@@ -703,6 +733,7 @@ def _run_window_snapshot(
     tuning: Tuning,
     *,
     first: bool,
+    after_read: AfterRead | None,
 ) -> dict[int, LeadResult]:
     """MyISAM: copy from a snapshot without touching vicidial_list, then delete in short chunks.
 
@@ -730,6 +761,8 @@ def _run_window_snapshot(
         try:
             snapshot = f"{SNAPSHOT} AS l"
             states = _read_states(cursor, sql, window, snapshot)
+            if after_read is not None:
+                after_read(window)
             plans = {i: plan_lead(i, states[i], actions) for i in window}
             _write_planned(
                 cursor,
@@ -787,12 +820,16 @@ def _text(value: Any) -> str | None:
 
 
 def _run_chunk_sqlite(
-    cursor: _Cursor, sql: _Statements, chunk: list[int], actions: Actions
+    cursor: _Cursor,
+    sql: _Statements,
+    chunk: list[int],
+    actions: Actions,
+    after_read: AfterRead | None,
 ) -> dict[int, LeadResult]:
     # The embedded default: IMMEDIATE takes SQLite's write lock before the check.
     cursor.run("BEGIN IMMEDIATE")
     try:
-        plans = _apply(cursor, sql, chunk, actions)
+        plans = _apply(cursor, sql, chunk, actions, after_read)
     except BaseException:
         cursor.run("ROLLBACK")
         raise
@@ -807,6 +844,7 @@ def _run_chunk_innodb(
     chunk: list[int],
     actions: Actions,
     tuning: Tuning,
+    after_read: AfterRead | None,
 ) -> dict[int, LeadResult]:
     ids = _id_list(chunk)
     for attempt in range(tuning.chunk_retries + 1):
@@ -816,7 +854,7 @@ def _run_chunk_innodb(
             # batches on overlapping IDs wait for each other instead of deadlocking.
             cursor.rows(sql.lock_rows(LIVE_TABLE, ids))
             cursor.rows(sql.lock_rows(ARCHIVE_TABLE, ids))
-            plans = _apply(cursor, sql, chunk, actions)
+            plans = _apply(cursor, sql, chunk, actions, after_read)
             dbapi.commit()
             return plans
         except ConcurrentChangeError:
