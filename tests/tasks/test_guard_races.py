@@ -28,6 +28,7 @@ tables): a hold that appears between the read and the DELETE is refused by the D
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -162,18 +163,24 @@ class Dialer:
         assert ready.wait(30), "the dialer's connection did not open"
 
     def blocked(self, observer: Connection) -> bool:
-        """The server holds the statement waiting for a lock (a table's or an InnoDB row's)."""
-        return (
-            observer.execute(
-                text(
-                    "SELECT 1 FROM information_schema.PROCESSLIST WHERE ID = :id"
-                    " AND (STATE LIKE 'Waiting for table%' OR ID IN (SELECT trx_mysql_thread_id"
-                    " FROM information_schema.INNODB_TRX WHERE trx_state = 'LOCK WAIT'))"
-                ),
-                {"id": self.connection_id},
-            ).first()
-            is not None
-        )
+        """The server holds the statement waiting for a lock (a table's or an InnoDB row's).
+
+        Row-lock waits are read from SHOW ENGINE INNODB STATUS: information_schema.INNODB_TRX
+        is a cache that is not refreshed while anyone reads it more often than every 0.1 s.
+        """
+        state = observer.execute(
+            text("SELECT STATE FROM information_schema.PROCESSLIST WHERE ID = :id"),
+            {"id": self.connection_id},
+        ).scalar()
+        if state is None:
+            return False
+        if str(state).startswith("Waiting for table"):
+            return True
+        status = str(observer.exec_driver_sql("SHOW ENGINE INNODB STATUS").one()[2])
+        for transaction in status.split("---TRANSACTION ")[1:]:
+            if re.search(rf"thread id {self.connection_id},", transaction):
+                return "LOCK WAIT" in transaction
+        return False
 
     def wait_until_done_or_blocked(self, observer: Connection) -> str:
         """``done`` once the statement has run, ``blocked`` while it waits for a lock."""
