@@ -132,6 +132,29 @@ def test_the_delete_itself_keeps_a_lead_the_dialer_changed_after_the_snapshot(
     assert after_archive[3] == read_by_the_batch[3]
 
 
+def waiting_for_lock(observer: Connection, connection_id: int) -> int | None:
+    """The query ID of the statement with which session ``connection_id`` waits for a lock (a
+    table's or an InnoDB row's), or None while it is not waiting.
+
+    Row-lock waits are read from SHOW ENGINE INNODB STATUS: information_schema.INNODB_TRX is a
+    cache that is not refreshed while anyone reads it more often than every 0.1 s.
+    """
+    row = observer.execute(
+        text("SELECT STATE, QUERY_ID FROM information_schema.PROCESSLIST WHERE ID = :id"),
+        {"id": connection_id},
+    ).first()
+    if row is None:
+        return None
+    state, query_id = str(row[0] or ""), int(row[1])
+    if state.startswith("Waiting for table"):
+        return query_id
+    status = str(observer.exec_driver_sql("SHOW ENGINE INNODB STATUS").one()[2])
+    for transaction in status.split("---TRANSACTION ")[1:]:
+        if re.search(rf"thread id {connection_id}, .* query id {query_id} ", transaction):
+            return query_id if "LOCK WAIT" in transaction else None
+    return None
+
+
 class Dialer:
     """One statement of the dialer's, on a connection of its own, in a thread: it may wait."""
 
@@ -163,24 +186,9 @@ class Dialer:
         assert ready.wait(30), "the dialer's connection did not open"
 
     def blocked(self, observer: Connection) -> bool:
-        """The server holds the statement waiting for a lock (a table's or an InnoDB row's).
-
-        Row-lock waits are read from SHOW ENGINE INNODB STATUS: information_schema.INNODB_TRX
-        is a cache that is not refreshed while anyone reads it more often than every 0.1 s.
-        """
-        state = observer.execute(
-            text("SELECT STATE FROM information_schema.PROCESSLIST WHERE ID = :id"),
-            {"id": self.connection_id},
-        ).scalar()
-        if state is None:
-            return False
-        if str(state).startswith("Waiting for table"):
-            return True
-        status = str(observer.exec_driver_sql("SHOW ENGINE INNODB STATUS").one()[2])
-        for transaction in status.split("---TRANSACTION ")[1:]:
-            if re.search(rf"thread id {self.connection_id},", transaction):
-                return "LOCK WAIT" in transaction
-        return False
+        """The server holds the statement waiting for a lock (a table's or an InnoDB row's)."""
+        assert self.connection_id is not None
+        return waiting_for_lock(observer, self.connection_id) is not None
 
     def wait_until_done_or_blocked(self, observer: Connection) -> str:
         """``done`` once the statement has run, ``blocked`` while it waits for a lock."""
