@@ -8,22 +8,26 @@ lock right after the snapshot), make the dialer's write, let the batch go on, an
 survives with the newer data while the archive keeps the older copy. Each would fail if the
 comparison were dropped from the DELETE or made collation-based.
 
-InnoDB and MyISAM's locked path have no such window, by construction: InnoDB locks the chunk's
-live and archive rows (``SELECT ... FOR UPDATE``, in lead_id order) before it reads their state and
-keeps them locked until the chunk commits; the locked path (a user without CREATE TEMPORARY TABLES,
+InnoDB and MyISAM's locked path have no such window, by construction: InnoDB locks the chunk's live
+rows and their archive copies (``SELECT ... FOR UPDATE``, in lead_id order) before it reads their
+state and keeps them locked until the chunk commits (a copy that does not exist yet is not locked
+under READ COMMITTED, but a copy another session adds meanwhile makes the batch's INSERT fail on
+the primary key, and nothing is deleted); the locked path (a user without CREATE TEMPORARY TABLES,
 like Vicidial's `cron`) reads and deletes under one ``LOCK TABLES`` that write-locks both tables
-and read-locks every dialer table. No other session can stop either between the read and the
-DELETE (whatever lock it could hold, the batch already holds or has passed), so these tests use
+and read-locks every dialer table. No other session can stop either between the read and the DELETE
+(whatever lock it could hold, the batch already holds or has passed), so these tests use
 run_batch's ``after_read`` observer, called at exactly that point: the dialer's write made there
 waits for the batch, and lands after the DELETE on a lead that is gone (it changes no row), while
-the archive holds the lead exactly as it was read and deleted. They would fail if the row locks
-or the table lock were dropped. On these paths the DELETE's comparison can only be reached by a
-statement of the batch's own; `test_the_delete_statement_refuses_a_stale_copy` runs it directly,
-on MyISAM and InnoDB tables, against copies one column off.
+the archive holds the lead exactly as it was read and deleted. They would fail if the row locks or
+the table lock were dropped. On these paths the DELETE's comparison can only be reached by a
+statement of the batch's own; `test_the_delete_statement_refuses_a_stale_copy` runs it directly, on
+MyISAM and InnoDB tables, against copies one column off.
 
 What the dialer's tables hold is not locked on InnoDB (the hopper and live calls are MEMORY
-tables): a hold that appears between the read and the DELETE is refused by the DELETE itself
-(``NOT in_use``), on InnoDB and on the snapshot path; the locked path read-locks those tables too.
+tables): a hold that appears between the read and the DELETE is refused by the DELETE itself (``NOT
+in_use``), on the snapshot path and on InnoDB (where the chunk, its DELETE short of what its read
+planned, is rolled back and read again: ConcurrentChangeError); the locked path read-locks those
+tables too.
 """
 
 from __future__ import annotations
@@ -388,3 +392,28 @@ def test_the_delete_statement_refuses_a_stale_copy(conn: Connection, stale: str)
     assert deleted == 1
     assert live(conn) == {2: before_live[2]}
     assert archive(conn) == before_archive
+
+
+@pytest.mark.parametrize("path_tables", ["InnoDB"], indirect=True)
+def test_on_innodb_a_copy_another_session_archives_after_the_read_fails_the_chunk(
+    engine: Engine, database_url: str, path_tables: tuple[str, Connection]
+) -> None:
+    """A copy that did not exist when the chunk was read is not row-locked (READ COMMITTED has no
+    gap locks): one written meanwhile makes the batch's INSERT fail on the archive's primary key,
+    and the chunk is rolled back whole, nothing deleted."""
+    path, conn = path_tables
+    before = live(conn)
+    dialer = Dialer(
+        engine,
+        "INSERT INTO vicidial_list_archive (lead_id, list_id, phone_number)"
+        " VALUES (2, 1, '5550100')",
+    )
+
+    with pytest.raises(Exception, match="Duplicate entry") as failed:
+        run_with_dialer(engine, conn, database_url, path, dialer, [])
+
+    assert getattr(failed.value, "args", (None,))[0] == 1062
+    assert dialer.finish() == 1
+    assert live(conn) == before
+    assert set(archive(conn)) == {2}
+    assert archive(conn)[2] != before[2]
