@@ -19,7 +19,8 @@ import random
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
@@ -590,7 +591,8 @@ def run_batch(
                 _run_chunk_innodb(cursor, dbapi, sql, chunk, actions, tuning, after_read)
             )
         else:
-            results.update(_run_chunk_locked(cursor, sql, chunk, actions, after_read))
+            with _batch_lock(cursor, conn, tuning):
+                results.update(_run_chunk_locked(cursor, sql, chunk, actions, after_read))
         sizer.record(len(chunk), time.perf_counter() - started)
         position += len(chunk)
     return make_report(ids, results, actions)
@@ -748,12 +750,7 @@ def _run_window_snapshot(
     overwrite a copy another batch has just verified and deleted the live row of.
     """
     ids = _id_list(window)
-    lock = "leadarchive." + re.sub(r"\W", "_", conn.engine.url.database or "")[:50]
-    wait = max(1, int(tuning.lock_wait_timeout.total_seconds()))
-    ((granted,),) = cursor.rows(f"SELECT GET_LOCK('{lock}', {wait})")
-    if granted != 1:
-        raise BatchBusyError(f"another batch held {lock!r} for {wait}s; try again")
-    try:
+    with _batch_lock(cursor, conn, tuning):
         if not first:
             cursor.run(f"DELETE FROM {SNAPSHOT}")
         cursor.write(sql.snapshot_fill(ids))
@@ -784,9 +781,27 @@ def _run_window_snapshot(
             if deleted != len(chunk):
                 _explain_survivors(cursor, sql, chunk, plans)
             position += len(chunk)
+    return plans
+
+
+@contextmanager
+def _batch_lock(cursor: _Cursor, conn: Connection, tuning: Tuning) -> Iterator[None]:
+    """Hold the named lock that serialises batches on non-transactional tables (one database).
+
+    Taken for each snapshot window, and for each chunk of the locked path: a chunk there
+    verifies and deletes under its own table lock, and must not do so between another batch's
+    snapshot and that batch's refresh of the archive from it (the refresh would put the older
+    snapshot back over the copy of a lead just deleted).
+    """
+    lock = "leadarchive." + re.sub(r"\W", "_", conn.engine.url.database or "")[:50]
+    wait = max(1, int(tuning.lock_wait_timeout.total_seconds()))
+    ((granted,),) = cursor.rows(f"SELECT GET_LOCK('{lock}', {wait})")
+    if granted != 1:
+        raise BatchBusyError(f"another batch held {lock!r} for {wait}s; try again")
+    try:
+        yield
     finally:
         cursor.rows(f"SELECT RELEASE_LOCK('{lock}')")
-    return plans
 
 
 def _table_lock_waits(cursor: _Cursor) -> int:

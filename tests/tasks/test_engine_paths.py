@@ -16,6 +16,7 @@ delete[InnoDB]``); a lock wait timeout retried by the task until the job succeed
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import threading
@@ -35,7 +36,7 @@ from tasks.runtime import Runtime
 from tasks.schema import create_vicidial_tables, drop_vicidial_tables
 from tasks.seed import insert_leads, lead_rows
 from tests.helpers import archive, live, make_settings, wait_for
-from tests.tasks.test_dialer_holds import HOLD
+from tests.tasks.test_dialer_holds import HOLD, cron_like
 from tests.tasks.test_guard_races import waiting_for_lock
 
 ALL = Actions(insert=True, update=True, delete=True)
@@ -234,21 +235,31 @@ def batch_lock_name(database_url: str) -> str:
     return "leadarchive." + re.sub(r"\W", "_", database)[:50]
 
 
+@pytest.mark.parametrize("path", ["snapshot", "locked"])
 def test_a_batch_waits_for_another_holding_the_batch_lock_then_gives_up(
-    engine: Engine, myisam: Connection, database_url: str
+    engine: Engine, myisam: Connection, database_url: str, path: str
 ) -> None:
+    """On the locked path too: a chunk there must not verify and delete a lead between another
+    batch's snapshot and its refresh of the archive, which would put the older snapshot back
+    over the copy of the lead just deleted."""
     before = live(myisam)
     lock = batch_lock_name(database_url)
-    with engine.connect() as other:
-        assert other.exec_driver_sql(f"SELECT GET_LOCK('{lock}', 0)").scalar_one() == 1
-        with engine.connect() as c, pytest.raises(BatchBusyError, match=re.escape(lock)):
-            run_batch(c, [1, 2, 3], ALL, Tuning(lock_wait_timeout=timedelta(seconds=1)))
-        assert live(myisam) == before
-        assert archive(myisam) == {}
-        other.exec_driver_sql(f"SELECT RELEASE_LOCK('{lock}')")
+    one_second = Tuning(lock_wait_timeout=timedelta(seconds=1))
+    with contextlib.ExitStack() as stack:
+        if path == "locked":
+            c = stack.enter_context(cron_like(myisam, database_url))
+        else:
+            c = stack.enter_context(engine.connect())
+        with engine.connect() as other:
+            assert other.exec_driver_sql(f"SELECT GET_LOCK('{lock}', 0)").scalar_one() == 1
+            with pytest.raises(BatchBusyError, match=re.escape(lock)):
+                run_batch(c, [1, 2, 3], ALL, one_second)
+            assert live(myisam) == before
+            assert archive(myisam) == {}
+            other.exec_driver_sql(f"SELECT RELEASE_LOCK('{lock}')")
 
-    with engine.connect() as c:
-        report = run_batch(c, [1, 2, 3], ALL, Tuning(lock_wait_timeout=timedelta(seconds=1)))
+        report = run_batch(c, [1, 2, 3], ALL, one_second)
+
     assert report.counts["delete"]["deleted"] == 3
     assert archive(myisam) == before
 
