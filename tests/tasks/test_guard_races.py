@@ -367,8 +367,7 @@ STALE = {
 }
 
 
-@pytest.mark.parametrize("stale", STALE)
-def test_the_delete_statement_refuses_a_stale_copy(conn: Connection, stale: str) -> None:
+def check_stale_copy(conn: Connection, stale: str) -> None:
     """Lead 1's copy is identical (deleted: the control), lead 2's one column off (kept)."""
     name, live_value, archive_value = STALE[stale]
     insert_leads(conn, lead_rows(2, seed=11))
@@ -383,15 +382,28 @@ def test_the_delete_statement_refuses_a_stale_copy(conn: Connection, stale: str)
     assert before_live[1] == before_archive[1]
     assert before_live[2] != before_archive[2], "the copy differs from the live lead"
 
-    dbapi = conn.connection.dbapi_connection
-    cursor = _Cursor(dbapi)
-    cursor.run(f"SET SESSION sql_mode = '{SQL_MODE}', time_zone = '+00:00'")
+    cursor = _Cursor(conn.connection.dbapi_connection)
+    if conn.dialect.name == "mysql":
+        cursor.run(f"SET SESSION sql_mode = '{SQL_MODE}', time_zone = '+00:00'")
     statement = _Statements(inspect_tables(conn)).delete("1,2")
     deleted = cursor.write(statement)
 
     assert deleted == 1
     assert live(conn) == {2: before_live[2]}
     assert archive(conn) == before_archive
+
+
+@pytest.mark.parametrize("stale", STALE)
+def test_the_delete_statement_refuses_a_stale_copy(conn: Connection, stale: str) -> None:
+    check_stale_copy(conn, stale)
+
+
+@pytest.mark.parametrize("stale", STALE)
+def test_the_delete_statement_refuses_a_stale_copy_on_the_embedded_sqlite(
+    lite: Connection, stale: str
+) -> None:
+    """SQLite's own DELETE (``IS``, the BINARY collation; its values keep their type)."""
+    check_stale_copy(lite, stale)
 
 
 @pytest.mark.parametrize("path_tables", ["InnoDB"], indirect=True)
