@@ -19,7 +19,8 @@ import random
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
@@ -62,6 +63,9 @@ DELETE_OUTCOMES: tuple[DeleteOutcome, ...] = (
 )
 
 MAX_LEAD_ID = 4_294_967_295
+
+# An observer of run_batch: called with a chunk's lead IDs between reading and writing them.
+AfterRead = Callable[[list[int]], None]
 
 # Strict for every table (STRICT_TRANS_TABLES lets a multi-row MyISAM statement store adjusted
 # values after its first row). No NO_ZERO_DATE: Vicidial rows carry zero dates that must copy.
@@ -505,8 +509,15 @@ def run_batch(
     lead_ids: Sequence[int],
     actions: Actions,
     tuning: Tuning | None = None,
+    *,
+    after_read: AfterRead | None = None,
 ) -> BatchReport:
-    """Archive ``lead_ids`` as ``actions`` says and report every lead's outcome."""
+    """Archive ``lead_ids`` as ``actions`` says and report every lead's outcome.
+
+    ``after_read``, an observer, is called with each chunk's lead IDs once their state is read
+    and before any statement writes them (on MyISAM's snapshot path: once per window, after the
+    snapshot). Nothing in the product passes one; tests stage the dialer's races there.
+    """
     tuning = tuning or Tuning()
     ids = validate_lead_ids(lead_ids)
     unique = sorted(set(ids))
@@ -553,7 +564,15 @@ def run_batch(
             window = unique[start : start + SNAPSHOT_WINDOW]
             results.update(
                 _run_window_snapshot(
-                    cursor, conn, sql, window, actions, sizer, tuning, first=start == 0
+                    cursor,
+                    conn,
+                    sql,
+                    window,
+                    actions,
+                    sizer,
+                    tuning,
+                    first=start == 0,
+                    after_read=after_read,
                 )
             )
         _LEARNED[learned_key] = (sizer.size, sizer.seconds_per_lead)
@@ -566,11 +585,14 @@ def run_batch(
             states = _read_states(cursor, sql, chunk)
             results.update((i, plan_lead(i, states[i], actions)) for i in chunk)
         elif sqlite:
-            results.update(_run_chunk_sqlite(cursor, sql, chunk, actions))
+            results.update(_run_chunk_sqlite(cursor, sql, chunk, actions, after_read))
         elif pair.transactional:
-            results.update(_run_chunk_innodb(cursor, dbapi, sql, chunk, actions, tuning))
+            results.update(
+                _run_chunk_innodb(cursor, dbapi, sql, chunk, actions, tuning, after_read)
+            )
         else:
-            results.update(_run_chunk_locked(cursor, sql, chunk, actions))
+            with _batch_lock(cursor, conn, tuning):
+                results.update(_run_chunk_locked(cursor, sql, chunk, actions, after_read))
         sizer.record(len(chunk), time.perf_counter() - started)
         position += len(chunk)
     return make_report(ids, results, actions)
@@ -598,10 +620,16 @@ def _read_states(
 
 
 def _apply(
-    cursor: _Cursor, sql: _Statements, chunk: list[int], actions: Actions
+    cursor: _Cursor,
+    sql: _Statements,
+    chunk: list[int],
+    actions: Actions,
+    after_read: AfterRead | None,
 ) -> dict[int, LeadResult]:
     """Read the locked chunk's state, then run exactly the statements it calls for."""
     states = _read_states(cursor, sql, chunk)
+    if after_read is not None:
+        after_read(chunk)
     plans = {i: plan_lead(i, states[i], actions) for i in chunk}
     _write_planned(cursor, plans, (sql.insert, sql.update, sql.delete))
     return plans
@@ -627,13 +655,17 @@ def _write_planned(
 
 
 def _run_chunk_locked(
-    cursor: _Cursor, sql: _Statements, chunk: list[int], actions: Actions
+    cursor: _Cursor,
+    sql: _Statements,
+    chunk: list[int],
+    actions: Actions,
+    after_read: AfterRead | None,
 ) -> dict[int, LeadResult]:
     # MyISAM has no transactions: LOCK TABLES makes the check and the statements one atomic
     # step, and flushes MyISAM's key cache once per chunk instead of once per statement.
     cursor.run(sql.lock_tables)
     try:
-        return _apply(cursor, sql, chunk, actions)
+        return _apply(cursor, sql, chunk, actions, after_read)
     finally:
         cursor.run("UNLOCK TABLES")
 
@@ -703,6 +735,7 @@ def _run_window_snapshot(
     tuning: Tuning,
     *,
     first: bool,
+    after_read: AfterRead | None,
 ) -> dict[int, LeadResult]:
     """MyISAM: copy from a snapshot without touching vicidial_list, then delete in short chunks.
 
@@ -717,12 +750,7 @@ def _run_window_snapshot(
     overwrite a copy another batch has just verified and deleted the live row of.
     """
     ids = _id_list(window)
-    lock = "leadarchive." + re.sub(r"\W", "_", conn.engine.url.database or "")[:50]
-    wait = max(1, int(tuning.lock_wait_timeout.total_seconds()))
-    ((granted,),) = cursor.rows(f"SELECT GET_LOCK('{lock}', {wait})")
-    if granted != 1:
-        raise BatchBusyError(f"another batch held {lock!r} for {wait}s; try again")
-    try:
+    with _batch_lock(cursor, conn, tuning):
         if not first:
             cursor.run(f"DELETE FROM {SNAPSHOT}")
         cursor.write(sql.snapshot_fill(ids))
@@ -730,6 +758,8 @@ def _run_window_snapshot(
         try:
             snapshot = f"{SNAPSHOT} AS l"
             states = _read_states(cursor, sql, window, snapshot)
+            if after_read is not None:
+                after_read(window)
             plans = {i: plan_lead(i, states[i], actions) for i in window}
             _write_planned(
                 cursor,
@@ -751,9 +781,27 @@ def _run_window_snapshot(
             if deleted != len(chunk):
                 _explain_survivors(cursor, sql, chunk, plans)
             position += len(chunk)
+    return plans
+
+
+@contextmanager
+def _batch_lock(cursor: _Cursor, conn: Connection, tuning: Tuning) -> Iterator[None]:
+    """Hold the named lock that serialises batches on non-transactional tables (one database).
+
+    Taken for each snapshot window, and for each chunk of the locked path: a chunk there
+    verifies and deletes under its own table lock, and must not do so between another batch's
+    snapshot and that batch's refresh of the archive from it (the refresh would put the older
+    snapshot back over the copy of a lead just deleted).
+    """
+    lock = "leadarchive." + re.sub(r"\W", "_", conn.engine.url.database or "")[:50]
+    wait = max(1, int(tuning.lock_wait_timeout.total_seconds()))
+    ((granted,),) = cursor.rows(f"SELECT GET_LOCK('{lock}', {wait})")
+    if granted != 1:
+        raise BatchBusyError(f"another batch held {lock!r} for {wait}s; try again")
+    try:
+        yield
     finally:
         cursor.rows(f"SELECT RELEASE_LOCK('{lock}')")
-    return plans
 
 
 def _table_lock_waits(cursor: _Cursor) -> int:
@@ -787,12 +835,16 @@ def _text(value: Any) -> str | None:
 
 
 def _run_chunk_sqlite(
-    cursor: _Cursor, sql: _Statements, chunk: list[int], actions: Actions
+    cursor: _Cursor,
+    sql: _Statements,
+    chunk: list[int],
+    actions: Actions,
+    after_read: AfterRead | None,
 ) -> dict[int, LeadResult]:
     # The embedded default: IMMEDIATE takes SQLite's write lock before the check.
     cursor.run("BEGIN IMMEDIATE")
     try:
-        plans = _apply(cursor, sql, chunk, actions)
+        plans = _apply(cursor, sql, chunk, actions, after_read)
     except BaseException:
         cursor.run("ROLLBACK")
         raise
@@ -807,6 +859,7 @@ def _run_chunk_innodb(
     chunk: list[int],
     actions: Actions,
     tuning: Tuning,
+    after_read: AfterRead | None,
 ) -> dict[int, LeadResult]:
     ids = _id_list(chunk)
     for attempt in range(tuning.chunk_retries + 1):
@@ -816,7 +869,7 @@ def _run_chunk_innodb(
             # batches on overlapping IDs wait for each other instead of deadlocking.
             cursor.rows(sql.lock_rows(LIVE_TABLE, ids))
             cursor.rows(sql.lock_rows(ARCHIVE_TABLE, ids))
-            plans = _apply(cursor, sql, chunk, actions)
+            plans = _apply(cursor, sql, chunk, actions, after_read)
             dbapi.commit()
             return plans
         except ConcurrentChangeError:
