@@ -6,10 +6,15 @@ import base64
 import json
 import time
 import uuid
+from datetime import timedelta
 
+import pytest
 import redis
+from celery.worker.request import Request
+from kombu import Connection, Message
+from kombu import Queue as KombuQueue
 
-from tasks.celery_app import QUEUE, create_celery, enqueue
+from tasks.celery_app import QUEUE, JobMessageRequest, create_celery, enqueue
 from tests.conftest import claim_redis_database
 from tests.helpers import make_settings
 
@@ -96,3 +101,89 @@ def test_the_lost_message_sweep_finds_queued_and_unacknowledged_messages(
             client.close()
 
     assert sorted(raw.decode() for raw in found) == ["pushed", "sent-by-celery"]
+
+
+@pytest.mark.parametrize("action", ["acknowledge", "reject"])
+def test_a_job_ending_after_the_broker_connection_was_replaced_is_delivered_again(
+    database_url: str, action: str
+) -> None:
+    """A worker that lost Redis closes its old connection and opens a new one; a job that ends
+    afterwards is acknowledged (or handed back) on the closed channel. The worker must live
+    on, and the message must come back from the broker's unacknowledged set, not vanish."""
+    with claim_redis_database() as url:
+        settings = make_settings(
+            database_url,
+            url,
+            visibility_timeout=timedelta(seconds=2),
+            task_time_limit=timedelta(seconds=1),
+        )
+        app = create_celery(settings)
+        enqueue(app, "job-1", [1], REQUEST)
+        old = app.connection_for_read()
+        message = _take_one(old)
+        request = JobMessageRequest(
+            message,
+            app=app,
+            on_ack=message.ack_log_error,
+            on_reject=message.reject_log_error,
+            connection_errors=old.connection_errors,
+        )
+        _close_while_redis_is_down(old, message)
+
+        if action == "acknowledge":
+            request.acknowledge()
+        else:
+            request.reject(requeue=True)
+
+        client = redis.Redis.from_url(url)
+        try:
+            assert client.llen(QUEUE) == 0
+            assert client.hkeys("unacked") == [message.delivery_tag.encode()]
+            time.sleep(2.5)  # past the visibility timeout
+            with app.connection_for_read() as new:
+                new.default_channel.qos.restore_visible()
+                again = _take_one(new)
+                assert again.headers["id"] == "job-1"
+                again.ack()
+            assert client.hlen("unacked") == 0
+        finally:
+            client.close()
+
+
+def test_celerys_own_request_dies_on_a_closed_channel(database_url: str) -> None:
+    """Why JobMessageRequest exists: kombu's Redis transport raises AttributeError (not a
+    connection error Celery would log and survive) on a channel whose connection was closed.
+    If this starts failing, kombu fixed it and the subclass can go."""
+    with claim_redis_database() as url:
+        app = create_celery(make_settings(database_url, url))
+        enqueue(app, "job-1", [1], REQUEST)
+        old = app.connection_for_read()
+        message = _take_one(old)
+        request = Request(
+            message,
+            app=app,
+            on_reject=message.reject_log_error,
+            connection_errors=old.connection_errors,
+        )
+        _close_while_redis_is_down(old, message)
+        with pytest.raises(AttributeError, match="'NoneType' object has no attribute"):
+            request.reject(requeue=True)
+
+
+def _close_while_redis_is_down(connection: Connection, message: Message) -> None:
+    """What the worker's consumer does when it lost Redis: close the old connection. Closing a
+    channel hands its unacknowledged messages back, which fails while Redis is down; a channel
+    told not to hand them back is left in the same state (its pools dropped, the message still
+    in the unacknowledged set), with this test's Redis up."""
+    message.channel.do_restore = False
+    connection.close()
+
+
+def _take_one(connection: Connection) -> Message:
+    taken: list[Message] = []
+    with connection.Consumer(
+        [KombuQueue(QUEUE)], callbacks=[lambda _body, m: taken.append(m)], accept=["json"]
+    ):
+        connection.drain_events(timeout=5)
+    assert len(taken) == 1
+    return taken[0]
