@@ -22,7 +22,6 @@ from celery.events import Event
 from celery.exceptions import Reject
 from celery.utils.nodenames import anon_nodename
 from celery.utils.time import get_exponential_backoff_interval, utcoffset
-from celery.worker.request import Request
 from kombu import serialization
 
 from tasks import admin_log, metrics, runtime
@@ -104,50 +103,8 @@ def create_celery(settings: Settings) -> Celery:
         max_retries=MAX_RETRIES,
         acks_late=True,
         reject_on_worker_lost=True,
-        Request=JobMessageRequest,
     )(archive_leads)
     return app
-
-
-class JobMessageRequest(Request):  # type: ignore[misc]  # Celery is untyped
-    """Celery's request for one message, except that it leaves alone a message whose channel
-    was closed.
-
-    When the worker loses Redis it opens a new broker connection and closes the old one. A job
-    that ends afterwards (or hands itself back because the job store was down) would then be
-    acknowledged or rejected on the closed channel, where kombu's Redis transport raises
-    ``AttributeError: 'NoneType' object has no attribute 'hostname'`` and the worker exits with
-    "Unrecoverable error". Left alone, the message stays in the broker's set of unacknowledged
-    messages and kombu delivers it again after the visibility timeout: running a job again is
-    safe (a finished job's record makes the rerun a no-op; a batch is idempotent).
-    """
-
-    def acknowledge(self) -> None:
-        if self._channel_closed():
-            self._leave_unacknowledged("acknowledge")
-            return
-        super().acknowledge()
-
-    def reject(self, requeue: bool = False) -> None:
-        if self._channel_closed():
-            self._leave_unacknowledged("reject")
-            return
-        super().reject(requeue=requeue)
-
-    def _channel_closed(self) -> bool:
-        channel = self._message.channel
-        transport = getattr(channel, "connection", None)
-        return bool(getattr(channel, "closed", False)) or getattr(transport, "client", None) is None
-
-    def _leave_unacknowledged(self, action: str) -> None:
-        if getattr(self, "acknowledged", False):
-            return
-        # Nothing more can be done with this message on this channel: the broker restores it.
-        self.acknowledged = True
-        log.warning(
-            "broker connection was replaced; job left for redelivery",
-            extra={"job_id": self.id, "action": action},
-        )
 
 
 def _transport_options(settings: Settings) -> dict[str, Any]:

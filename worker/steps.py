@@ -1,4 +1,4 @@
-"""Worker bootsteps."""
+"""Worker bootsteps and the broker classes the worker runs with."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from typing import Any
 from celery import Celery, bootsteps
 
 from tasks import runtime
-from tasks.celery_app import release_due_jobs, requeue_lost_jobs
+from tasks.celery_app import ARCHIVE_TASK, release_due_jobs, requeue_lost_jobs
+from worker.broker import BrokerConsumer, JobMessageRequest
 
 
 class ReleaseDeferredJobs(bootsteps.StartStopStep):
@@ -39,6 +40,9 @@ class ReleaseDeferredJobs(bootsteps.StartStopStep):
 
 
 def install(celery_app: Celery) -> Celery:
-    """Add this project's worker steps to ``celery_app``."""
+    """Add this project's worker steps to ``celery_app``, and the consumer and request classes
+    that outlive a broker outage (``worker.broker``)."""
     celery_app.steps["worker"].add(ReleaseDeferredJobs)
+    celery_app.conf.worker_consumer = f"{BrokerConsumer.__module__}:{BrokerConsumer.__name__}"
+    celery_app.tasks[ARCHIVE_TASK].Request = JobMessageRequest
     return celery_app

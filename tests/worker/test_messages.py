@@ -14,9 +14,10 @@ from celery.worker.request import Request
 from kombu import Connection, Message
 from kombu import Queue as KombuQueue
 
-from tasks.celery_app import QUEUE, JobMessageRequest, create_celery, enqueue
+from tasks.celery_app import QUEUE, create_celery, enqueue
 from tests.conftest import claim_redis_database
 from tests.helpers import make_settings
+from worker.broker import JobMessageRequest
 
 REQUEST = {"insert_leads": True, "update_leads": False, "delete_leads": True, "dry_run": False}
 
