@@ -344,12 +344,37 @@ async def _json_body(request: Request, cap: int) -> Any:
         if len(body) > cap:
             raise too_large
     try:
-        payload = json.loads(body.decode("utf-8"))
+        payload = json.loads(body.decode("utf-8"), object_pairs_hook=_unique_keys)
+    except _DuplicateKeyError as exc:
+        # `{"delete_leads": false, "delete_leads": true}` must not be read as a delete: which
+        # of the two a parser keeps differs between parsers, so neither is trusted.
+        raise Problem(
+            400,
+            "duplicate-key",
+            "Bad Request",
+            f"the body names {json.dumps(exc.key)} more than once in one object",
+        ) from None
     except (ValueError, RecursionError):
         raise Problem(400, "malformed-json", "Bad Request", "the body is not valid JSON") from None
     if not isinstance(payload, dict):
         raise Problem(400, "not-an-object", "Bad Request", "the body must be a JSON object")
     return payload
+
+
+class _DuplicateKeyError(Exception):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads``' object hook: an object, unless it names a key twice."""
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise _DuplicateKeyError(key)
+        obj[key] = value
+    return obj
 
 
 def _validate(payload: dict[str, Any], limit: int) -> ArchiveRequest:

@@ -174,8 +174,8 @@ def test_two_authorization_headers_are_refused(client: TestClient) -> None:
         (b'{"lead_ids": [1e400]}', 422),
         # An integer of 5,000 digits: past Python's int-from-text limit, not a crash.
         (b'{"lead_ids": [' + b"9" * 5000 + b"]}", 400),
-        # Duplicate keys: the last one wins in json.loads, and is checked like any other.
-        (b'{"lead_ids": [1], "lead_ids": "1"}', 422),
+        # Duplicate keys: refused, whichever of the two a parser would keep (issue 13).
+        (b'{"lead_ids": [1], "lead_ids": "1"}', 400),
         # Truncated or trailing garbage.
         (b'{"lead_ids": [1]', 400),
         (b'{"lead_ids": [1]}{"lead_ids": [2]}', 400),
@@ -187,6 +187,30 @@ def test_broken_json_bodies_are_refused(client: TestClient, content: bytes, stat
     )
 
     _problem(answer, status)
+
+
+@pytest.mark.usefixtures("unchanged")
+@pytest.mark.parametrize(
+    ("content", "key"),
+    [
+        (b'{"lead_ids": [1], "delete_leads": false, "delete_leads": true}', "delete_leads"),
+        (b'{"delete_leads": true, "lead_ids": [1], "delete_leads": false}', "delete_leads"),
+        (b'{"lead_ids": [1], "lead_ids": [2]}', "lead_ids"),
+        (b'{"lead_ids": [1], "x": {"a": 1, "a": 2}}', "a"),
+    ],
+)
+def test_a_key_named_twice_is_refused_not_read_as_either_value(
+    client: TestClient, content: bytes, key: str
+) -> None:
+    """`{"delete_leads": false, "delete_leads": true}` once archived and deleted: json.loads
+    keeps the last value, another parser (a proxy, a log reader) may keep the first."""
+    answer = client.post(
+        URL, content=content, headers={**ALICE, "Content-Type": "application/json"}
+    )
+
+    body = _problem(answer, 400)
+    assert body["type"].endswith("duplicate-key")
+    assert f'"{key}"' in body["detail"]
 
 
 @pytest.mark.usefixtures("unchanged")
