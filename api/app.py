@@ -26,7 +26,7 @@ from api.schemas import SEED_EXAMPLE, Accepted, ArchiveRequest, Health, JobView,
 from tasks import runtime as runtime_module
 from tasks.admin_log import client_address
 from tasks.celery_app import create_celery, enqueue
-from tasks.errors import LeadArchiveError
+from tasks.errors import LeadArchiveError, redis_unavailable
 from tasks.jobs import (
     IdempotencyConflict,
     JobRequest,
@@ -320,6 +320,12 @@ async def _guard(awaitable: Any) -> Any:
         return await awaitable
     except BROKER_DOWN:
         log.warning("redis unreachable", exc_info=True)
+        raise problems.broker_unavailable() from None
+    except redis.exceptions.RedisError as exc:
+        if not redis_unavailable(exc):
+            raise
+        # Out of memory, a replica, loading, ...: Redis answered, but cannot serve now.
+        log.warning("redis cannot serve", exc_info=True)
         raise problems.broker_unavailable() from None
 
 

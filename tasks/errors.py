@@ -14,6 +14,8 @@ LeadArchiveError
 
 from __future__ import annotations
 
+import redis.exceptions
+
 
 class LeadArchiveError(Exception):
     """Base of every error this project raises on purpose."""
@@ -109,4 +111,29 @@ def is_transient(exc: BaseException) -> bool:
             if type(candidate).__name__ == "InterfaceError":
                 return True
         current = current.__cause__ or current.__context__
+    return False
+
+
+# Redis' replies to a command it cannot carry out now, whatever the command: out of memory under
+# `noeviction` (OOM), a failed background save that stops writes (MISCONF), a replica (READONLY),
+# a script running too long (BUSY), still loading its data (LOADING, a BusyLoadingError), no
+# reachable primary or too few replicas (MASTERDOWN, NOREPLICAS); and a transaction discarded
+# because one of those refused a queued command (EXECABORT).
+_UNAVAILABLE_REPLIES = ("OOM", "MISCONF", "READONLY", "BUSY", "LOADING", "MASTERDOWN", "NOREPLICAS")
+
+
+def redis_unavailable(exc: BaseException) -> bool:
+    """True when Redis cannot be reached or cannot serve now (see ``_UNAVAILABLE_REPLIES``):
+    the caller answers "try again later", never a server error."""
+    if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
+        return True
+    if isinstance(
+        exc,
+        redis.exceptions.OutOfMemoryError
+        | redis.exceptions.ReadOnlyError
+        | redis.exceptions.ExecAbortError,
+    ):
+        return True
+    if isinstance(exc, redis.exceptions.ResponseError):
+        return str(exc).split(" ", 1)[0] in _UNAVAILABLE_REPLIES
     return False

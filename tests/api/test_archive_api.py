@@ -606,3 +606,56 @@ def test_a_job_whose_message_was_lost_is_sent_again_and_succeeds(
     assert live(vicidial) == {}
     assert archive(vicidial) == rows
     assert redis_client.zscore(QUEUED_KEY, job_id) is None
+
+
+# (what puts Redis in the state, what undoes it)
+_REDIS_CANNOT_SERVE = {
+    "out of memory (noeviction)": (
+        [("CONFIG", "SET", "maxmemory-policy", "noeviction"), ("CONFIG", "SET", "maxmemory", "1")],
+        [("CONFIG", "SET", "maxmemory", "0")],
+    ),
+    "a read-only replica": (
+        [("REPLICAOF", "127.0.0.1", "1")],
+        [("REPLICAOF", "NO", "ONE")],
+    ),
+}
+
+
+@pytest.mark.parametrize("state", sorted(_REDIS_CANNOT_SERVE))
+def test_a_redis_that_answers_but_cannot_write_gives_503_never_500(
+    database_url: str, clock: FakeClock, tmp_path: Path, state: str
+) -> None:
+    """Redis answers OOM or READONLY as an error reply, not a lost connection (issue 13): a
+    submission still gets the contract's 503 problem, and no message reaches the broker."""
+    from api.app import create_app
+    from tasks.celery_app import create_celery
+    from tasks.runtime import Runtime
+    from tests.api.conftest import make_settings
+
+    enter, leave = _REDIS_CANNOT_SERVE[state]
+    with claim_redis_database() as broker_url, private_redis(tmp_path) as store:
+        settings = make_settings(database_url, store.url, broker_url=broker_url, rate_limit="")
+        runtime = Runtime(settings, clock=clock)
+        app = create_app(settings, runtime=runtime, celery=create_celery(settings))
+        broker = redis.Redis.from_url(broker_url)
+        admin = redis.Redis.from_url(store.url)
+        try:
+            with TestClient(app, raise_server_exceptions=False) as api:
+                for command in enter:
+                    admin.execute_command(*command)
+                answers = [api.post(URL, json={"lead_ids": [n]}, headers=ALICE) for n in (1, 2)]
+                queued = broker.llen("leadarchive")
+                for command in leave:
+                    admin.execute_command(*command)
+                after = submit(api, {"lead_ids": [3]})
+        finally:
+            admin.close()
+            broker.close()
+            runtime.close()
+
+    for answer in answers:
+        problem = _problem(answer, 503)
+        assert problem["type"] == "urn:leadarchive:problem:broker-unavailable"
+        assert int(answer.headers["retry-after"]) >= 1
+    assert queued == 0
+    assert after.status_code == 202  # served again once Redis can write
