@@ -43,7 +43,8 @@ def test_systemd_unit_runs_its_command_as_the_service_user(command: str) -> None
         assert args.host == "127.0.0.1", "behind the proxy or an SSH tunnel only"
     assert service["User"] == "leadarchive"
     assert service["EnvironmentFile"] == ENV_FILE
-    assert service["Restart"] == "on-failure"
+    # A worker that exits for any reason, even with status 0, must come back (issue 13).
+    assert service["Restart"] == "always"
     for option, value in {
         "NoNewPrivileges": "yes",
         "ProtectSystem": "strict",
