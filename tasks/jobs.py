@@ -53,6 +53,23 @@ end
 return current
 """
 
+# Release one deferred job if it is due: its status and both indexes change in one step, so no
+# lost connection can leave it out of the deferred set while still `deferred` (released by
+# nobody, ever). KEYS: the job's record, the deferred set, the queued index; ARGV: job ID, now.
+_RELEASE = """
+local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if not score or tonumber(score) > tonumber(ARGV[2]) then return 0 end
+if redis.call('HGET', KEYS[1], 'status') ~= 'deferred' then
+  -- cancelled, expired, or queued again with this entry left over: the entry goes
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  return 0
+end
+redis.call('HSET', KEYS[1], 'status', 'queued')
+redis.call('ZADD', KEYS[3], redis.call('TIME')[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+return 1
+"""
+
 
 def now_iso(now: datetime | None = None) -> str:
     """An aware UTC time as ISO 8601, the form every record time takes."""
@@ -128,6 +145,7 @@ class RedisJobStore:
         self.redis = client
         self.ttl = ttl
         self._transition = client.register_script(_TRANSITION)
+        self._release = client.register_script(_RELEASE)
 
     @staticmethod
     def _key(job_id: str) -> str:
@@ -274,11 +292,12 @@ class RedisJobStore:
         )
         taken = []
         for raw in due:
-            # ZREM is the claim: of several workers releasing at once, one wins each job.
-            if self.redis.zrem(DEFERRED_KEY, raw):
-                job_id = raw.decode()
-                if self.transition(job_id, ("deferred",), "queued") == "deferred":
-                    taken.append(job_id)
+            job_id = raw.decode()
+            # Atomic, so of several workers releasing at once one wins each job, and a job
+            # deferred again meanwhile (a later score) stays where it is.
+            keys = [self._key(job_id), DEFERRED_KEY, QUEUED_KEY]
+            if self._release(keys=keys, args=[job_id, now.timestamp()]):
+                taken.append(job_id)
         return taken
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -10,7 +12,14 @@ from pathlib import Path
 import pytest
 import redis
 
-from tasks.jobs import IdempotencyConflict, JobRequest, JobStore, RedisJobStore, public_view
+from tasks.jobs import (
+    DEFERRED_KEY,
+    IdempotencyConflict,
+    JobRequest,
+    JobStore,
+    RedisJobStore,
+    public_view,
+)
 from tasks.sql_jobs import SqliteJobStore
 from tests.conftest import claim_redis_database
 from tests.helpers import wait_for
@@ -146,3 +155,50 @@ def test_records_expire_after_the_result_lifetime(own_redis: redis.Redis, tmp_pa
 
     assert all(record is not None for record in found)
     wait_for(lambda: [s.get(i) for s, i in zip(stores, ids, strict=True)] == [None, None], 20)
+
+
+def test_a_released_job_is_queued_and_indexed_in_one_step_and_taken_once(
+    own_redis: redis.Redis,
+) -> None:
+    """take_due changes the status, the deferred set and the queued index in one Redis script
+    (issue 13): of four workers releasing at once each job goes to one, and every released job
+    is in the queued index, where the lost-message sweep finds it if its message is never sent."""
+    store = RedisJobStore(own_redis, timedelta(days=7))
+    jobs = [store.create("alice", REQUEST)[0] for _ in range(40)]
+    for job_id in jobs:
+        assert store.defer(job_id, LATER)
+    results: list[list[str]] = []
+
+    def release() -> None:
+        results.append(RedisJobStore(own_redis, timedelta(days=7)).take_due(LATER))
+
+    threads = [threading.Thread(target=release) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+        assert not thread.is_alive()
+
+    taken = [job_id for result in results for job_id in result]
+    assert sorted(taken) == sorted(jobs)
+    assert own_redis.zcard(DEFERRED_KEY) == 0
+    assert set(store.queued_before(time.time() + 60)) == set(jobs)
+    assert {store.get(j)["status"] for j in jobs} == {"queued"}  # type: ignore[index]
+
+
+def test_a_leftover_deferred_entry_is_dropped_and_a_job_deferred_again_stays(
+    own_redis: redis.Redis,
+) -> None:
+    store = RedisJobStore(own_redis, timedelta(days=7))
+    queued, _ = store.create("alice", REQUEST)
+    again, _ = store.create("alice", REQUEST)
+    # An entry left over for a job that is queued (defer() writes the entry first).
+    own_redis.zadd(DEFERRED_KEY, {queued: LATER.timestamp()})
+    # A job deferred again to a later window is not due at LATER.
+    store.defer(again, LATER + timedelta(days=1))
+
+    assert store.take_due(LATER) == []
+    assert own_redis.zscore(DEFERRED_KEY, queued) is None
+    assert own_redis.zscore(DEFERRED_KEY, again) == (LATER + timedelta(days=1)).timestamp()
+    assert store.get(again)["status"] == "deferred"  # type: ignore[index]
+    assert store.get(queued)["status"] == "queued"  # type: ignore[index]
