@@ -44,10 +44,9 @@ log = logging.getLogger("leadarchive.api")
 ARCHIVE_PATH = "/vicidial/leads/archive"
 IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"
 _IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
-# Errors that mean Redis (the broker and the job store) cannot be reached.
+# Errors of the broker's client (kombu) and of sockets that mean Redis cannot be reached. Errors of
+# the Redis client itself are judged by tasks.errors.redis_unavailable.
 BROKER_DOWN = (
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
     kombu.exceptions.OperationalError,
     ConnectionError,
     TimeoutError,
@@ -318,14 +317,11 @@ async def _guard(awaitable: Any) -> Any:
     """Await a Redis or broker call; an unreachable Redis becomes a 503, never a stack trace."""
     try:
         return await awaitable
-    except BROKER_DOWN:
-        log.warning("redis unreachable", exc_info=True)
-        raise problems.broker_unavailable() from None
-    except redis.exceptions.RedisError as exc:
-        if not redis_unavailable(exc):
+    except Exception as exc:
+        # Unreachable, or it answered but cannot serve now (out of memory, a replica, ...).
+        if not (isinstance(exc, BROKER_DOWN) or redis_unavailable(exc)):
             raise
-        # Out of memory, a replica, loading, ...: Redis answered, but cannot serve now.
-        log.warning("redis cannot serve", exc_info=True)
+        log.warning("redis unreachable or cannot serve", exc_info=True)
         raise problems.broker_unavailable() from None
 
 

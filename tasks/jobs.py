@@ -59,14 +59,11 @@ return current
 _RELEASE = """
 local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
 if not score or tonumber(score) > tonumber(ARGV[2]) then return 0 end
-if redis.call('HGET', KEYS[1], 'status') ~= 'deferred' then
-  -- cancelled, expired, or queued again with this entry left over: the entry goes
-  redis.call('ZREM', KEYS[2], ARGV[1])
-  return 0
-end
+redis.call('ZREM', KEYS[2], ARGV[1])
+-- cancelled, expired, or queued again with this entry left over: only the entry goes
+if redis.call('HGET', KEYS[1], 'status') ~= 'deferred' then return 0 end
 redis.call('HSET', KEYS[1], 'status', 'queued')
 redis.call('ZADD', KEYS[3], redis.call('TIME')[1], ARGV[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
 return 1
 """
 

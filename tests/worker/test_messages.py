@@ -10,6 +10,7 @@ from datetime import timedelta
 
 import pytest
 import redis
+from celery import Celery
 from celery.worker.request import Request
 from kombu import Connection, Message
 from kombu import Queue as KombuQueue
@@ -119,17 +120,7 @@ def test_a_job_ending_after_the_broker_connection_was_replaced_is_delivered_agai
             task_time_limit=timedelta(seconds=1),
         )
         app = create_celery(settings)
-        enqueue(app, "job-1", [1], REQUEST)
-        old = app.connection_for_read()
-        message = _take_one(old)
-        request = JobMessageRequest(
-            message,
-            app=app,
-            on_ack=message.ack_log_error,
-            on_reject=message.reject_log_error,
-            connection_errors=old.connection_errors,
-        )
-        _close_while_redis_is_down(old, message)
+        request, message = _on_a_closed_channel(app, JobMessageRequest)
 
         if action == "acknowledge":
             request.acknowledge()
@@ -156,28 +147,31 @@ def test_celerys_own_request_dies_on_a_closed_channel(database_url: str) -> None
     connection error Celery would log and survive) on a channel whose connection was closed.
     If this starts failing, kombu fixed it and the subclass can go."""
     with claim_redis_database() as url:
-        app = create_celery(make_settings(database_url, url))
-        enqueue(app, "job-1", [1], REQUEST)
-        old = app.connection_for_read()
-        message = _take_one(old)
-        request = Request(
-            message,
-            app=app,
-            on_reject=message.reject_log_error,
-            connection_errors=old.connection_errors,
-        )
-        _close_while_redis_is_down(old, message)
+        request, _ = _on_a_closed_channel(create_celery(make_settings(database_url, url)), Request)
         with pytest.raises(AttributeError, match="'NoneType' object has no attribute"):
             request.reject(requeue=True)
 
 
-def _close_while_redis_is_down(connection: Connection, message: Message) -> None:
-    """What the worker's consumer does when it lost Redis: close the old connection. Closing a
-    channel hands its unacknowledged messages back, which fails while Redis is down; a channel
-    told not to hand them back is left in the same state (its pools dropped, the message still
-    in the unacknowledged set), with this test's Redis up."""
+def _on_a_closed_channel(app: Celery, request_class: type[Request]) -> tuple[Request, Message]:
+    """A job's message taken by a worker, as ``request_class`` sees it, after the worker's
+    consumer lost Redis and closed the connection the message came on.
+
+    Closing a channel hands its unacknowledged messages back, which fails while Redis is down; a
+    channel told not to hand them back is left in the same state (its pools dropped, the message
+    still in the unacknowledged set), with this test's Redis up."""
+    enqueue(app, "job-1", [1], REQUEST)
+    connection = app.connection_for_read()
+    message = _take_one(connection)
+    request = request_class(
+        message,
+        app=app,
+        on_ack=message.ack_log_error,
+        on_reject=message.reject_log_error,
+        connection_errors=connection.connection_errors,
+    )
     message.channel.do_restore = False
     connection.close()
+    return request, message
 
 
 def _take_one(connection: Connection) -> Message:
