@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from sqlalchemy.exc import DBAPIError
 
+from leadarchive.client import DEFAULT_WINDOW
 from tasks.db import make_engine
 from tasks.errors import LeadArchiveError, SeedError
 from tasks.schema import inspect_tables
@@ -243,7 +244,12 @@ def _submit(args: argparse.Namespace) -> int:
     with httpx.Client(base_url=args.url, verify=not args.insecure, timeout=30) as http:
         try:
             summary = submit_all(
-                Submitter(http, key), ids, flags, batch_size=args.batch_size, salt=args.run_id
+                Submitter(http, key, max_wait=args.max_wait),
+                ids,
+                flags,
+                batch_size=args.batch_size,
+                window=args.window,
+                salt=args.run_id,
             )
         except SubmitError as exc:
             err.print(f"[red]{exc}[/red]")
@@ -402,6 +408,13 @@ def _create_archive_table(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="leadarchive", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -450,6 +463,18 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--delete", action="store_true", help="delete verified live leads")
     submit.add_argument("--dry-run", action="store_true", help="report only, change nothing")
     submit.add_argument("--batch-size", type=int, help="default: the server's limit")
+    submit.add_argument(
+        "--window",
+        type=_positive,
+        default=DEFAULT_WINDOW,
+        help=f"jobs unfinished at once (default {DEFAULT_WINDOW})",
+    )
+    submit.add_argument(
+        "--max-wait",
+        type=float,
+        default=600.0,
+        help="seconds to wait out a busy server (429/503) per request (default 600)",
+    )
     submit.add_argument("--run-id", default="", help="start new jobs for an input run before")
     submit.add_argument("--insecure", action="store_true", help="accept a self-signed cert")
     submit.add_argument("--json", action="store_true", help="machine-readable report")

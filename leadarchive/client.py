@@ -3,6 +3,11 @@
 Each batch carries an Idempotency-Key derived from the run's input, so running the same command
 again after a network error (or a crash) finds the jobs it already created instead of creating
 new ones.
+
+Batches go out in a sliding window: at most ``window`` of the run's jobs are unfinished at any
+time, so a long run never fills the server's queue (or its per-key cap on unfinished jobs). A
+``429`` or ``503`` is waited out as its ``Retry-After`` says, for up to ``max_wait`` seconds; a
+``503`` for office hours is not: whether to wait hours is the operator's call.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import hashlib
 import json
 import re
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TextIO
@@ -25,6 +30,13 @@ ARCHIVE_PATH = "/vicidial/leads/archive"
 FINAL = ("succeeded", "failed", "cancelled")
 # Leads the run wanted deleted but that stay in vicidial_list.
 LEFT_LIVE = ("not_archived", "mismatch", "in_use", "id_reused")
+
+# Jobs of one run unfinished at once: enough to keep a few workers busy, far below the server's
+# default cap on a key's unfinished jobs.
+DEFAULT_WINDOW = 8
+# Answers worth asking again after a while, and how often a network error is tried again.
+_BUSY = (429, 502, 503, 504)
+_TRANSPORT_ATTEMPTS = 6
 
 EXIT_OK = 0
 EXIT_LEFT_LIVE = 1
@@ -95,10 +107,18 @@ class Summary:
 class Submitter:
     """Submits batches to one API with one key, and polls them."""
 
-    def __init__(self, http: httpx.Client, key: str, *, poll_interval: float = 0.5) -> None:
+    def __init__(
+        self,
+        http: httpx.Client,
+        key: str,
+        *,
+        poll_interval: float = 0.5,
+        max_wait: float = 600.0,
+    ) -> None:
         self.http = http
         self.headers = {"Authorization": f"Key={key}"}
         self.poll_interval = poll_interval
+        self.max_wait = max_wait
 
     def server_limit(self) -> int:
         """The server's per-request limit, from its OpenAPI document."""
@@ -128,28 +148,37 @@ class Submitter:
             time.sleep(self.poll_interval)
 
     def _call(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """One request, asked again after a network error (a few times) or a busy answer (as
+        its Retry-After says, until ``max_wait`` has passed); the last answer otherwise."""
         headers = {**self.headers, **kwargs.pop("headers", {})}
+        deadline = time.monotonic() + self.max_wait
         delay = 0.5
-        for attempt in range(6):
+        failures = 0
+        while True:
             try:
                 answer = self.http.request(method, url, headers=headers, **kwargs)
             except httpx.TransportError as exc:
-                if attempt == 5:
+                failures += 1
+                if failures == _TRANSPORT_ATTEMPTS:
                     raise SubmitError(f"cannot reach the API: {exc}") from exc
+                wait = delay
             else:
-                if answer.status_code not in (429, 502, 503, 504):
+                if answer.status_code not in _BUSY or _office_hours(answer):
                     return answer
-                if attempt == 5:
+                wait = max(delay, _retry_after(answer))
+                if time.monotonic() + wait > deadline:
                     return answer
-                retry_after = answer.headers.get("retry-after", "")
-                # Inside office hours the wait can be hours: that is for the operator to decide.
-                if answer.status_code == 503 and "office-hours" in answer.text:
-                    return answer
-                if retry_after.isdigit():
-                    delay = max(delay, float(retry_after))
-            time.sleep(delay)
+            time.sleep(wait)
             delay = min(delay * 2, 30)
-        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _office_hours(answer: httpx.Response) -> bool:
+    return answer.status_code == 503 and "office-hours" in answer.text
+
+
+def _retry_after(answer: httpx.Response) -> float:
+    value = answer.headers.get("retry-after", "")
+    return float(value) if value.isdigit() else 0.0
 
 
 def _detail(answer: httpx.Response) -> str:
@@ -172,10 +201,14 @@ def submit_all(
     flags: dict[str, bool],
     *,
     batch_size: int | None = None,
+    window: int = DEFAULT_WINDOW,
     salt: str = "",
     console: Console | None = None,
 ) -> Summary:
-    """Submit every batch, then poll each to its end, showing progress on ``console``."""
+    """Submit every batch, at most ``window`` unfinished at once, showing progress on
+    ``console``; the jobs are summed up in the order of their batches."""
+    if window < 1:
+        raise ValueError("window must be at least 1")
     console = console or Console(stderr=True)
     size = batch_size or submitter.server_limit()
     parts = list(batches(ids, size))
@@ -185,12 +218,15 @@ def submit_all(
     with Progress(*columns, console=console, transient=False) as progress:
         sending = progress.add_task("submitted", total=len(parts))
         done = progress.add_task("finished ", total=len(parts))
-        urls = []
+        unfinished: deque[str] = deque()
         for number, part in enumerate(parts):
-            urls.append(submitter.submit({**flags, "lead_ids": part}, f"{run}-{number}"))
+            if len(unfinished) == window:
+                summary.add(submitter.wait(unfinished.popleft()))
+                progress.advance(done)
+            unfinished.append(submitter.submit({**flags, "lead_ids": part}, f"{run}-{number}"))
             progress.advance(sending)
-        for url in urls:
-            summary.add(submitter.wait(url))
+        while unfinished:
+            summary.add(submitter.wait(unfinished.popleft()))
             progress.advance(done)
     return summary
 

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import io
+import time
+from typing import Any
 
+import httpx2 as httpx
 import pytest
 import redis
+from celery import Celery
 from fastapi.testclient import TestClient
 from rich.console import Console
 from sqlalchemy import Connection
@@ -14,13 +18,15 @@ from leadarchive.client import (
     EXIT_FAILED,
     EXIT_LEFT_LIVE,
     EXIT_OK,
+    SubmitError,
     Submitter,
     print_summary,
     read_lead_ids,
     submit_all,
 )
 from tasks.seed import insert_leads, lead_rows
-from tests.helpers import ALICE_KEY, archive, live
+from tests.api.conftest import FakeClock
+from tests.helpers import ALICE_KEY, archive, live, make_settings
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -114,3 +120,87 @@ def test_lead_ids_are_read_from_lines_commas_and_spaces() -> None:
         read_lead_ids(["1", "7x"])
     with pytest.raises(ValueError, match="'-3'"):
         read_lead_ids(["-3"])
+
+
+class _CountingSubmitter(Submitter):
+    """Records how many of the run's jobs were unfinished whenever one more was submitted."""
+
+    def __init__(self, http: httpx.Client, key: str) -> None:
+        super().__init__(http, key, poll_interval=0.02)
+        self.unfinished: set[str] = set()
+        self.seen: list[int] = []
+
+    def submit(self, body: dict[str, Any], idempotency_key: str) -> str:
+        url = super().submit(body, idempotency_key)
+        self.unfinished.add(url)
+        self.seen.append(len(self.unfinished))
+        return url
+
+    def wait(self, status_url: str) -> dict[str, Any]:
+        job = super().wait(status_url)
+        self.unfinished.discard(status_url)
+        return job
+
+
+def test_batches_go_out_in_a_sliding_window(client: TestClient, vicidial: Connection) -> None:
+    insert_leads(vicidial, lead_rows(7, seed=54))
+    submitter = _CountingSubmitter(client, ALICE_KEY)
+
+    summary = submit_all(
+        submitter, list(range(1, 8)), MOVE, batch_size=1, window=3, console=_quiet()
+    )
+
+    assert submitter.seen == [1, 2, 3, 3, 3, 3, 3]
+    assert [job["status"] for job in summary.jobs] == ["succeeded"] * 7
+    assert summary.counts["delete"]["deleted"] == 7
+    assert live(vicidial) == {}
+    with pytest.raises(ValueError, match="window"):
+        submit_all(submitter, [1], MOVE, window=0, console=_quiet())
+
+
+def _limited_client(
+    database_url: str, redis_url: str, clock: FakeClock, celery_app: Celery, statuses: list[int]
+) -> TestClient:
+    from api.app import create_app
+    from tasks.runtime import Runtime
+
+    settings = make_settings(database_url, redis_url, rate_limit="2/second")
+    app = create_app(settings, runtime=Runtime(settings, clock=clock), celery=celery_app)
+    limited = TestClient(app)
+    limited.event_hooks["response"].append(lambda answer: statuses.append(answer.status_code))
+    return limited
+
+
+def test_a_busy_server_is_waited_out_as_retry_after_says(
+    vicidial: Connection, database_url: str, redis_url: str, clock: FakeClock, celery_app: Celery
+) -> None:
+    insert_leads(vicidial, lead_rows(6, seed=55))
+    statuses: list[int] = []
+    with _limited_client(database_url, redis_url, clock, celery_app, statuses) as limited:
+        started = time.monotonic()
+        summary = submit_all(
+            Submitter(limited, ALICE_KEY, poll_interval=0.02),
+            list(range(1, 7)),
+            MOVE,
+            batch_size=1,
+            console=_quiet(),
+        )
+        elapsed = time.monotonic() - started
+
+    assert statuses.count(429) >= 1
+    assert statuses.count(202) == 6
+    assert elapsed >= 1.0  # six submissions at two a second, each 429 waited out
+    assert summary.counts["delete"]["deleted"] == 6
+    assert live(vicidial) == {}
+
+
+def test_a_busy_server_past_max_wait_stops_the_run(
+    vicidial: Connection, database_url: str, redis_url: str, clock: FakeClock, celery_app: Celery
+) -> None:
+    statuses: list[int] = []
+    with _limited_client(database_url, redis_url, clock, celery_app, statuses) as limited:
+        impatient = Submitter(limited, ALICE_KEY, poll_interval=0.02, max_wait=0)
+        with pytest.raises(SubmitError, match="429"):
+            submit_all(impatient, [1, 2, 3, 4], MOVE, batch_size=1, console=_quiet())
+
+    assert statuses.count(429) == 1
