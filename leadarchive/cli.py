@@ -193,10 +193,12 @@ def _prepare_embedded(database_url: str, demo_leads: int) -> None:
 
 
 def _flower(args: argparse.Namespace) -> int:
-    auth = service_settings().flower_basic_auth
-    if ":" not in auth:
-        err.print("set LEADARCHIVE_FLOWER_BASIC_AUTH=user:password: Flower never runs open")
+    settings = service_settings()
+    problem = settings.flower_auth_problem()
+    if problem:
+        err.print(problem)
         return 2
+    auth = settings.flower_basic_auth
     from worker.app import app
 
     app.start(["flower", f"--address={args.host}", f"--port={args.port}", f"--basic-auth={auth}"])

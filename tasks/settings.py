@@ -27,6 +27,8 @@ from tasks.office_hours import OfficeHours, WholeWeekError
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 _KEY_ENTRY = re.compile(r"^(?P<name>[A-Za-z0-9_.@-]{1,64}):(?P<digest>[0-9a-f]{64})$")
+# The placeholder of every secret in deploy/leadarchive.env.example; Flower refuses to run with it.
+EXAMPLE_SECRET = "CHANGE-ME"  # noqa: S105 - the placeholder, refused, not a secret
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour|day)\s*$")
 # The drivers this project ships: PyMySQL for MySQL and MariaDB, the standard library's sqlite3.
 _MYSQL_DRIVERS = {"mysql", "mysql+pymysql", "mariadb", "mariadb+pymysql"}
@@ -156,6 +158,19 @@ class Settings(BaseSettings):
         if value and not (colon and user and password):
             raise ValueError("must be user:password (or empty, and Flower does not start)")
         return value
+
+    def flower_auth_problem(self) -> str | None:
+        """Why Flower must not start with these credentials, or None. Flower shows every job and
+        can revoke tasks: it never runs open, nor behind the env example's placeholder password."""
+        user, _, password = self.flower_basic_auth.partition(":")
+        if not (user and password):
+            return "set LEADARCHIVE_FLOWER_BASIC_AUTH=user:password: Flower never runs open"
+        if password.strip().upper() == EXAMPLE_SECRET:
+            return (
+                "LEADARCHIVE_FLOWER_BASIC_AUTH still has the example's password: choose one, e.g."
+                ' python3 -c "import secrets; print(secrets.token_urlsafe(18))"'
+            )
+        return None
 
     @field_validator("rate_limit")
     @classmethod

@@ -5,9 +5,13 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import subprocess
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
+import redis
 from sqlalchemy import make_url
 
 from leadarchive.cli import build_parser
@@ -22,6 +26,8 @@ from tests.deploy.compose import (
     references,
     without_references,
 )
+from tests.faults.servers import free_port
+from tests.helpers import wait_for
 
 APP_SERVICES = ("api", "worker", "flower")
 REQUIRED_SECRETS = {
@@ -29,13 +35,15 @@ REQUIRED_SECRETS = {
     "LEADARCHIVE_DB_PASSWORD",
     "LEADARCHIVE_API_KEYS",
     "LEADARCHIVE_FLOWER_BASIC_AUTH",
+    "LEADARCHIVE_REDIS_PASSWORD",
 }
-# What a user puts in .env: the four secrets and the office hours, nothing else.
+# What a user puts in .env: the five secrets and the office hours, nothing else.
 DOTENV = {
     "MARIADB_ROOT_PASSWORD": "root-pw",
     "LEADARCHIVE_DB_PASSWORD": "db-pw",
     "LEADARCHIVE_API_KEYS": "demo:" + "a" * 64,
     "LEADARCHIVE_FLOWER_BASIC_AUTH": "admin:flower-pw",
+    "LEADARCHIVE_REDIS_PASSWORD": "redis-pw",
     "LEADARCHIVE_OFFICE_HOURS": "none",
 }
 # Settings the stack itself decides (where MariaDB and Redis are) or that must come from .env.
@@ -47,7 +55,9 @@ STACK_SETTINGS = {
     "flower_basic_auth",
     "office_hours",
 }
-SENSITIVE = re.compile(r"PASSWORD|SECRET|TOKEN|_KEYS?$|_AUTH$|DATABASE_URL")
+SENSITIVE = re.compile(r"PASSWORD|SECRET|TOKEN|_KEYS?$|_AUTH$|_URL$|RESULT_BACKEND$")
+# Settings that are URLs: only their password is secret.
+URL_SETTINGS = ("LEADARCHIVE_DATABASE_URL", "LEADARCHIVE_BROKER_URL", "LEADARCHIVE_RESULT_BACKEND")
 
 
 @pytest.fixture(scope="module")
@@ -113,12 +123,69 @@ def test_start_order_waits_for_healthy_dependencies(compose: dict[str, Any]) -> 
             assert "healthcheck" in services(compose)[dependency], dependency
 
 
-def test_redis_never_evicts_and_persists(compose: dict[str, Any]) -> None:
+def redis_script(compose: dict[str, Any]) -> str:
+    """The shell script the redis service runs (Compose's ``$$`` is a literal ``$``)."""
     argv = command(services(compose)["redis"])
-    assert argv[0] == "redis-server"
+    assert argv[:2] == ["sh", "-c"]
+    return interpolate(argv[2], {})
+
+
+def test_redis_never_evicts_and_persists(compose: dict[str, Any]) -> None:
+    argv = shlex.split(redis_script(compose))
+    assert argv[:2] == ["exec", "redis-server"]
     assert argv[argv.index("--maxmemory-policy") + 1] == "noeviction"
     assert argv[argv.index("--appendonly") + 1] == "yes"
     assert any(v.endswith(":/data") for v in services(compose)["redis"]["volumes"])
+
+
+def test_redis_asks_for_the_password_the_services_send(compose: dict[str, Any]) -> None:
+    redis_env = services(compose)["redis"]["environment"]
+    password = interpolate(redis_env["REDISCLI_AUTH"], DOTENV)
+    assert password == DOTENV["LEADARCHIVE_REDIS_PASSWORD"]
+    app_env = compose["x-app"]["environment"]
+    for name in ("LEADARCHIVE_BROKER_URL", "LEADARCHIVE_RESULT_BACKEND"):
+        url = urlsplit(interpolate(app_env[name], DOTENV))
+        assert (url.hostname, url.port, url.password) == ("redis", 6379, password), name
+    # Flower too: it reads the same x-app environment.
+    assert services(compose)["flower"]["environment"] == app_env
+
+
+def test_the_redis_script_starts_a_redis_that_wants_the_password(
+    compose: dict[str, Any], tmp_path: Path
+) -> None:
+    """The service's own script, run here on a free port: the password reaches redis-server
+    intact through the shell, and the health check's redis-cli sends it from REDISCLI_AUTH."""
+    # Spaces, a $ and quotes: what a shell would mangle if the script quoted it wrongly.
+    phrase = "pw with $pecial 'quote\" chars"
+    port = free_port()
+    script = redis_script(compose) + f" --port {port} --dir {tmp_path} --save ''"
+    env = {"PATH": os.environ["PATH"], "REDISCLI_AUTH": phrase}
+    server = subprocess.Popen(["sh", "-c", script], env=env, stdout=subprocess.DEVNULL)
+
+    def answers(**auth: str) -> bool:
+        try:
+            return bool(redis.Redis(port=port, socket_connect_timeout=1, **auth).ping())
+        except redis.exceptions.ConnectionError:
+            return False
+
+    try:
+        wait_for(lambda: answers(password=phrase), timeout=20)
+        with pytest.raises(redis.exceptions.AuthenticationError):
+            redis.Redis(port=port).ping()
+        healthcheck = services(compose)["redis"]["healthcheck"]["test"][1:]
+        answer = subprocess.run(
+            [healthcheck[0], "-p", str(port), *healthcheck[1:]],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert answer.stdout.strip() == "PONG"
+        # redis-server rewrote its process title: ps shows no password.
+        assert phrase not in Path(f"/proc/{server.pid}/cmdline").read_text(errors="replace")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def test_each_app_service_runs_its_leadarchive_command(compose: dict[str, Any]) -> None:
@@ -180,11 +247,10 @@ def test_no_secret_is_written_in_the_file(compose: dict[str, Any]) -> None:
             continue
         refs = references(value)
         assert refs, (section, key)
-        if key.endswith("DATABASE_URL"):
+        if key in URL_SETTINGS:
             # Only the password is secret: it must be a reference, never text.
-            marker = "from-dotenv"
-            url = make_url(interpolate(value, {**DOTENV, "LEADARCHIVE_DB_PASSWORD": marker}))
-            assert url.password == marker, (section, key)
+            markers = {name: f"from-dotenv-{name.lower()}" for name in DOTENV}
+            assert urlsplit(interpolate(value, markers)).password in markers.values(), key
         else:
             assert without_references(value) == "", (section, key)
     text = COMPOSE_FILE.read_text(encoding="utf-8")
@@ -225,8 +291,8 @@ def test_every_setting_is_passed_with_the_services_own_default(
     for name in Settings.model_fields:
         if name not in STACK_SETTINGS:
             assert getattr(settings, name) == getattr(defaults, name), name
-    assert settings.broker_url.startswith("redis://redis:6379/")
-    assert settings.result_backend.startswith("redis://redis:6379/")
+    assert settings.broker_url.startswith("redis://:redis-pw@redis:6379/")
+    assert settings.result_backend.startswith("redis://:redis-pw@redis:6379/")
     # The stack's default chunk time is the engine's own.
     assert settings.chunk_time == Tuning().chunk_time
 

@@ -7,11 +7,12 @@ import os
 import re
 import shlex
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
 from leadarchive.cli import build_parser
-from tasks.settings import Settings
+from tasks.settings import EXAMPLE_SECRET, Settings
 from tests.deploy.compose import ROOT
 
 DEPLOY = ROOT / "deploy"
@@ -106,8 +107,9 @@ def test_env_example_holds_no_secret() -> None:
     for digest in re.findall(r"[0-9a-f]{64}", text):
         assert digest == "0" * 64, "only the all-zero placeholder, which no key hashes to"
     values = example_assignments()
-    assert "CHANGE-ME" in values["LEADARCHIVE_DATABASE_URL"]
-    assert values["LEADARCHIVE_FLOWER_BASIC_AUTH"].endswith(":CHANGE-ME")
+    for url in ("DATABASE_URL", "BROKER_URL", "RESULT_BACKEND"):
+        assert urlsplit(values[f"LEADARCHIVE_{url}"]).password == EXAMPLE_SECRET, url
+    assert values["LEADARCHIVE_FLOWER_BASIC_AUTH"].endswith(f":{EXAMPLE_SECRET}")
 
 
 def test_proxies_forward_only_the_archive_path_to_the_api_port() -> None:
@@ -151,6 +153,11 @@ def test_redis_config_never_evicts_and_stays_local() -> None:
     assert directives["bind"].split()[0] == "127.0.0.1"
     assert directives["protected-mode"] == "yes"
     assert directives["appendonly"] == "yes"
+    # A password, the one the env example's URLs carry (both placeholders, changed together).
+    broker = urlsplit(example_assignments()["LEADARCHIVE_BROKER_URL"])
+    assert directives["requirepass"] == broker.password == EXAMPLE_SECRET
+    bind = directives["bind"].split()[0]
+    assert (broker.hostname, broker.port) == (bind, int(directives["port"]))
 
 
 def test_dockerfile_builds_one_unprivileged_image_from_the_source_tree() -> None:
