@@ -14,10 +14,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from pymysql.constants import ER
 from sqlalchemy import Connection, bindparam, text
 from sqlalchemy.exc import DBAPIError
 
-from tasks.errors import MissingTableError, SchemaMismatchError
+from tasks.errors import MissingTableError, SchemaMismatchError, mysql_error_code
 
 LIVE_TABLE = "vicidial_list"
 ARCHIVE_TABLE = "vicidial_list_archive"
@@ -667,12 +668,6 @@ def _inspect_sqlite(conn: Connection) -> TablePair:
     )
 
 
-ER_NO_SUCH_TABLE = 1146
-
-
-ER_BAD_FIELD_ERROR = 1054
-
-
 def _indexed_columns(conn: Connection, tables: tuple[str, ...]) -> set[tuple[str, str]]:
     """``(table, column)`` pairs where the column is the first of one of the table's indexes."""
     if not tables:
@@ -714,9 +709,8 @@ def probe_in_use_tables(conn: Connection) -> tuple[tuple[Hold, ...], tuple[str, 
         try:
             conn.exec_driver_sql(_probe(hold))
         except DBAPIError as exc:
-            args = getattr(exc.orig, "args", ())
-            code = args[0] if args else None
-            if code not in (ER_NO_SUCH_TABLE, ER_BAD_FIELD_ERROR) and hold.table not in unreadable:
+            code = mysql_error_code(exc)
+            if code not in (ER.NO_SUCH_TABLE, ER.BAD_FIELD_ERROR) and hold.table not in unreadable:
                 unreadable.append(hold.table)
         else:
             readable.append(hold)
