@@ -86,14 +86,8 @@ from tasks import archive
 from tasks.archive import SNAPSHOT, SQL_MODE, Actions, Tuning, q, run_batch
 from tasks.archive.sql import Statements
 from tasks.db import make_engine
-from tasks.schema import (
-    ARCHIVE_TABLE,
-    LIVE_TABLE,
-    TablePair,
-    create_vicidial_tables,
-    drop_vicidial_tables,
-    inspect_tables,
-)
+from tasks.ddl import create_vicidial_tables, drop_vicidial_tables
+from tasks.schema import ARCHIVE_TABLE, LIVE_TABLE, TablePair, inspect_tables
 from tasks.seed import insert_leads, lead_rows
 
 DEFAULT_URL = os.environ.get("LEADARCHIVE_BENCH_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/")

@@ -31,10 +31,10 @@ from tasks import runtime as runtime_module
 from tasks.archive import SNAPSHOT, Actions, BatchReport, Tuning, run_batch
 from tasks.celery_app import ARCHIVE_TASK, MAX_RETRIES, create_celery
 from tasks.db import make_engine
+from tasks.ddl import create_vicidial_tables, drop_vicidial_tables
 from tasks.errors import BatchBusyError, ConcurrentChangeError, mysql_error_code
 from tasks.jobs import JobRequest
 from tasks.runtime import Runtime
-from tasks.schema import create_vicidial_tables, drop_vicidial_tables
 from tasks.seed import insert_leads, lead_rows
 from tests.helpers import archive, live, make_settings, wait_for
 from tests.tasks.test_dialer_holds import HOLD, cron_like

@@ -43,7 +43,8 @@ from sqlalchemy import Connection, Engine, text
 from tasks.archive import SQL_MODE, Actions, BatchReport, run_batch
 from tasks.archive.cursor import Cursor
 from tasks.archive.sql import Statements
-from tasks.schema import create_vicidial_tables, drop_vicidial_tables, inspect_tables
+from tasks.ddl import create_vicidial_tables, drop_vicidial_tables
+from tasks.schema import inspect_tables
 from tasks.seed import insert_leads, lead_rows
 from tests.helpers import archive, live, wait_for
 from tests.tasks.test_dialer_holds import HOLD, cron_like
