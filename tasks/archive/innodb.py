@@ -46,6 +46,7 @@ def run_chunk(
     tuning: Tuning,
     after_read: AfterRead | None,
 ) -> dict[int, LeadResult]:
+    """One chunk in a transaction that locks its rows; tried again after a deadlock."""
     ids = id_list(chunk)
     for attempt in range(tuning.chunk_retries + 1):
         cursor.run("START TRANSACTION")

@@ -22,6 +22,7 @@ def run_chunk(
     actions: Actions,
     after_read: AfterRead | None,
 ) -> dict[int, LeadResult]:
+    """One chunk under ``LOCK TABLES`` (``run_batch`` holds the batch lock around it)."""
     # MyISAM has no transactions: LOCK TABLES makes the check and the statements one atomic
     # step, and flushes MyISAM's key cache once per chunk instead of once per statement.
     cursor.run(sql.lock_tables)

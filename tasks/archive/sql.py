@@ -130,6 +130,7 @@ class Statements:
         )
 
     def classify(self, ids: str) -> str:
+        """Why each live lead is still live: (lead_id, archived, identical, same_lead, held_by)."""
         return (
             f"SELECT l.lead_id, a.lead_id IS NOT NULL, {self.identical}, {self.same_lead},"
             f" {self.held_by} FROM {self.live_by_id} LEFT JOIN {self.archive_by_id}"
@@ -154,6 +155,7 @@ class Statements:
 
     # insert and update copy from `source`, aliased `l`: the live table, or the snapshot.
     def insert(self, ids: str, source: str = "") -> str:
+        """Copy the leads from ``source`` into the archive."""
         # The archive's primary key refuses a second copy; the lock made the check exact.
         return (
             f"INSERT INTO {q(ARCHIVE_TABLE)} ({self.insert_columns})"
@@ -162,6 +164,7 @@ class Statements:
         )
 
     def update(self, ids: str, source: str = "") -> str:
+        """Refresh the leads' archive copies from ``source`` where they differ."""
         source = source or self.live_by_id
         if self.pair.dialect == "sqlite":
             return (
@@ -177,6 +180,7 @@ class Statements:
         )
 
     def delete(self, ids: str) -> str:
+        """Delete the live leads whose archive copy is identical and that nothing holds."""
         # The guard is the comparison itself, evaluated by the deleting statement.
         if self.pair.dialect == "sqlite":
             return (
@@ -192,18 +196,21 @@ class Statements:
     # The snapshot path: the batch's live rows, read once by primary key into a private
     # temporary table aliased `l`, so every expression above serves both sources.
     def snapshot_create(self) -> str:
+        """Create the session's snapshot table (``{engine}`` left to fill in)."""
         return (
             f"CREATE TEMPORARY TABLE {SNAPSHOT} (PRIMARY KEY (lead_id)) ENGINE={{engine}}"
             f" AS SELECT {self.insert_columns} FROM {q(LIVE_TABLE)} LIMIT 0"
         )
 
     def snapshot_fill(self, ids: str) -> str:
+        """Read the leads' live rows into the snapshot, by primary key."""
         return (
             f"INSERT INTO {SNAPSHOT} ({self.insert_columns})"
             f" SELECT {self.insert_values} FROM {self.live_by_id} WHERE l.lead_id IN ({ids})"
         )
 
     def lock_rows(self, table: str, ids: str) -> str:
+        """Lock the leads' rows of ``table`` in ``lead_id`` order (InnoDB)."""
         return (
             f"SELECT lead_id FROM {q(table)} FORCE INDEX (PRIMARY) WHERE lead_id IN ({ids})"
             " ORDER BY lead_id FOR UPDATE"

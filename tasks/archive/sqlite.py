@@ -19,6 +19,7 @@ def run_chunk(
     actions: Actions,
     after_read: AfterRead | None,
 ) -> dict[int, LeadResult]:
+    """One chunk in a ``BEGIN IMMEDIATE`` transaction, rolled back on any error."""
     # The embedded default: IMMEDIATE takes SQLite's write lock before the check.
     cursor.run("BEGIN IMMEDIATE")
     try:
