@@ -144,13 +144,8 @@ from bench.oracle import (
 )
 from tasks.archive import Tuning, q, run_batch
 from tasks.db import make_engine
-from tasks.schema import (
-    ARCHIVE_TABLE,
-    LIVE_TABLE,
-    TablePair,
-    create_vicidial_tables,
-    inspect_tables,
-)
+from tasks.ddl import create_vicidial_tables
+from tasks.schema import ARCHIVE_TABLE, LIVE_TABLE, TablePair, inspect_tables
 from tasks.seed import insert_leads, lead_rows
 
 ARCHIVE_LIST = 9_990_002  # the old list every tool archives

@@ -15,8 +15,8 @@ What it measures, on MyISAM tables in a throw-away database ``leadarchive_bench_
    After every timed batch the leads are moved back (untimed), so every batch sees the same table:
    ``size`` live leads and an empty archive. The table's checksum is compared before and after.
    Reported: leads/s of each and the ratio of ours to bare time (target: at most 1.25x), and where
-   the time goes, statement by statement (ours is timed by swapping a timing cursor into
-   ``tasks.archive`` for the run; the engine's code is not changed).
+   the time goes, statement by statement (ours is timed by a ``StatementTimer``, the observer
+   ``run_batch`` tells each statement it sends and its duration).
 
 2. **Dialer impact**, at the largest size: a probe on its own connection reads one random lead by
    primary key and updates another (``called_count``, ``last_local_call_time``) every 5 ms, on
@@ -70,8 +70,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -84,16 +83,11 @@ from rich.table import Table
 from sqlalchemy import URL, Connection, Engine, make_url
 
 from tasks import archive
-from tasks.archive import SQL_MODE, Actions, Tuning, _Statements, q, run_batch
+from tasks.archive import SNAPSHOT, SQL_MODE, Actions, Tuning, q, run_batch
+from tasks.archive.sql import Statements
 from tasks.db import make_engine
-from tasks.schema import (
-    ARCHIVE_TABLE,
-    LIVE_TABLE,
-    TablePair,
-    create_vicidial_tables,
-    drop_vicidial_tables,
-    inspect_tables,
-)
+from tasks.ddl import create_vicidial_tables, drop_vicidial_tables
+from tasks.schema import ARCHIVE_TABLE, LIVE_TABLE, TablePair, inspect_tables
 from tasks.seed import insert_leads, lead_rows
 
 DEFAULT_URL = os.environ.get("LEADARCHIVE_BENCH_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/")
@@ -167,9 +161,9 @@ class BareVerifiedSQL:
     def __init__(self, pair: TablePair) -> None:
         columns = pair.columns
         names = ", ".join(q(c.name) for c in columns)
-        # The engine's own comparison (tasks.archive._same for every column, NULL-safe and
+        # The engine's own comparison (tasks.archive.sql.same for every column, NULL-safe and
         # byte-exact), so both sides verify exactly the same thing.
-        equal = _Statements(pair).identical
+        equal = Statements(pair).identical
         assignments = ", ".join(
             f"a.{q(c.name)} = l.{q(c.name)}" for c in columns if c.name != "lead_id"
         )
@@ -225,7 +219,7 @@ class BareVerifiedSQL:
 
 
 LIVE_REF = q(LIVE_TABLE)  # `vicidial_list`; the archive is `vicidial_list_archive`
-SNAPSHOT_REF = getattr(archive, "SNAPSHOT", "leadarchive_snapshot")
+SNAPSHOT_REF = SNAPSHOT
 ID_LIST = re.compile(r"lead_id IN \(([\d,]+)\)")
 
 
@@ -256,70 +250,41 @@ def statement_kind(sql: str) -> str:
     return "other sql"
 
 
-@contextmanager
-def instrumented(breakdown: Breakdown) -> Iterator[None]:
-    """Time every statement ``run_batch`` sends, by swapping in a timing cursor (bench only).
+class StatementTimer:
+    """Times every statement ``run_batch`` sends (its ``observer``), into a ``Breakdown``.
 
     A *hold* is a stretch during which the batch keeps ``vicidial_list`` locked, so that the
     dialer's writes wait: from ``LOCK TABLES`` naming it to ``UNLOCK TABLES``, or else one
     statement that reads or writes it (MyISAM locks the table for the whole statement).
     """
-    original_cursor = archive._Cursor
-    original_inspect = archive.inspect_tables  # type: ignore[attr-defined]
 
-    class TimedCursor(original_cursor):  # type: ignore[valid-type,misc]
-        locked_at: float | None = None
+    def __init__(self, breakdown: Breakdown) -> None:
+        self.breakdown = breakdown
+        self.locked_at: float | None = None
 
-        def _timed(self, sql: str, call: Callable[[str], Any]) -> Any:
-            t0 = time.perf_counter()
-            try:
-                return call(sql)
-            finally:
-                now = time.perf_counter()
-                kind = statement_kind(sql)
-                breakdown.add(kind, now - t0)
-                if kind == "lock":
-                    self.locked_at = now
-                elif kind == "unlock":
-                    if self.locked_at is not None:
-                        breakdown.holds.append(now - self.locked_at)
-                    self.locked_at = None
-                elif self.locked_at is None and LIVE_REF in sql:
-                    breakdown.holds.append(now - t0)
-                if kind == "delete" and sql.startswith("DELETE l "):
-                    found = ID_LIST.search(sql)
-                    if found:
-                        breakdown.chunk_leads.append(found.group(1).count(",") + 1)
-
-        def rows(self, sql: str) -> list[tuple[Any, ...]]:
-            return self._timed(sql, super().rows)  # type: ignore[no-any-return]
-
-        def run(self, sql: str) -> None:
-            self._timed(sql, super().run)
-
-        def write(self, sql: str) -> int:
-            return self._timed(sql, super().write)  # type: ignore[no-any-return]
-
-    def timed_inspect(conn: Connection) -> TablePair:
-        t0 = time.perf_counter()
-        try:
-            return original_inspect(conn)
-        finally:
-            breakdown.add("inspect", time.perf_counter() - t0)
-
-    archive._Cursor = TimedCursor  # type: ignore[misc]
-    archive.inspect_tables = timed_inspect  # type: ignore[attr-defined]
-    try:
-        yield
-    finally:
-        archive._Cursor = original_cursor  # type: ignore[misc]
-        archive.inspect_tables = original_inspect  # type: ignore[attr-defined]
+    def statement(self, sql: str, seconds: float) -> None:
+        now = time.perf_counter()
+        breakdown = self.breakdown
+        kind = statement_kind(sql)
+        breakdown.add(kind, seconds)
+        if kind == "lock":
+            self.locked_at = now
+        elif kind == "unlock":
+            if self.locked_at is not None:
+                breakdown.holds.append(now - self.locked_at)
+            self.locked_at = None
+        elif self.locked_at is None and LIVE_REF in sql:
+            breakdown.holds.append(seconds)
+        if kind == "delete" and sql.startswith("DELETE l "):
+            found = ID_LIST.search(sql)
+            if found:
+                breakdown.chunk_leads.append(found.group(1).count(",") + 1)
 
 
 def run_ours(conn: Connection, ids: Sequence[int], tuning: Tuning, breakdown: Breakdown) -> None:
-    """Archive and delete ``ids`` with the engine; every lead must be deleted."""
+    """Archive and delete ``ids`` with the engine, each statement timed; every lead must go."""
     started = time.perf_counter()
-    report = run_batch(conn, ids, ALL_ACTIONS, tuning)
+    report = run_batch(conn, ids, ALL_ACTIONS, tuning, observer=StatementTimer(breakdown))
     breakdown.wall += time.perf_counter() - started
     breakdown.batches += 1
     deleted = report.counts["delete"]["deleted"]
@@ -978,10 +943,9 @@ class Bench:
                 spent_bare = time.perf_counter() - t0
                 self.restore(ids)
                 ids = sorted(self.rng.sample(pool, args.batch_size))
-                with instrumented(bd_ours):
-                    t0 = time.perf_counter()
-                    run_ours(ours_conn, ids, tuning, bd_ours)
-                    spent_ours = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                run_ours(ours_conn, ids, tuning, bd_ours)
+                spent_ours = time.perf_counter() - t0
                 self.restore(ids)
                 if args.pt_archiver:
                     ids = sorted(self.rng.sample(pool, args.batch_size))
@@ -1078,7 +1042,7 @@ class Bench:
         def run(seconds: float) -> tuple[int, float, Breakdown]:
             breakdown = Breakdown()
             tuning = self.tuning(chunk_time_ms)
-            with self.engine.connect() as conn, instrumented(breakdown):
+            with self.engine.connect() as conn:
                 leads, elapsed, _ = self.back_to_back(
                     lambda ids: run_ours(conn, ids, tuning, breakdown), seconds
                 )
@@ -1369,17 +1333,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def engine_code() -> str:
-    """Which engine was measured: the commit, and the hash of tasks/archive.py as imported."""
-    source = Path(archive.__file__)
-    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:12]
-    git = ["git", "-C", str(source.parent)]
+    """Which engine was measured: the commit, and a hash of tasks/archive/ as imported."""
+    package = Path(archive.__file__).parent
+    digest = hashlib.sha256()
+    for source in sorted(package.glob("*.py")):
+        digest.update(source.name.encode() + b"\0" + source.read_bytes())
+    git = ["git", "-C", str(package)]
     head = subprocess.run(  # noqa: S603
         [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
     ).stdout.strip()
     dirty = subprocess.run(  # noqa: S603
-        [*git, "diff", "--quiet", "HEAD", "--", source.name], check=False
+        [*git, "diff", "--quiet", "HEAD", "--", "."], check=False
     ).returncode
-    return f"{head or '?'}{' + uncommitted changes' if dirty else ''}, archive.py {digest}"
+    changes = " + uncommitted changes" if dirty else ""
+    return f"{head or '?'}{changes}, archive/ {digest.hexdigest()[:12]}"
 
 
 def machine(engine: Engine) -> dict[str, Any]:

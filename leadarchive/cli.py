@@ -175,7 +175,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _prepare_embedded(database_url: str, demo_leads: int) -> None:
     """Create the SQLite Vicidial tables with a demo list, once."""
-    from tasks.schema import create_vicidial_tables
+    from tasks.ddl import create_vicidial_tables
 
     engine = make_engine(database_url)
     try:
@@ -395,7 +395,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _create_archive_table(args: argparse.Namespace) -> int:
-    from tasks.schema import ARCHIVE_RECIPE, create_archive_table
+    from tasks.ddl import ARCHIVE_RECIPE, create_archive_table
 
     engine = make_engine(_database_url(args))
     try:

@@ -25,10 +25,11 @@ import ipaddress
 from dataclasses import dataclass
 from datetime import timedelta
 
+from pymysql.constants import ER
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
 
-from tasks.schema import ER_NO_SUCH_TABLE
+from tasks.errors import mysql_error_code
 
 TABLE = "vicidial_admin_log"
 EVENT_SECTION = "LEADS"
@@ -150,8 +151,8 @@ def write(
 
 
 def _no_such_table(exc: DBAPIError) -> bool:
-    args: tuple[object, ...] = getattr(exc.orig, "args", ())
-    if args and args[0] == ER_NO_SUCH_TABLE:
+    if mysql_error_code(exc) == ER.NO_SUCH_TABLE:
         return True
+    args: tuple[object, ...] = getattr(exc.orig, "args", ())
     # SQLite (the embedded demo) says it in words.
     return bool(args) and isinstance(args[0], str) and args[0].startswith("no such table")

@@ -15,6 +15,7 @@ LeadArchiveError
 from __future__ import annotations
 
 import redis.exceptions
+from pymysql.constants import CR, ER
 
 
 class LeadArchiveError(Exception):
@@ -76,20 +77,24 @@ class SeedError(LeadArchiveError):
     """``leadarchive seed-demo`` refused (nothing changed) or stopped part-way (says what to do)."""
 
 
+# MariaDB's "connection was killed" (KILL CONNECTION from another session): MySQL has no such
+# number, so pymysql.constants.ER does not name it.
+ER_CONNECTION_KILLED = 1927
+
 # MySQL/MariaDB error numbers of operational trouble: retry. Anything else is about the data or
 # the schema and would fail the same way again.
-TRANSIENT_MYSQL_ERRORS = frozenset(
+TRANSIENT_MYSQL_ERRORS: frozenset[int] = frozenset(
     {
-        1040,  # too many connections
-        1053,  # server shutdown in progress
-        1205,  # lock wait timeout
-        1213,  # deadlock
-        1927,  # connection was killed (MariaDB)
-        2002,  # can't connect (socket)
-        2003,  # can't connect (TCP)
-        2006,  # server has gone away
-        2013,  # lost connection during query
-        2055,  # lost connection (system error)
+        ER.CON_COUNT_ERROR,  # too many connections
+        ER.SERVER_SHUTDOWN,  # server shutdown in progress
+        ER.LOCK_WAIT_TIMEOUT,
+        ER.LOCK_DEADLOCK,
+        ER_CONNECTION_KILLED,
+        CR.CR_CONNECTION_ERROR,  # can't connect (socket)
+        CR.CR_CONN_HOST_ERROR,  # can't connect (TCP)
+        CR.CR_SERVER_GONE_ERROR,  # server has gone away
+        CR.CR_SERVER_LOST,  # lost connection during query
+        CR.CR_SERVER_LOST_EXTENDED,  # lost connection (system error)
     }
 )
 
@@ -104,14 +109,27 @@ def is_transient(exc: BaseException) -> bool:
         seen.add(id(current))
         original = getattr(current, "orig", None)
         for candidate in (current, original):
-            args = getattr(candidate, "args", ())
-            if args and isinstance(args[0], int) and args[0] in TRANSIENT_MYSQL_ERRORS:
+            if candidate is not None and mysql_error_code(candidate) in TRANSIENT_MYSQL_ERRORS:
                 return True
             # pymysql's InterfaceError (0, '') after the socket died.
             if type(candidate).__name__ == "InterfaceError":
                 return True
         current = current.__cause__ or current.__context__
     return False
+
+
+# The server's "access denied" to a database or a table (a user without a privilege).
+MYSQL_ACCESS_DENIED: frozenset[int] = frozenset(
+    {ER.DBACCESS_DENIED_ERROR, ER.TABLEACCESS_DENIED_ERROR}
+)
+
+
+def mysql_error_code(exc: BaseException) -> int | None:
+    """The MySQL/MariaDB error number of a driver error, or of the one SQLAlchemy wraps
+    (``.orig``); None for any other exception."""
+    original = getattr(exc, "orig", None)
+    args = getattr(exc if original is None else original, "args", ())
+    return args[0] if args and isinstance(args[0], int) else None
 
 
 # Redis' replies to a command it cannot carry out now, whatever the command: out of memory under

@@ -30,8 +30,9 @@ from sqlalchemy import Connection
 
 from tasks.archive import SQL_MODE
 from tasks.db import autocommit_dbapi
+from tasks.ddl import CALLED_SINCE_LAST_RESET, GENDERS
 from tasks.errors import SeedError
-from tasks.schema import ARCHIVE_TABLE, CALLED_SINCE_LAST_RESET, GENDERS, LIVE_TABLE
+from tasks.schema import ARCHIVE_TABLE, LIVE_TABLE
 
 # The first list ID seed-demo tries; it takes the first one from here that no table uses.
 DEMO_LIST_ID = 9_990_001

@@ -17,7 +17,7 @@ import redis
 from sqlalchemy import Connection, Engine, make_url
 
 from tasks.db import make_engine
-from tasks.schema import create_vicidial_tables, drop_vicidial_tables
+from tasks.ddl import create_vicidial_tables, drop_vicidial_tables
 from tests.helpers import jobs_left_behind
 
 SERVER_URL = os.environ.get("LEADARCHIVE_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/")

@@ -24,7 +24,7 @@ from bench.oracle import (
     token,
     writer_time,
 )
-from tasks import archive
+from tasks.archive import sql as archive_sql
 from tasks.schema import Column, inspect_tables
 from tasks.seed import insert_leads, lead_rows
 
@@ -154,10 +154,10 @@ def test_the_oracle_sees_bytes_a_collation_based_engine_comparison_would_miss(
         vicidial.exec_driver_sql("DELETE FROM vicidial_list")
 
         def collation_based(column: Column, left: str, right: str, dialect: str) -> str:
-            return f"{left}.{archive.q(column.name)} <=> {right}.{archive.q(column.name)}"
+            return f"{left}.{archive_sql.q(column.name)} <=> {right}.{archive_sql.q(column.name)}"
 
-        monkeypatch.setattr(archive, "_same", collation_based)
-        identical = archive._Statements(inspect_tables(vicidial)).identical
+        monkeypatch.setattr(archive_sql, "same", collation_based)
+        identical = archive_sql.Statements(inspect_tables(vicidial)).identical
         seen = vicidial.exec_driver_sql(
             f"SELECT a.lead_id, {identical} FROM vicidial_list_archive AS a"
             f" JOIN {BEFORE} AS l ON l.lead_id = a.lead_id ORDER BY a.lead_id"

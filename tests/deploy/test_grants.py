@@ -25,14 +25,8 @@ from tasks.admin_log import TABLE as ADMIN_LOG_TABLE
 from tasks.admin_log import JobOutcome
 from tasks.archive import Actions, run_batch
 from tasks.db import make_engine
-from tasks.schema import (
-    ARCHIVE_TABLE,
-    IN_USE_TABLES,
-    LIVE_TABLE,
-    create_archive_table,
-    create_vicidial_tables,
-    inspect_tables,
-)
+from tasks.ddl import create_archive_table, create_vicidial_tables
+from tasks.schema import ARCHIVE_TABLE, IN_USE_TABLES, LIVE_TABLE, inspect_tables
 from tasks.seed import insert_leads, lead_rows, remove_demo, seed_demo
 from tests.conftest import SERVER_URL
 from tests.deploy.compose import ROOT

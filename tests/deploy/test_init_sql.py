@@ -1,4 +1,4 @@
-"""deploy/mariadb-init/01-vicidial.sql: current with tasks.schema, and the same tables it makes."""
+"""deploy/mariadb-init/01-vicidial.sql: current with tasks.ddl, and the same tables it makes."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import sys
 from types import ModuleType
 
 from tasks.db import make_engine
-from tasks.schema import ALL_TABLES, create_vicidial_tables, inspect_tables
+from tasks.ddl import ALL_TABLES, create_vicidial_tables
+from tasks.schema import inspect_tables
 from tests.deploy.compose import ROOT
 from tests.deploy.mariadb import database_url, run_sql, scratch_database
 

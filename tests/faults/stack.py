@@ -30,8 +30,8 @@ from sqlalchemy import Connection, Engine, make_url
 
 from tasks.archive import SQL_MODE
 from tasks.db import make_engine
+from tasks.ddl import create_vicidial_tables
 from tasks.jobs import FINAL, RedisJobStore
-from tasks.schema import create_vicidial_tables
 from tasks.seed import LEAD_COLUMNS, insert_leads, lead_rows
 from tests.faults.servers import free_port
 from tests.helpers import ALICE, archive, column, live, make_settings

@@ -15,7 +15,7 @@ from sqlalchemy import Engine, make_url
 
 from bench.load import Live, live_services
 from tasks.db import make_engine
-from tasks.schema import create_vicidial_tables
+from tasks.ddl import create_vicidial_tables
 from tasks.seed import insert_leads, lead_rows
 from tests.conftest import SERVER_URL, claim_redis_database
 

@@ -397,11 +397,11 @@ def test_an_empty_request_or_no_action_is_refused() -> None:
 
 def test_a_database_warning_on_a_write_stops_the_batch(engine: Engine) -> None:
     """Strict mode turns truncation into errors; any warning left over is one too."""
-    from tasks.archive import _Cursor
+    from tasks.archive.cursor import Cursor
 
     with engine.connect() as c:
         dbapi = c.connection.dbapi_connection
-        cursor = _Cursor(dbapi)
+        cursor = Cursor(dbapi)
         cursor.run("CREATE TEMPORARY TABLE warn_probe (v VARCHAR(2))")
         cursor.run("SET SESSION sql_mode = ''")
         with pytest.raises(BatchError, match=r"Data truncated|Warning"):
@@ -420,9 +420,9 @@ def test_the_batch_refuses_a_connection_inside_a_transaction(engine: Engine) -> 
 
 
 def test_chunks_follow_the_target_lock_time(conn: Connection) -> None:
-    from tasks.archive import _ChunkSizer
+    from tasks.archive.sizing import ChunkSizer
 
-    sizer = _ChunkSizer(target=0.010, size=10, max_size=500)
+    sizer = ChunkSizer(target=0.010, size=10, max_size=500)
     sizer.record(10, 0.002)  # 0.2 ms a lead -> 50 wanted, growth capped at double
     assert sizer.size == 20
     sizer.record(20, 0.004)
@@ -483,9 +483,9 @@ def test_without_create_temporary_tables_the_batch_takes_its_slower_path(
 
 
 def test_chunks_grow_past_the_target_only_while_nobody_waits() -> None:
-    from tasks.archive import _ChunkSizer
+    from tasks.archive.sizing import ChunkSizer
 
-    sizer = _ChunkSizer(target=0.005, size=40, max_size=500)
+    sizer = ChunkSizer(target=0.005, size=40, max_size=500)
     sizer.record(40, 0.010, nobody_waited=True)  # twice the target, but the dialer is idle
     assert sizer.size == 80
     sizer.record(80, 0.020, nobody_waited=True)
@@ -497,9 +497,9 @@ def test_chunks_grow_past_the_target_only_while_nobody_waits() -> None:
 
 
 def test_a_short_last_chunk_while_nobody_waits_keeps_the_grown_size() -> None:
-    from tasks.archive import _ChunkSizer
+    from tasks.archive.sizing import ChunkSizer
 
-    sizer = _ChunkSizer(target=0.005, size=400, max_size=500)
+    sizer = ChunkSizer(target=0.005, size=400, max_size=500)
     sizer.record(400, 0.040, nobody_waited=True)  # 8x the target, the dialer idle: grow
     assert sizer.size == 500
     sizer.record(100, 0.010, nobody_waited=True)  # the batch's remainder, nobody waiting
@@ -509,9 +509,9 @@ def test_a_short_last_chunk_while_nobody_waits_keeps_the_grown_size() -> None:
 
 
 def test_chunks_never_shrink_below_the_minimum() -> None:
-    from tasks.archive import _ChunkSizer
+    from tasks.archive.sizing import ChunkSizer
 
-    sizer = _ChunkSizer(target=0.002, size=25, max_size=500, min_size=8)
+    sizer = ChunkSizer(target=0.002, size=25, max_size=500, min_size=8)
     sizer.record(25, 0.100)  # 4 ms a lead against a 2 ms target: one lead would be "right"
 
     assert sizer.size == 8

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from sqlalchemy import Connection, Engine
 
 from tasks.archive import Actions, BatchReport, run_batch
-from tasks.schema import create_vicidial_tables, drop_vicidial_tables
+from tasks.ddl import create_vicidial_tables, drop_vicidial_tables
 from tasks.seed import insert_leads, lead_rows
 from tests.helpers import Row, archive, column, live
 

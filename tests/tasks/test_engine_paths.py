@@ -24,16 +24,17 @@ from collections.abc import Collection, Iterator
 from datetime import timedelta
 
 import pytest
+from pymysql.constants import ER
 from sqlalchemy import Connection, Engine, make_url
 
 from tasks import runtime as runtime_module
 from tasks.archive import SNAPSHOT, Actions, BatchReport, Tuning, run_batch
 from tasks.celery_app import ARCHIVE_TASK, MAX_RETRIES, create_celery
 from tasks.db import make_engine
-from tasks.errors import BatchBusyError, ConcurrentChangeError
+from tasks.ddl import create_vicidial_tables, drop_vicidial_tables
+from tasks.errors import BatchBusyError, ConcurrentChangeError, mysql_error_code
 from tasks.jobs import JobRequest
 from tasks.runtime import Runtime
-from tasks.schema import create_vicidial_tables, drop_vicidial_tables
 from tasks.seed import insert_leads, lead_rows
 from tests.helpers import archive, live, make_settings, wait_for
 from tests.tasks.test_dialer_holds import HOLD, cron_like
@@ -41,7 +42,6 @@ from tests.tasks.test_guard_races import waiting_for_lock
 
 ALL = Actions(insert=True, update=True, delete=True)
 COPY = Actions(insert=True, update=False)
-ER_LOCK_WAIT_TIMEOUT, ER_LOCK_DEADLOCK = 1205, 1213
 
 
 @pytest.fixture
@@ -95,11 +95,6 @@ class BatchThread:
     def join(self) -> None:
         self.thread.join(timeout=60)
         assert not self.thread.is_alive(), "the batch never ended"
-
-
-def error_code(exc: BaseException | None) -> int | None:
-    args = getattr(getattr(exc, "orig", exc), "args", ())
-    return args[0] if args and isinstance(args[0], int) else None
 
 
 # --- InnoDB's retry loop ----------------------------------------------------------------------
@@ -158,7 +153,8 @@ def test_an_innodb_lock_held_past_every_retry_fails_the_batch_and_changes_nothin
             dialer.exec_driver_sql("ROLLBACK")
             batch.join()
 
-    assert error_code(batch.error) == ER_LOCK_WAIT_TIMEOUT
+    assert batch.error is not None
+    assert mysql_error_code(batch.error) == ER.LOCK_WAIT_TIMEOUT
     # The first try and both retries waited (each 1 s, so none of them is missed by polling).
     assert len(waits) == 3
     assert live(innodb) == before

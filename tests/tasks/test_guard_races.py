@@ -40,8 +40,11 @@ from contextlib import contextmanager
 import pytest
 from sqlalchemy import Connection, Engine, text
 
-from tasks.archive import SQL_MODE, Actions, BatchReport, _Cursor, _Statements, run_batch
-from tasks.schema import create_vicidial_tables, drop_vicidial_tables, inspect_tables
+from tasks.archive import SQL_MODE, Actions, BatchReport, run_batch
+from tasks.archive.cursor import Cursor
+from tasks.archive.sql import Statements
+from tasks.ddl import create_vicidial_tables, drop_vicidial_tables
+from tasks.schema import inspect_tables
 from tasks.seed import insert_leads, lead_rows
 from tests.helpers import archive, live, wait_for
 from tests.tasks.test_dialer_holds import HOLD, cron_like
@@ -342,7 +345,7 @@ def test_a_hold_that_appears_between_the_read_and_the_delete(
         assert chunks == [[1, 2, 3]]
 
 
-# _Statements.delete run directly: the live lead against an archive copy one column off.
+# Statements.delete run directly: the live lead against an archive copy one column off.
 # (column, value in the live row, value in the archive copy), as SQL literals.
 STALE = {
     "case only": ("first_name", "'Bob'", "'BOB'"),
@@ -382,10 +385,10 @@ def check_stale_copy(conn: Connection, stale: str) -> None:
     assert before_live[1] == before_archive[1]
     assert before_live[2] != before_archive[2], "the copy differs from the live lead"
 
-    cursor = _Cursor(conn.connection.dbapi_connection)
+    cursor = Cursor(conn.connection.dbapi_connection)
     if conn.dialect.name == "mysql":
         cursor.run(f"SET SESSION sql_mode = '{SQL_MODE}', time_zone = '+00:00'")
-    statement = _Statements(inspect_tables(conn)).delete("1,2")
+    statement = Statements(inspect_tables(conn)).delete("1,2")
     deleted = cursor.write(statement)
 
     assert deleted == 1

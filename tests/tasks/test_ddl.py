@@ -1,4 +1,4 @@
-"""tasks.schema makes Vicidial 2.14's own tables: the facts the product relies on, read back.
+"""tasks.ddl makes Vicidial 2.14's own tables: the facts the product relies on, read back.
 
 Each fact is read from information_schema after ``create_vicidial_tables`` on MariaDB, so a change
 to the DDL that would make the tests and benchmarks run against something other than a Vicidial
@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import Connection, Engine, create_engine, text
 
-from tasks.schema import ALL_TABLES, create_vicidial_tables, drop_vicidial_tables
+from tasks.ddl import ALL_TABLES, create_vicidial_tables, drop_vicidial_tables
 
 ENGINES = ("MyISAM", "InnoDB", "Aria")
 

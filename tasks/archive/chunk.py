@@ -1,0 +1,125 @@
+"""What every strategy does with a chunk of leads: how it shares the tables, and its steps.
+
+A chunk's steps, whatever holds its rows still (a table lock, row locks, SQLite's write lock):
+read each lead's state (``read_states``), plan every lead (``plan_lead``), then run each of
+insert, update and delete on exactly the leads planned for it (``write_planned``), which must touch
+exactly that many rows or the chunk is refused (``ConcurrentChangeError``). Batches on
+non-transactional tables of one database are serialised by a named lock (``batch_lock``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Connection
+
+from tasks.archive.cursor import Cursor
+from tasks.archive.plan import Actions, LeadResult, LeadState, plan_lead
+from tasks.archive.sql import Statements, id_list
+from tasks.errors import BatchBusyError, ConcurrentChangeError
+
+# An observer of run_batch: called with a chunk's lead IDs between reading and writing them.
+AfterRead = Callable[[list[int]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Tuning:
+    """How a batch shares the tables with the dialer."""
+
+    # How long one chunk may hold the table lock (pt-online-schema-change's --chunk-time).
+    chunk_time: timedelta = timedelta(milliseconds=5)
+    first_chunk: int = 25
+    # Each statement has a fixed cost of its own (about 2.5 ms for a whole locked chunk): below
+    # a few leads a chunk is all overhead, and no faster for the dialer.
+    min_chunk: int = 8
+    max_chunk: int = 500
+    # How many times a chunk is tried again after a deadlock or lock wait timeout (InnoDB).
+    chunk_retries: int = 5
+    # How long LOCK TABLES and row locks may wait before the batch gives up.
+    lock_wait_timeout: timedelta = timedelta(seconds=50)
+
+
+def read_states(
+    cursor: Cursor, sql: Statements, chunk: list[int], source: str = ""
+) -> dict[int, LeadState]:
+    """Each lead's state, its live row read from the live table or the given ``source``."""
+    states = {i: LeadState() for i in chunk}
+    for lead_id, live, archived, identical, same_lead, held_by in cursor.rows(
+        sql.states(id_list(chunk), source)
+    ):
+        if live:
+            states[int(lead_id)] = LeadState(
+                live=True,
+                archived=bool(archived),
+                identical=bool(identical),
+                same_lead=bool(same_lead),
+                held_by=as_text(held_by),
+            )
+        elif not states[int(lead_id)].live:
+            states[int(lead_id)] = LeadState(archived=True)
+    return states
+
+
+def apply_chunk(
+    cursor: Cursor,
+    sql: Statements,
+    chunk: list[int],
+    actions: Actions,
+    after_read: AfterRead | None,
+) -> dict[int, LeadResult]:
+    """Read the locked chunk's state, then run exactly the statements it calls for."""
+    states = read_states(cursor, sql, chunk)
+    if after_read is not None:
+        after_read(chunk)
+    plans = {i: plan_lead(i, states[i], actions) for i in chunk}
+    write_planned(cursor, plans, (sql.insert, sql.update, sql.delete))
+    return plans
+
+
+def write_planned(
+    cursor: Cursor, plans: dict[int, LeadResult], statements: Sequence[Callable[[str], str]]
+) -> None:
+    """Run each of insert, update, delete (in that order) on exactly the leads planned for it."""
+    for (action, outcome), statement in zip(
+        (("insert", "inserted"), ("update", "updated"), ("delete", "deleted")),
+        statements,
+        strict=False,
+    ):
+        targets = [i for i, p in plans.items() if getattr(p, action) == outcome]
+        if not targets:
+            continue
+        done = cursor.write(statement(id_list(targets)))
+        if done != len(targets):
+            raise ConcurrentChangeError(
+                f"{action} touched {done} rows where the locked check expected {len(targets)}"
+            )
+
+
+@contextmanager
+def batch_lock(cursor: Cursor, conn: Connection, tuning: Tuning) -> Iterator[None]:
+    """Hold the named lock that serialises batches on non-transactional tables (one database).
+
+    Taken for each snapshot window, and for each chunk of the locked path: a chunk there
+    verifies and deletes under its own table lock, and must not do so between another batch's
+    snapshot and that batch's refresh of the archive from it (the refresh would put the older
+    snapshot back over the copy of a lead just deleted).
+    """
+    lock = "leadarchive." + re.sub(r"\W", "_", conn.engine.url.database or "")[:50]
+    wait = max(1, int(tuning.lock_wait_timeout.total_seconds()))
+    ((granted,),) = cursor.rows(f"SELECT GET_LOCK('{lock}', {wait})")
+    if granted != 1:
+        raise BatchBusyError(f"another batch held {lock!r} for {wait}s; try again")
+    try:
+        yield
+    finally:
+        cursor.rows(f"SELECT RELEASE_LOCK('{lock}')")
+
+
+def as_text(value: Any) -> str | None:
+    """A text column as str (pymysql hands back bytes for some expressions)."""
+    return value.decode() if isinstance(value, bytes | bytearray) else value

@@ -1,0 +1,191 @@
+"""What a batch decides for each lead: the outcome model and the pure planner ``plan_lead``.
+
+Nothing here touches a database. ``plan_lead`` decides every requested action's outcome for one
+lead from the state its rows were read in while locked (``LeadState``); the strategies run exactly
+the statements those outcomes call for, and ``make_report`` assembles what the job shows. An
+outcome other than ``inserted``, ``updated`` or ``deleted`` means nothing was written for that
+action.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+InsertOutcome = Literal["inserted", "already_archived", "not_found"]
+UpdateOutcome = Literal["updated", "unchanged", "not_archived", "not_found", "id_reused"]
+DeleteOutcome = Literal["deleted", "not_archived", "mismatch", "in_use", "not_found", "id_reused"]
+
+INSERT_OUTCOMES: tuple[InsertOutcome, ...] = ("inserted", "already_archived", "not_found")
+UPDATE_OUTCOMES: tuple[UpdateOutcome, ...] = (
+    "updated",
+    "unchanged",
+    "not_archived",
+    "not_found",
+    "id_reused",
+)
+DELETE_OUTCOMES: tuple[DeleteOutcome, ...] = (
+    "deleted",
+    "not_archived",
+    "mismatch",
+    "in_use",
+    "not_found",
+    "id_reused",
+)
+
+MAX_LEAD_ID = 4_294_967_295
+
+
+@dataclass(slots=True)
+class LeadResult:
+    """One requested lead: an outcome per requested action and where the lead is at the end."""
+
+    lead_id: int
+    archived: bool
+    live: bool
+    insert: InsertOutcome | None = None
+    update: UpdateOutcome | None = None
+    delete: DeleteOutcome | None = None
+    # What the dialer still needs the lead for, when its delete is ``in_use`` (schema.HELD_BY).
+    held_by: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """The lead as the job status shows it: actions not requested are left out."""
+        shown: dict[str, Any] = {"lead_id": self.lead_id}
+        for action in ("insert", "update", "delete"):
+            outcome = getattr(self, action)
+            if outcome is not None:
+                shown[action] = outcome
+        if self.delete == "in_use":
+            shown["held_by"] = self.held_by
+        shown["archived"], shown["live"] = self.archived, self.live
+        return shown
+
+
+@dataclass(slots=True)
+class BatchReport:
+    """What a batch did (or, in a dry run, would do) to every requested lead."""
+
+    counts: dict[str, dict[str, int]]
+    duplicates: list[int]
+    leads: list[LeadResult]
+
+    def as_json(self) -> dict[str, Any]:
+        """The report as the job status shows it."""
+        return {
+            "counts": self.counts,
+            "duplicates": self.duplicates,
+            "leads": [lead.as_json() for lead in self.leads],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Actions:
+    """Which actions a batch carries out."""
+
+    insert: bool = True
+    update: bool = True
+    delete: bool = False
+    dry_run: bool = False
+
+    def __post_init__(self) -> None:
+        if not (self.insert or self.update or self.delete):
+            raise ValueError("at least one of insert, update and delete must be requested")
+
+
+@dataclass(frozen=True, slots=True)
+class LeadState:
+    """A lead's state, read while its rows are locked."""
+
+    live: bool = False
+    archived: bool = False
+    identical: bool = False
+    # The live and archive rows have the same entry_date: one lead, not two sharing a reused ID.
+    same_lead: bool = True
+    # Why the dialer still needs the lead (schema.HELD_BY), or None.
+    held_by: str | None = None
+
+
+def plan_lead(lead_id: int, state: LeadState, actions: Actions) -> LeadResult:
+    """Decide every requested action's outcome for one lead, in the order insert, update, delete.
+
+    A live row and an archive row whose entry_date differ are two leads that share a reused ID
+    (Vicidial sets entry_date at load and never changes it): the archive row is another
+    person's history, neither refreshed nor taken as the live lead's copy (``id_reused``).
+    """
+    live, archived, identical = state.live, state.archived, state.identical
+    reused = live and archived and not state.same_lead
+    result = LeadResult(lead_id, archived, live)
+    if actions.insert:
+        if archived:
+            result.insert = "already_archived"
+        elif live:
+            result.insert = "inserted"
+            archived = identical = True
+        else:
+            result.insert = "not_found"
+    if actions.update:
+        if not archived:
+            result.update = "not_archived" if live else "not_found"
+        elif reused:
+            result.update = "id_reused"
+        elif live and not identical:
+            result.update = "updated"
+            identical = True
+        else:
+            result.update = "unchanged"
+    if actions.delete:
+        if not live:
+            result.delete = "not_found"
+        elif not archived:
+            result.delete = "not_archived"
+        elif reused:
+            result.delete = "id_reused"
+        elif not identical:
+            result.delete = "mismatch"
+        elif state.held_by is not None:
+            result.delete = "in_use"
+            result.held_by = state.held_by
+        else:
+            result.delete = "deleted"
+            live = False
+    if not actions.dry_run:
+        result.archived, result.live = archived, live
+    return result
+
+
+def make_report(
+    ids: Sequence[int], results: dict[int, LeadResult], actions: Actions
+) -> BatchReport:
+    """Assemble the report: every requested ID once, in request order, with counts."""
+    seen = Counter(ids)
+    order = list(dict.fromkeys(ids))
+    leads = [results[i] for i in order]
+    counts: dict[str, dict[str, int]] = {}
+    for action, outcomes in (
+        ("insert", INSERT_OUTCOMES),
+        ("update", UPDATE_OUTCOMES),
+        ("delete", DELETE_OUTCOMES),
+    ):
+        if getattr(actions, action):
+            tally = Counter(getattr(lead, action) for lead in leads)
+            counts[action] = {outcome: tally[outcome] for outcome in outcomes}
+    return BatchReport(
+        counts=counts,
+        duplicates=[i for i in order if seen[i] > 1],
+        leads=leads,
+    )
+
+
+def validate_lead_ids(ids: Iterable[int]) -> list[int]:
+    """Refuse anything but integers in Vicidial's lead_id range (bool is not an integer here)."""
+    checked = []
+    for i in ids:
+        if type(i) is not int or not 0 <= i <= MAX_LEAD_ID:
+            raise ValueError(f"lead_id must be an integer from 0 to {MAX_LEAD_ID}, got {i!r}")
+        checked.append(i)
+    if not checked:
+        raise ValueError("at least one lead_id is required")
+    return checked
