@@ -56,9 +56,9 @@ from bench.load import live_services, wait_for_job
 from tasks import runtime
 from tasks.celery_app import create_celery, requeue_lost_jobs
 from tasks.db import make_engine
+from tasks.ddl import create_vicidial_tables
 from tasks.jobs import QUEUED_KEY
 from tasks.runtime import Runtime
-from tasks.schema import create_vicidial_tables
 from tasks.seed import insert_leads, lead_rows
 from tasks.settings import Settings
 
