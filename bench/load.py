@@ -76,7 +76,7 @@ from bench.api import (
 )
 from bench.engine import DEFAULT_URL
 from tasks.db import make_engine
-from tasks.jobs import FINAL
+from tasks.records import FINAL
 from tasks.schema import create_vicidial_tables
 from tasks.seed import LEAD_COLUMNS, insert_leads, lead_rows
 from tasks.settings import Settings
