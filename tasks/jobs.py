@@ -145,14 +145,8 @@ class RedisJobStore:
                 # The earlier claim expired between the two calls: claim it now.
                 self.redis.set(idem_key, claim, ex=ttl)
         key = self._key(job_id)
-        record = JobRecord(
-            job_id=job_id,
-            owner=owner,
-            status="queued",
-            submitted_at=now_iso(now),
-            request=request,
-            idempotency=idem_key,
-            client_ip=client_ip,
+        record = JobRecord.queued(
+            job_id, owner, request, now=now, client_ip=client_ip, idempotency=idem_key
         )
         pipe = self.redis.pipeline()
         pipe.hset(key, mapping=record.to_fields())

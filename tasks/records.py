@@ -56,6 +56,28 @@ class JobRecord:
     # When the job's row was written to vicidial_admin_log (never shown).
     admin_logged: str | None = None
 
+    @classmethod
+    def queued(
+        cls,
+        job_id: str,
+        owner: str,
+        request: ArchiveRequest,
+        *,
+        now: datetime | None = None,
+        client_ip: str = "",
+        idempotency: str = "",
+    ) -> JobRecord:
+        """A new job's record: queued, submitted ``now``."""
+        return cls(
+            job_id=job_id,
+            owner=owner,
+            status="queued",
+            submitted_at=now_iso(now),
+            request=request,
+            client_ip=client_ip,
+            idempotency=idempotency,
+        )
+
     @property
     def lead_ids(self) -> list[int]:
         """The leads the job archives, in request order."""

@@ -78,14 +78,7 @@ class SqliteJobStore:
     ) -> tuple[str, bool]:
         """Record a new queued job; see ``RedisJobStore.create``."""
         job_id = new_job_id()
-        record = JobRecord(
-            job_id=job_id,
-            owner=owner,
-            status="queued",
-            submitted_at=now_iso(now),
-            request=request,
-            client_ip=client_ip,
-        )
+        record = JobRecord.queued(job_id, owner, request, now=now, client_ip=client_ip)
         with self._write() as db:
             if idempotency_key is not None:
                 claim = owner + ":" + hashlib.sha256(idempotency_key.encode()).hexdigest()
