@@ -2,7 +2,8 @@
 
 Celery reports any unknown task ID as PENDING, so it cannot say "no such job" or "not yours";
 this record can. One Redis hash per job, expiring with the results. Status changes are atomic
-compare-and-set steps (a Lua script), so a cancel and a starting worker can never both win.
+compare-and-set steps (a Lua script), so a cancel and a starting worker can never both win. What a
+record holds, and how it is written as the hash's fields, is ``tasks.records``' business.
 
     queued ──▶ running ──▶ succeeded | failed
       │  ▲        │
