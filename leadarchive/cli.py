@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -65,6 +66,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from api.app import create_app
     from api.auth import hash_key, new_key
+    from tasks.requests import SEED_EXAMPLE
 
     settings = service_settings()
     env = dict(os.environ)
@@ -112,9 +114,7 @@ def _run(args: argparse.Namespace) -> int:
         console.print(f"Embedded demo: data in {settings.data_dir.resolve()}")
     if key:
         console.print(f"Demo API key: {key}", highlight=False, soft_wrap=True)
-        body = (
-            '{"insert_leads": true, "update_leads": true, "delete_leads": true, "lead_ids": [0, 1]}'
-        )
+        body = json.dumps(SEED_EXAMPLE)
         console.print(
             f"Try: curl -s -X POST {url}/vicidial/leads/archive -H 'Authorization: Key={key}'"
             f" -H 'Content-Type: application/json' -d '{body}'",
@@ -163,7 +163,6 @@ def _flower(args: argparse.Namespace) -> int:
 
 
 def _submit(args: argparse.Namespace) -> int:
-    import json
 
     import httpx2 as httpx
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any, Literal, cast
 
@@ -82,10 +82,6 @@ class JobRecord:
     def lead_ids(self) -> list[int]:
         """The leads the job archives, in request order."""
         return self.request.lead_ids
-
-    def with_status(self, status: Status, **changes: Any) -> JobRecord:
-        """This record with another status and ``changes``."""
-        return replace(self, status=status, **changes)
 
     def to_fields(self) -> dict[str, str]:
         """The record as stored: one string per field that is set."""

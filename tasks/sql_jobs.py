@@ -78,7 +78,7 @@ class SqliteJobStore:
     ) -> tuple[str, bool]:
         """Record a new queued job; see ``RedisJobStore.create``."""
         job_id = new_job_id()
-        record = JobRecord.queued(job_id, owner, request, now=now, client_ip=client_ip)
+        claim = ""
         with self._write() as db:
             if idempotency_key is not None:
                 claim = owner + ":" + hashlib.sha256(idempotency_key.encode()).hexdigest()
@@ -95,7 +95,9 @@ class SqliteJobStore:
                     "INSERT OR REPLACE INTO idempotency VALUES (?, ?, ?, ?)",
                     (claim, job_id, fingerprint, self._expiry()),
                 )
-                record = record.with_status("queued", idempotency=claim)
+            record = JobRecord.queued(
+                job_id, owner, request, now=now, client_ip=client_ip, idempotency=claim
+            )
             db.execute(
                 "INSERT INTO jobs VALUES (?, 'queued', ?, ?)",
                 (job_id, json.dumps(record.to_fields()), self._expiry()),
