@@ -80,9 +80,7 @@ def _archive_leads(task: Task, rt: Runtime, job_id: str, payload: dict[str, Any]
         request = ArchiveRequest.model_validate(payload)
     except ValidationError as exc:
         # Only a message not sent by this service can hold a request the API would refuse.
-        _fail(rt, job_id, exc)
-        metrics.JOBS.labels("failed").inc()
-        log.error("job failed", extra={**fields, "error": type(exc).__name__, "detail": str(exc)})
+        _fail(rt, job_id, exc, fields)
         return {"job_id": job_id, "status": "failed", "error": type(exc).__name__}
     now = rt.clock()
     opens_at = rt.office_hours.window_opens_at(now)
@@ -119,9 +117,7 @@ def _archive_leads(task: Task, rt: Runtime, job_id: str, payload: dict[str, Any]
                 full_jitter=True,
             )
             raise task.retry(exc=exc, countdown=countdown) from exc
-        _fail(rt, job_id, exc)
-        metrics.JOBS.labels("failed").inc()
-        log.error("job failed", extra={**fields, "error": type(exc).__name__, "detail": str(exc)})
+        _fail(rt, job_id, exc, fields)
         if not request.dry_run:
             # A batch commits chunk by chunk, and an earlier attempt may have committed some
             # before a retry: a failed job may have changed data, so it is logged too. After
@@ -163,10 +159,13 @@ def _archive_leads(task: Task, rt: Runtime, job_id: str, payload: dict[str, Any]
     return {"job_id": job_id, "status": "succeeded", "counts": report.counts}
 
 
-def _fail(rt: Runtime, job_id: str, exc: BaseException) -> None:
+def _fail(rt: Runtime, job_id: str, exc: BaseException, fields: dict[str, str]) -> None:
+    """Mark the job failed with ``exc`` as its reason, count it and log it."""
     error = {"type": type(exc).__name__, "detail": str(exc) or type(exc).__name__}
     rt.jobs.transition(job_id, ("running", "queued"), "failed", finished_at=now_iso(), error=error)
     rt.jobs.refresh_ttl(job_id)
+    metrics.JOBS.labels("failed").inc()
+    log.error("job failed", extra={**fields, "error": type(exc).__name__, "detail": str(exc)})
 
 
 # Denied: on a table, on the database. What the admin log's warning then says to do.
