@@ -23,17 +23,11 @@ from api.openapi import SECURED, body
 from api.problems import Problem
 from api.ratelimit import RateLimiter
 from api.schemas import SEED_EXAMPLE, Accepted, ArchiveRequest, Health, JobView, Readiness
-from tasks import runtime as runtime_module
 from tasks.admin_log import client_address
-from tasks.celery_app import create_celery, enqueue
-from tasks.errors import LeadArchiveError, redis_unavailable
-from tasks.jobs import (
-    IdempotencyConflict,
-    JobRequest,
-    now_iso,
-    public_view,
-    request_fingerprint,
-)
+from tasks.celery_config import create_celery
+from tasks.errors import IdempotencyConflict, LeadArchiveError, redis_unavailable
+from tasks.publishing import publish
+from tasks.records import JobRecord, now_iso
 from tasks.runtime import Runtime
 from tasks.schema import inspect_tables
 from tasks.settings import Settings
@@ -64,8 +58,8 @@ def create_app(
     malformed setting or undecided office hours stop it before it listens.
     """
     settings = settings or service_settings()
-    rt = runtime or runtime_module.Runtime(settings)
-    celery_app = celery or create_celery(settings)
+    rt = runtime or Runtime(settings)
+    celery_app = celery or create_celery(settings, rt)
     limiter = RateLimiter(settings.rate_limit, None if settings.embedded else rt.redis)
 
     app = FastAPI(
@@ -83,17 +77,6 @@ def create_app(
     # The limit is a setting; the document states this server's, and `leadarchive submit`
     # reads it to size its batches.
     request_schema["properties"]["lead_ids"]["maxItems"] = settings.max_lead_ids
-    # At least one action: insert_leads and update_leads default to true, delete_leads to false.
-    request_schema["not"] = {
-        "required": ["insert_leads", "update_leads"],
-        "properties": {
-            name: {"const": False} for name in ("insert_leads", "update_leads", "delete_leads")
-        },
-    }
-    # JSON Schema counts 1.0 as an integer; the contract does not.
-    request_schema["properties"]["lead_ids"]["description"] = (
-        'JSON integers only: 1.0, "1", true and null are refused, not coerced'
-    )
 
     def key_name(request: Request) -> str:
         return authenticate(request.headers.get("authorization"), settings.key_hashes())
@@ -167,18 +150,13 @@ def create_app(
                 "Bad Request",
                 "Idempotency-Key must be 1 to 255 printable ASCII characters",
             )
-        job_request = JobRequest(
-            lead_ids=archive_request.lead_ids,
-            insert_leads=archive_request.insert_leads,
-            update_leads=archive_request.update_leads,
-            delete_leads=archive_request.delete_leads,
-            dry_run=archive_request.dry_run,
-        )
         # For Vicidial's admin log; uvicorn runs with proxy_headers, so behind the reverse proxy
         # this is the client's address, not the proxy's.
         client_ip = client_address(request.client.host if request.client else None)
         job_id = await _guard(
-            run_in_threadpool(_create_and_enqueue, owner, job_request, idempotency_key, client_ip)
+            run_in_threadpool(
+                _create_and_enqueue, owner, archive_request, idempotency_key, client_ip
+            )
         )
         url = f"{ARCHIVE_PATH}/{job_id}"
         return JSONResponse(
@@ -188,11 +166,9 @@ def create_app(
         )
 
     def _create_and_enqueue(
-        owner: str, job_request: JobRequest, idempotency_key: str | None, client_ip: str
+        owner: str, job_request: ArchiveRequest, idempotency_key: str | None, client_ip: str
     ) -> str:
-        fingerprint = request_fingerprint(
-            {**job_request.summary(), "lead_ids": job_request.lead_ids}
-        )
+        fingerprint = job_request.fingerprint()
         try:
             job_id, created = rt.jobs.create(
                 owner,
@@ -210,7 +186,7 @@ def create_app(
             ) from None
         if created:
             try:
-                enqueue(celery_app, job_id, job_request.lead_ids, job_request.summary(), rt.broker)
+                publish(celery_app, job_id, job_request, rt.broker)
             except BaseException:
                 rt.jobs.forget(job_id)
                 raise
@@ -218,11 +194,11 @@ def create_app(
             log.info("job queued", extra={"job_id": job_id, "key_name": owner})
         return job_id
 
-    async def owned_record(job_id: str, request: Request) -> dict[str, str]:
+    async def owned_record(job_id: str, request: Request) -> JobRecord:
         """The job's record if this request's key submitted it; 404 as if absent otherwise."""
         owner = key_name(request)
-        record: dict[str, str] | None = await _guard(run_in_threadpool(rt.jobs.get, job_id))
-        if record is None or record.get("owner") != owner:
+        record: JobRecord | None = await _guard(run_in_threadpool(rt.jobs.get, job_id))
+        if record is None or record.owner != owner:
             raise problems.not_found()
         return record
 
@@ -233,7 +209,7 @@ def create_app(
         openapi_extra={"security": SECURED},
     )
     async def status(job_id: str, request: Request) -> dict[str, Any]:
-        return public_view(await owned_record(job_id, request))
+        return (await owned_record(job_id, request)).view()
 
     @app.delete(
         f"{ARCHIVE_PATH}/{{job_id}}",
@@ -254,10 +230,10 @@ def create_app(
                 "Conflict",
                 f"the job is {before} and can no longer be cancelled",
             )
-        record = await _guard(run_in_threadpool(rt.jobs.get, job_id))
+        record: JobRecord | None = await _guard(run_in_threadpool(rt.jobs.get, job_id))
         if record is None:
             raise problems.not_found()
-        return public_view(record)
+        return record.view()
 
     @app.get("/healthz", summary="The process is alive", responses={200: body(Health, "Alive")})
     async def healthz() -> dict[str, str]:

@@ -1,43 +1,32 @@
-"""Request and response bodies, strict: no coercion, no unknown fields."""
+"""Request and response bodies, strict: no coercion, no unknown fields.
+
+The request body is ``tasks.requests.ArchiveRequest`` itself (re-exported here): the API adds no
+rule of its own to it.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.archive import MAX_LEAD_ID, BatchReport
+from tasks.archive import BatchReport
 
-LeadId = Annotated[StrictInt, Field(ge=0, le=MAX_LEAD_ID)]
+# The request body and its summary in a job's status are the job's own model, declared once.
+from tasks.requests import SEED_EXAMPLE, ArchiveRequest, RequestSummary
 
-SEED_EXAMPLE: dict[str, Any] = {
-    "insert_leads": True,
-    "update_leads": True,
-    "delete_leads": True,
-    "lead_ids": [0, 1],
-}
-
-
-class ArchiveRequest(BaseModel):
-    """Archive these leads: insert missing copies, refresh copies, delete verified leads."""
-
-    model_config = ConfigDict(
-        extra="forbid", strict=True, json_schema_extra={"examples": [SEED_EXAMPLE]}
-    )
-
-    insert_leads: StrictBool = True
-    update_leads: StrictBool = True
-    delete_leads: StrictBool = False
-    dry_run: StrictBool = False
-    lead_ids: list[LeadId] = Field(min_length=1)
-
-    @model_validator(mode="after")
-    def _some_action(self) -> ArchiveRequest:
-        if not (self.insert_leads or self.update_leads or self.delete_leads):
-            raise ValueError(
-                "at least one of insert_leads, update_leads, delete_leads must be true"
-            )
-        return self
+__all__ = [
+    "SEED_EXAMPLE",
+    "Accepted",
+    "ArchiveRequest",
+    "FieldError",
+    "Health",
+    "JobError",
+    "JobView",
+    "ProblemDetails",
+    "Readiness",
+    "RequestSummary",
+]
 
 
 class Accepted(BaseModel):
@@ -74,16 +63,6 @@ class ProblemDetails(BaseModel):
     opens_at: str | None = Field(
         default=None, description="When the office-hours window opens (503 in office hours only)"
     )
-
-
-class RequestSummary(BaseModel):
-    """What the client asked for; the IDs themselves are in the result."""
-
-    insert_leads: bool
-    update_leads: bool
-    delete_leads: bool
-    dry_run: bool
-    lead_count: int = Field(ge=1)
 
 
 class JobError(BaseModel):

@@ -108,10 +108,10 @@ from sqlalchemy import URL, Engine, make_url
 from api.auth import hash_key, new_key
 from bench.engine import DEFAULT_URL, Schedule, log, percentile
 from tasks.archive import Actions, Tuning, run_batch
-from tasks.celery_app import QUEUE
+from tasks.celery_config import QUEUE
 from tasks.db import make_engine
 from tasks.ddl import create_vicidial_tables
-from tasks.jobs import FINAL
+from tasks.records import FINAL
 from tasks.runtime import Runtime
 from tasks.seed import insert_leads, lead_rows
 from tasks.settings import Settings

@@ -77,7 +77,7 @@ from bench.api import (
 from bench.engine import DEFAULT_URL
 from tasks.db import make_engine
 from tasks.ddl import create_vicidial_tables
-from tasks.jobs import FINAL
+from tasks.records import FINAL
 from tasks.seed import LEAD_COLUMNS, insert_leads, lead_rows
 from tasks.settings import Settings
 

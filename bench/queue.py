@@ -53,14 +53,14 @@ from rich.table import Table
 from bench.api import DEFAULT_REDIS, claim_redis_db, scratch_database
 from bench.engine import DEFAULT_URL
 from bench.load import live_services, wait_for_job
-from tasks import runtime
-from tasks.celery_app import create_celery, requeue_lost_jobs
+from tasks.celery_config import create_celery
 from tasks.db import make_engine
 from tasks.ddl import create_vicidial_tables
 from tasks.jobs import QUEUED_KEY
 from tasks.runtime import Runtime
 from tasks.seed import insert_leads, lead_rows
 from tasks.settings import Settings
+from tasks.sweeps import requeue_lost_jobs
 
 console = Console(stderr=True)
 
@@ -166,9 +166,7 @@ def sweep_time(args: argparse.Namespace, database_url: str, folder: Path) -> dic
             result_backend=redis_url,
             office_hours="",
         )
-        rt = Runtime(settings)
-        runtime.configure(rt)
-        app = create_celery(settings)
+        app = create_celery(settings, Runtime(settings))
         server_times, wall_times, sent = [], [], []
         for _ in range(args.passes):
             start_usec, start = server_usec(client), time.perf_counter()
@@ -176,7 +174,6 @@ def sweep_time(args: argparse.Namespace, database_url: str, folder: Path) -> dic
             wall_times.append((time.perf_counter() - start) * 1000)
             # This process's INFO call itself is a few microseconds; left in.
             server_times.append((server_usec(client) - start_usec) / 1000)
-        runtime.configure(None)
     finally:
         client.flushdb()
         client.close()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import logging
+import json
 import os
 import subprocess
 import sys
@@ -20,6 +20,7 @@ from tasks.errors import LeadArchiveError, SeedError
 from tasks.schema import inspect_tables
 from tasks.seed import DemoList, remove_demo, seed_demo
 from tasks.startup import checked_settings, service_settings, undecided_office_hours
+from worker import main as worker_main
 
 # soft_wrap: no hard line breaks, so output can be grepped and copied.
 console = Console(soft_wrap=True)
@@ -59,53 +60,13 @@ def _api(args: argparse.Namespace) -> int:
     return 0
 
 
-def _worker(args: argparse.Namespace) -> int:
-    import tempfile
-
-    settings = service_settings()
-    # Before prometheus_client is first imported: the prefork children write their metrics
-    # here, and this process serves their sum.
-    os.environ.setdefault(
-        "PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="leadarchive-metrics-")
-    )
-    from prometheus_client import CollectorRegistry, multiprocess, start_http_server
-
-    from tasks.celery_app import QUEUE
-    from tasks.logs import configure_logging
-    from worker.app import app
-
-    configure_logging(args.loglevel)
-    if args.metrics_port:
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        try:
-            start_http_server(args.metrics_port, addr=args.metrics_host, registry=registry)
-        except OSError as exc:
-            # A second worker on the same machine: it still works, its metrics are not served.
-            logging.getLogger("leadarchive.worker").warning(
-                "metrics not served", extra={"port": args.metrics_port, "error": str(exc)}
-            )
-
-    argv = ["worker", "--loglevel", args.loglevel, "--concurrency", str(args.concurrency)]
-    # -E: task events on, so Flower sees every task; one queue, this project's own.
-    argv += ["-E", "-Q", QUEUE]
-    # No mingle: it only syncs Celery's revoked-task lists between workers (cancelling is the job
-    # record's business here), and a worker whose consumer restarted while Redis was still down
-    # died in its broadcast instead of reconnecting. No gossip: workers need not hear each other.
-    argv += ["--without-gossip", "--without-mingle"]
-    if settings.embedded:
-        # The filesystem broker has no broadcast: no heartbeats either.
-        argv += ["--without-heartbeat"]
-    app.worker_main(argv)
-    return 0
-
-
 def _run(args: argparse.Namespace) -> int:
     """The API and a worker together on one machine; the embedded default when unconfigured."""
     import uvicorn
 
     from api.app import create_app
     from api.auth import hash_key, new_key
+    from tasks.requests import SEED_EXAMPLE
 
     settings = service_settings()
     env = dict(os.environ)
@@ -153,9 +114,7 @@ def _run(args: argparse.Namespace) -> int:
         console.print(f"Embedded demo: data in {settings.data_dir.resolve()}")
     if key:
         console.print(f"Demo API key: {key}", highlight=False, soft_wrap=True)
-        body = (
-            '{"insert_leads": true, "update_leads": true, "delete_leads": true, "lead_ids": [0, 1]}'
-        )
+        body = json.dumps(SEED_EXAMPLE)
         console.print(
             f"Try: curl -s -X POST {url}/vicidial/leads/archive -H 'Authorization: Key={key}'"
             f" -H 'Content-Type: application/json' -d '{body}'",
@@ -206,7 +165,6 @@ def _flower(args: argparse.Namespace) -> int:
 
 
 def _submit(args: argparse.Namespace) -> int:
-    import json
 
     import httpx2 as httpx
 
@@ -430,13 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
     api.set_defaults(handler=_api)
 
     worker = commands.add_parser("worker", help="run a Celery worker (events on)")
-    worker.add_argument("--concurrency", type=int, default=2)
-    worker.add_argument("--loglevel", default="INFO")
-    worker.add_argument("--metrics-host", default="127.0.0.1")
-    worker.add_argument(
-        "--metrics-port", type=int, default=9808, help="Prometheus metrics; 0 turns them off"
-    )
-    worker.set_defaults(handler=_worker)
+    worker_main.add_options(worker)
+    worker.set_defaults(handler=worker_main.run)
 
     run = commands.add_parser(
         "run", help="the API and a worker together (the embedded demo when unconfigured)"

@@ -14,7 +14,7 @@ jobs in Vicidial's Admin Change Log next to everything else:
 - values travel as bind parameters only;
 - the service needs INSERT on the table and nothing more. Not SELECT: the log holds other
   administrators' SQL. So whether a job's row exists is never read from the table; the job record
-  says (see ``tasks.celery_app``);
+  says (see ``tasks.lifecycle``);
 - a missing table is not an error (the log is written where the table exists); every other failure
   is raised to the caller, which logs it and never fails the job for it.
 """

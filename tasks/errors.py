@@ -2,6 +2,8 @@
 
 LeadArchiveError
 ├── ConfigurationError        settings that cannot work (bad URL, bad office hours, ...)
+│   └── OfficeHoursError      LEADARCHIVE_OFFICE_HOURS cannot be read (also a ValueError)
+│       └── WholeWeekError    the office hours leave no time to archive in
 ├── SchemaError               the tables cannot be archived between safely
 │   ├── MissingTableError     vicidial_list or vicidial_list_archive does not exist
 │   ├── SchemaMismatchError   the archive's columns differ from the live table's
@@ -9,7 +11,8 @@ LeadArchiveError
 ├── BatchError                a batch could not be carried out
 │   ├── ConcurrentChangeError a row changed between the batch's check and its statement
 │   └── BatchBusyError        another batch held the batch lock too long (retried)
-└── SeedError                 seed-demo refused, or stopped part-way (says how to clean up)
+├── SeedError                 seed-demo refused, or stopped part-way (says how to clean up)
+└── IdempotencyConflict       an idempotency key used before with a different request
 """
 
 from __future__ import annotations
@@ -75,6 +78,18 @@ class BatchBusyError(BatchError):
 
 class SeedError(LeadArchiveError):
     """``leadarchive seed-demo`` refused (nothing changed) or stopped part-way (says what to do)."""
+
+
+class OfficeHoursError(ConfigurationError, ValueError):
+    """Office hours that cannot be read; a ValueError too, so a pydantic validator reports it."""
+
+
+class WholeWeekError(OfficeHoursError):
+    """The office hours cover the whole week: archiving could never run."""
+
+
+class IdempotencyConflict(LeadArchiveError):
+    """The idempotency key was used before with a different request."""
 
 
 # MariaDB's "connection was killed" (KILL CONNECTION from another session): MySQL has no such

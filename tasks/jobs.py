@@ -2,7 +2,8 @@
 
 Celery reports any unknown task ID as PENDING, so it cannot say "no such job" or "not yours";
 this record can. One Redis hash per job, expiring with the results. Status changes are atomic
-compare-and-set steps (a Lua script), so a cancel and a starting worker can never both win.
+compare-and-set steps (a Lua script), so a cancel and a starting worker can never both win. What a
+record holds, and how it is written as the hash's fields, is ``tasks.records``' business.
 
     queued ──▶ running ──▶ succeeded | failed
       │  ▲        │
@@ -17,14 +18,14 @@ import hashlib
 import json
 import secrets
 import time
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, Protocol
+from datetime import datetime, timedelta
+from typing import Any, Protocol
 
 import redis
 
-Status = Literal["queued", "deferred", "running", "succeeded", "failed", "cancelled"]
-FINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+from tasks.errors import IdempotencyConflict
+from tasks.records import JobRecord, Status, encode, now_iso
+from tasks.requests import ArchiveRequest
 
 _PREFIX = "leadarchive"
 DEFERRED_KEY = f"{_PREFIX}:deferred"
@@ -68,45 +69,9 @@ return 1
 """
 
 
-def now_iso(now: datetime | None = None) -> str:
-    """An aware UTC time as ISO 8601, the form every record time takes."""
-    return (now or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="milliseconds")
-
-
 def new_job_id() -> str:
     """An unguessable job ID (a job is visible only to its key, but IDs still must not leak)."""
     return secrets.token_urlsafe(16)
-
-
-def request_fingerprint(payload: dict[str, Any]) -> str:
-    """A digest of a request body's meaning, for idempotency keys."""
-    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-@dataclass(frozen=True, slots=True)
-class JobRequest:
-    """What a client asked for."""
-
-    lead_ids: list[int]
-    insert_leads: bool
-    update_leads: bool
-    delete_leads: bool
-    dry_run: bool
-
-    def summary(self) -> dict[str, Any]:
-        """The request as the status shows it (the IDs themselves are in the result)."""
-        return {
-            "insert_leads": self.insert_leads,
-            "update_leads": self.update_leads,
-            "delete_leads": self.delete_leads,
-            "dry_run": self.dry_run,
-            "lead_count": len(self.lead_ids),
-        }
-
-
-class IdempotencyConflict(Exception):
-    """The idempotency key was used before with a different request."""
 
 
 class JobStore(Protocol):
@@ -115,16 +80,16 @@ class JobStore(Protocol):
     def create(
         self,
         owner: str,
-        request: JobRequest,
+        request: ArchiveRequest,
         *,
         idempotency_key: str | None = None,
         fingerprint: str = "",
         now: datetime | None = None,
         client_ip: str = "",
     ) -> tuple[str, bool]: ...
-    def get(self, job_id: str) -> dict[str, str] | None: ...
+    def get(self, job_id: str) -> JobRecord | None: ...
     def transition(
-        self, job_id: str, allowed: tuple[str, ...], status: Status, **fields: str
+        self, job_id: str, allowed: tuple[str, ...], status: Status, **fields: Any
     ) -> str | None: ...
     def count_attempt(self, job_id: str) -> None: ...
     def refresh_ttl(self, job_id: str) -> None: ...
@@ -151,7 +116,7 @@ class RedisJobStore:
     def create(
         self,
         owner: str,
-        request: JobRequest,
+        request: ArchiveRequest,
         *,
         idempotency_key: str | None = None,
         fingerprint: str = "",
@@ -181,20 +146,11 @@ class RedisJobStore:
                 # The earlier claim expired between the two calls: claim it now.
                 self.redis.set(idem_key, claim, ex=ttl)
         key = self._key(job_id)
-        pipe = self.redis.pipeline()
-        pipe.hset(
-            key,
-            mapping={
-                "job_id": job_id,
-                "owner": owner,
-                "status": "queued",
-                "submitted_at": now_iso(now),
-                "request": json.dumps(request.summary()),
-                "lead_ids": json.dumps(request.lead_ids),
-                "idempotency": idem_key,
-                "client_ip": client_ip,
-            },
+        record = JobRecord.queued(
+            job_id, owner, request, now=now, client_ip=client_ip, idempotency=idem_key
         )
+        pipe = self.redis.pipeline()
+        pipe.hset(key, mapping=record.to_fields())
         pipe.expire(key, ttl)
         pipe.zadd(QUEUED_KEY, {job_id: time.time()})
         pipe.execute()
@@ -220,23 +176,24 @@ class RedisJobStore:
         self.redis.delete(self._key(job_id))
         self.redis.zrem(QUEUED_KEY, job_id)
 
-    def get(self, job_id: str) -> dict[str, str] | None:
-        """The raw record, or None when it does not exist or has expired."""
-        record: dict[bytes, bytes] = self.redis.hgetall(self._key(job_id))  # type: ignore[assignment]
-        if not record:
+    def get(self, job_id: str) -> JobRecord | None:
+        """The record, or None when it does not exist or has expired."""
+        stored: dict[bytes, bytes] = self.redis.hgetall(self._key(job_id))  # type: ignore[assignment]
+        if not stored:
             return None
-        return {k.decode(): v.decode() for k, v in record.items()}
+        return JobRecord.from_fields({k.decode(): v.decode() for k, v in stored.items()})
 
     def transition(
-        self, job_id: str, allowed: tuple[str, ...], status: Status, **fields: str
+        self, job_id: str, allowed: tuple[str, ...], status: Status, **fields: Any
     ) -> str | None:
         """Set ``status`` (and ``fields``) if the job is in one of ``allowed``.
 
-        Returns the status the job had (the change was made only if it is in ``allowed``), or
+        ``fields`` are typed as ``JobRecord``'s (``records.encode`` stores them). Returns the
+        status the job had (the change was made only if it is in ``allowed``), or
         None when the job does not exist.
         """
         args: list[str] = [json.dumps(list(allowed)), status, job_id]
-        for name, value in fields.items():
+        for name, value in encode(fields).items():
             args += [name, value]
         found = self._transition(keys=[self._key(job_id), QUEUED_KEY], args=args)
         return found.decode() if isinstance(found, bytes) else None
@@ -296,19 +253,3 @@ class RedisJobStore:
             if self._release(keys=keys, args=[job_id, now.timestamp()]):
                 taken.append(job_id)
         return taken
-
-
-def public_view(record: dict[str, str]) -> dict[str, Any]:
-    """A record as the status endpoint shows it: never the owner, never raw internals."""
-    view: dict[str, Any] = {"job_id": record["job_id"], "status": record["status"]}
-    for name in ("submitted_at", "started_at", "finished_at", "not_before"):
-        if name in record:
-            view[name] = record[name]
-    if "attempts" in record:
-        view["attempts"] = int(record["attempts"])
-    view["request"] = json.loads(record["request"])
-    if "result" in record:
-        view["result"] = json.loads(record["result"])
-    if "error" in record:
-        view["error"] = json.loads(record["error"])
-    return view

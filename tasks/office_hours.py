@@ -26,6 +26,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import TypeAlias
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from tasks.errors import OfficeHoursError, WholeWeekError
+
 Clock: TypeAlias = Callable[[], datetime]
 """Where the current time comes from; tests pass their own."""
 
@@ -50,10 +52,6 @@ _TIME_RANGE = re.compile(r"(?P<start>\d{2}:\d{2})\s*-\s*(?P<end>\d{2}:\d{2})")
 _Span: TypeAlias = tuple[int, int]
 
 
-class WholeWeekError(ValueError):
-    """Office hours that leave no gap in the week: archiving could never run."""
-
-
 @dataclass(frozen=True)
 class OfficeHours:
     """A weekly office-hours schedule in one time zone; build it with ``OfficeHours.parse``."""
@@ -69,7 +67,7 @@ class OfficeHours:
         try:
             zone = ZoneInfo(timezone)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(
+            raise OfficeHoursError(
                 f"unknown time zone {timezone!r}: expected an IANA name such as 'America/New_York'"
             ) from None
         spans: list[_Span] = []
@@ -159,10 +157,10 @@ class OfficeHours:
 def _parse_entry(entry: str, spec: str) -> list[_Span]:
     """The spans of one ``<days> <times>`` entry."""
     if not entry:
-        raise ValueError(f"empty entry in office hours {spec!r}: remove the stray ';'")
+        raise OfficeHoursError(f"empty entry in office hours {spec!r}: remove the stray ';'")
     match = _ENTRY.fullmatch(entry)
     if match is None:
-        raise ValueError(
+        raise OfficeHoursError(
             f"cannot read office hours entry {entry!r}: "
             "expected '<days> <HH:MM-HH:MM>[,<HH:MM-HH:MM>...]', e.g. 'mon-fri 08:00-18:00'"
         )
@@ -180,14 +178,16 @@ def _parse_days(text: str, entry: str) -> list[int]:
     for item in text.split(","):
         match = _DAY_ITEM.fullmatch(item.strip())
         if match is None:
-            raise ValueError(f"cannot read days {item.strip()!r} in office hours entry {entry!r}")
+            raise OfficeHoursError(
+                f"cannot read days {item.strip()!r} in office hours entry {entry!r}"
+            )
         first = _day(match["first"], entry)
         if match["last"] is None:
             days.append(first)
             continue
         last = _day(match["last"], entry)
         if first == last:
-            raise ValueError(
+            raise OfficeHoursError(
                 f"day range {item.strip()!r} in office hours entry {entry!r} starts and ends "
                 f"on the same day: write {match['first']!r} for one day"
             )
@@ -199,7 +199,7 @@ def _day(name: str, entry: str) -> int:
     try:
         return DAY_NAMES.index(name.lower())
     except ValueError:
-        raise ValueError(
+        raise OfficeHoursError(
             f"unknown day {name!r} in office hours entry {entry!r}: use {', '.join(DAY_NAMES)}"
         ) from None
 
@@ -208,14 +208,14 @@ def _parse_time_range(text: str, entry: str) -> tuple[int, int]:
     """(start, end) minutes after the day's midnight; end passes 24:00 when the range does."""
     match = _TIME_RANGE.fullmatch(text)
     if match is None:
-        raise ValueError(
+        raise OfficeHoursError(
             f"cannot read time range {text!r} in office hours entry {entry!r}: "
             "expected HH:MM-HH:MM, e.g. 08:00-18:00"
         )
     start = _minutes(match["start"], entry, end=False)
     end = _minutes(match["end"], entry, end=True)
     if start == end:
-        raise ValueError(
+        raise OfficeHoursError(
             f"time range {text!r} in office hours entry {entry!r} is empty: "
             "write 00:00-24:00 for a whole day"
         )
@@ -229,12 +229,14 @@ def _minutes(text: str, entry: str, *, end: bool) -> int:
         return _MINUTES_PER_DAY
     if hours > 23 or minutes > 59:
         allowed = "00:00 to 24:00" if end else "00:00 to 23:59"
-        raise ValueError(f"invalid time {text!r} in office hours entry {entry!r}: use {allowed}")
+        raise OfficeHoursError(
+            f"invalid time {text!r} in office hours entry {entry!r}: use {allowed}"
+        )
     return hours * 60 + minutes
 
 
 def _merge(spans: list[_Span]) -> tuple[_Span, ...]:
-    """Sorted, merged spans; raises ValueError when they leave no gap in the week."""
+    """Sorted, merged spans; raises WholeWeekError when they leave no gap in the week."""
     pieces: list[_Span] = []
     for start, end in spans:
         # Cut at the week's end so that sorting sees Monday-morning pieces in their place.

@@ -1,17 +1,19 @@
 """What a process needs to run jobs: settings, the job store, a database engine, the clock.
 
-Built lazily on first use, so a prefork worker builds its engine in each child after the fork,
-never in the parent; ``worker`` also resets it on ``worker_process_init`` to be sure. Tests
-install their own with ``configure``.
+Each collaborator is built lazily on first use, so a prefork worker builds its engine in each child
+after the fork, never in the parent; ``worker`` also replaces the runtime on
+``worker_process_init`` to be sure (``forked``). No process global: the API is given its runtime
+(``api.app.create_app``), and the worker's tasks and steps read theirs from the Celery app they run
+in (``attach``/``runtime_of``), so tests and benchmarks pass their own the same way.
 """
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 from functools import cached_property
 
 import redis
+from celery import Celery
 from redis import Redis
 from sqlalchemy import Engine
 
@@ -19,7 +21,7 @@ from tasks.archive import Tuning
 from tasks.db import make_engine
 from tasks.jobs import JobStore, RedisJobStore
 from tasks.office_hours import Clock, OfficeHours, system_clock
-from tasks.settings import Settings, get_settings
+from tasks.settings import Settings
 from tasks.sql_jobs import SqliteJobStore
 
 
@@ -67,6 +69,13 @@ class Runtime:
             lock_wait_timeout=self.settings.lock_wait_timeout,
         )
 
+    def forked(self) -> Runtime:
+        """In a freshly forked child: a new runtime, dropping this one's without touching the
+        parent's sockets."""
+        if "engine" in self.__dict__:
+            self.engine.dispose(close=False)
+        return Runtime(self.settings, self.clock)
+
     def close(self) -> None:
         """Release connections (the engine's pool, Redis's)."""
         if "engine" in self.__dict__:
@@ -76,32 +85,18 @@ class Runtime:
                 self.__dict__[client].close()
 
 
-_lock = threading.Lock()
-_current: Runtime | None = None
+_ATTRIBUTE = "leadarchive_runtime"
 
 
-def current() -> Runtime:
-    """This process's runtime, built from the settings on first use."""
-    global _current
-    with _lock:
-        if _current is None:
-            _current = Runtime(get_settings())
-        return _current
+def attach(app: Celery, runtime: Runtime) -> None:
+    """Give ``app``'s tasks and worker steps ``runtime`` (the one they had is not closed: after a
+    fork it holds the parent's sockets)."""
+    setattr(app, _ATTRIBUTE, runtime)
 
 
-def configure(runtime: Runtime | None) -> None:
-    """Install ``runtime`` (None: build a fresh one on next use), closing the one before."""
-    global _current
-    with _lock:
-        previous, _current = _current, runtime
-    if previous is not None and previous is not runtime:
-        previous.close()
-
-
-def forget_after_fork() -> None:
-    """In a freshly forked child: drop the parent's runtime without touching its sockets."""
-    global _current
-    with _lock:
-        previous, _current = _current, None
-    if previous is not None and "engine" in previous.__dict__:
-        previous.engine.dispose(close=False)
+def runtime_of(app: Celery) -> Runtime:
+    """The runtime attached to ``app`` (``tasks.celery_config.create_celery`` attaches one)."""
+    runtime: Runtime | None = getattr(app, _ATTRIBUTE, None)
+    if runtime is None:
+        raise RuntimeError("no runtime attached to this Celery app (tasks.runtime.attach)")
+    return runtime

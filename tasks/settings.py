@@ -21,8 +21,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import make_url
 from sqlalchemy.exc import ArgumentError
 
-from tasks.errors import ConfigurationError
-from tasks.office_hours import OfficeHours, WholeWeekError
+from tasks.errors import ConfigurationError, WholeWeekError
+from tasks.office_hours import OfficeHours
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}

@@ -1,6 +1,7 @@
 """Job records in a SQLite file: the embedded default's stand-in for Redis.
 
-Same contract as ``RedisJobStore``; each status change is one ``BEGIN IMMEDIATE`` transaction,
+Same contract as ``RedisJobStore``, and the same fields (``JobRecord.to_fields``) kept as one JSON
+object per job; each status change is one ``BEGIN IMMEDIATE`` transaction,
 so a cancel and a starting worker can never both win here either.
 """
 
@@ -15,8 +16,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-from tasks.jobs import IdempotencyConflict, JobRequest, Status, new_job_id, now_iso
+from tasks.errors import IdempotencyConflict
+from tasks.jobs import new_job_id
+from tasks.records import JobRecord, Status, encode, now_iso
+from tasks.requests import ArchiveRequest
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS jobs (job_id TEXT PRIMARY KEY, status TEXT NOT NULL,"
@@ -64,7 +69,7 @@ class SqliteJobStore:
     def create(
         self,
         owner: str,
-        request: JobRequest,
+        request: ArchiveRequest,
         *,
         idempotency_key: str | None = None,
         fingerprint: str = "",
@@ -73,15 +78,7 @@ class SqliteJobStore:
     ) -> tuple[str, bool]:
         """Record a new queued job; see ``RedisJobStore.create``."""
         job_id = new_job_id()
-        record = {
-            "job_id": job_id,
-            "owner": owner,
-            "status": "queued",
-            "submitted_at": now_iso(now),
-            "request": json.dumps(request.summary()),
-            "lead_ids": json.dumps(request.lead_ids),
-            "client_ip": client_ip,
-        }
+        claim = ""
         with self._write() as db:
             if idempotency_key is not None:
                 claim = owner + ":" + hashlib.sha256(idempotency_key.encode()).hexdigest()
@@ -98,14 +95,16 @@ class SqliteJobStore:
                     "INSERT OR REPLACE INTO idempotency VALUES (?, ?, ?, ?)",
                     (claim, job_id, fingerprint, self._expiry()),
                 )
-                record["idempotency"] = claim
+            record = JobRecord.queued(
+                job_id, owner, request, now=now, client_ip=client_ip, idempotency=claim
+            )
             db.execute(
                 "INSERT INTO jobs VALUES (?, 'queued', ?, ?)",
-                (job_id, json.dumps(record), self._expiry()),
+                (job_id, json.dumps(record.to_fields()), self._expiry()),
             )
         return job_id, True
 
-    def get(self, job_id: str) -> dict[str, str] | None:
+    def get(self, job_id: str) -> JobRecord | None:
         """The record, or None when it does not exist or has expired."""
         row = (
             self._db()
@@ -114,10 +113,10 @@ class SqliteJobStore:
             )
             .fetchone()
         )
-        return None if row is None else dict(json.loads(row[0]))
+        return None if row is None else JobRecord.from_fields(json.loads(row[0]))
 
     def transition(
-        self, job_id: str, allowed: tuple[str, ...], status: Status, **fields: str
+        self, job_id: str, allowed: tuple[str, ...], status: Status, **fields: Any
     ) -> str | None:
         """Set ``status`` and ``fields`` if the job is in one of ``allowed``; the old status."""
         with self._write() as db:
@@ -129,7 +128,7 @@ class SqliteJobStore:
                 return None
             before = str(row[0])
             if before in allowed:
-                record = json.loads(row[1]) | fields | {"status": status}
+                record = json.loads(row[1]) | encode(fields) | {"status": status}
                 db.execute(
                     "UPDATE jobs SET status = ?, record = ? WHERE job_id = ?",
                     (status, json.dumps(record), job_id),

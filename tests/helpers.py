@@ -17,6 +17,7 @@ from sqlalchemy import Connection, Engine, make_url
 
 from api.auth import hash_key
 from tasks.db import make_engine
+from tasks.records import JobRecord
 from tasks.seed import LEAD_COLUMNS
 from tasks.settings import Settings
 
@@ -54,6 +55,11 @@ ALICE_KEY = "alice-test-key-0123456789abcdef"
 BOB_KEY = "bob-test-key-0123456789abcdef012"
 ALICE = {"Authorization": f"Key={ALICE_KEY}"}
 BOB = {"Authorization": f"Key={BOB_KEY}"}
+
+
+def stored(record: JobRecord | None) -> dict[str, str] | None:
+    """A job record as its store keeps it (``JobRecord.to_fields``), or None."""
+    return None if record is None else record.to_fields()
 
 
 def make_settings(database_url: str, redis_url: str, **overrides: Any) -> Settings:
@@ -138,8 +144,10 @@ def jobs_left_behind(client: redis.Redis, drain_timeout: float = 10.0) -> list[s
     Left there, the worker would run them during a later test, on that test's tables. What is
     found is cancelled and its messages removed, so the next test starts clean.
     """
-    from tasks.celery_app import QUEUE, UNACKED_KEY
-    from tasks.jobs import FINAL, RedisJobStore
+    from tasks.celery_config import QUEUE
+    from tasks.jobs import RedisJobStore
+    from tasks.records import FINAL
+    from tasks.sweeps import UNACKED_KEY
 
     store = RedisJobStore(client, timedelta(days=1))
     left = []
@@ -150,7 +158,7 @@ def jobs_left_behind(client: redis.Redis, drain_timeout: float = 10.0) -> list[s
             left.append(f"job {job_id} {status}")
             if store.cancel(job_id) == "running":
                 # Not cancellable: let it end, so that it runs on no later test's tables.
-                wait_for(lambda j=job_id: (store.get(j) or {}).get("status") in FINAL, 60)
+                wait_for(lambda j=job_id: (stored(store.get(j)) or {}).get("status") in FINAL, 60)
     # A message is acknowledged just after its job is recorded as ended: give it a moment.
     deadline = time.monotonic() + drain_timeout
     while client.llen(QUEUE) or client.hlen(UNACKED_KEY):

@@ -1,1 +1,2 @@
-"""How the Celery worker process boots: signals, per-process engine, the ``celery -A`` target."""
+"""How the Celery worker process boots: its options and metrics server (``worker.main``), signals
+and per-process runtime (``worker.app``, the ``celery -A`` target), bootsteps and broker classes."""

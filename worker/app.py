@@ -1,15 +1,21 @@
-"""The ``celery -A worker.app`` target: this process's Celery app, wired to its signals."""
+"""The ``celery -A worker.app`` target: this process's Celery app, wired to its signals.
+
+The app carries the process's runtime (settings, engine, job store: ``tasks.runtime.attach``), as
+the API's app does; a prefork child replaces it with its own on ``worker_process_init``, so no
+database or Redis socket is shared across the fork.
+"""
 
 from __future__ import annotations
 
 import os
 from typing import Any
 
+from celery import Celery
 from celery.signals import setup_logging, worker_process_init, worker_process_shutdown
 
-from tasks import runtime
-from tasks.celery_app import create_celery
+from tasks.celery_config import create_celery
 from tasks.logs import configure_logging
+from tasks.runtime import Runtime, attach, runtime_of
 from tasks.startup import service_settings
 from worker import steps
 
@@ -17,12 +23,12 @@ from worker import steps
 @worker_process_init.connect
 def _after_fork(**_: Any) -> None:
     # A prefork child must not share the parent's database or Redis sockets.
-    runtime.forget_after_fork()
+    attach(app, runtime_of(app).forked())
 
 
 @worker_process_shutdown.connect
 def _on_shutdown(pid: int | None = None, **_: Any) -> None:
-    runtime.configure(None)
+    runtime_of(app).close()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
 
@@ -35,6 +41,11 @@ def _logging(loglevel: str | int | None = None, **_: Any) -> None:
     configure_logging(loglevel or "INFO")
 
 
+def _build() -> Celery:
+    settings = service_settings()
+    return steps.install(create_celery(settings, Runtime(settings)))
+
+
 # Built when the worker process imports this module (celery -A worker.app), not before; a
 # malformed setting or undecided office hours stop the process here, naming the variable.
-app = steps.install(create_celery(service_settings()))
+app = _build()

@@ -6,8 +6,9 @@ from typing import Any
 
 from celery import Celery, bootsteps
 
-from tasks import runtime
-from tasks.celery_app import ARCHIVE_TASK, release_due_jobs, requeue_lost_jobs
+from tasks.lifecycle import ARCHIVE_TASK
+from tasks.runtime import runtime_of
+from tasks.sweeps import release_due_jobs, requeue_lost_jobs
 from worker.broker import BrokerConsumer, JobMessageRequest
 
 
@@ -26,7 +27,7 @@ class ReleaseDeferredJobs(bootsteps.StartStopStep):
         self._entry: Any = None
 
     def start(self, parent: Any) -> None:
-        interval = runtime.current().settings.release_interval.total_seconds()
+        interval = runtime_of(parent.app).settings.release_interval.total_seconds()
         self._entry = parent.timer.call_repeatedly(interval, self._release, (parent.app,))
 
     def stop(self, parent: Any) -> None:

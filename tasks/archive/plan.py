@@ -83,16 +83,13 @@ class BatchReport:
 
 @dataclass(frozen=True, slots=True)
 class Actions:
-    """Which actions a batch carries out."""
+    """Which actions a batch carries out (``tasks.requests.ArchiveRequest.actions`` builds it
+    from a request, whose validator ensures that at least one is asked for)."""
 
     insert: bool = True
     update: bool = True
     delete: bool = False
     dry_run: bool = False
-
-    def __post_init__(self) -> None:
-        if not (self.insert or self.update or self.delete):
-            raise ValueError("at least one of insert, update and delete must be requested")
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,8 +14,7 @@ from celery.contrib.testing.worker import start_worker
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from tasks import runtime as runtime_module
-from tasks.celery_app import create_celery
+from tasks.celery_config import create_celery
 from tasks.runtime import Runtime
 from tasks.settings import Settings
 from tests.helpers import ALICE, BOB, make_settings, wait_for
@@ -64,14 +63,13 @@ def settings(database_url: str, redis_url: str) -> Settings:
 @pytest.fixture(scope="session")
 def rt(settings: Settings, session_clock: FakeClock) -> Iterator[Runtime]:
     runtime = Runtime(settings, clock=session_clock)
-    runtime_module.configure(runtime)
     yield runtime
-    runtime_module.configure(None)
+    runtime.close()
 
 
 @pytest.fixture(scope="session")
 def celery_app(settings: Settings, rt: Runtime) -> Celery:
-    return steps.install(create_celery(settings))
+    return steps.install(create_celery(settings, rt))
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ from sqlalchemy import Connection
 
 from api.app import create_app
 from api.auth import hash_key
-from tasks.celery_app import ARCHIVE_TASK
+from tasks.lifecycle import ARCHIVE_TASK
 from tasks.runtime import Runtime
 from tasks.seed import insert_leads, lead_rows
 from tasks.settings import Settings
@@ -28,6 +28,7 @@ from tests.helpers import (
     assert_within_sizes,
     live,
     mysql_user,
+    stored,
 )
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -93,7 +94,7 @@ def test_a_finished_job_writes_one_row_as_vicidial_does(
     assert all(f"{o}={n}" in row["event_notes"] for a in counts for o, n in counts[a].items())
     assert "203.0.113.7" not in json.dumps(final)
     assert "admin_logged" not in json.dumps(final)
-    record = rt.jobs.get(final["job_id"])
+    record = stored(rt.jobs.get(final["job_id"]))
     assert record is not None and "admin_logged" in record
 
 
@@ -175,7 +176,7 @@ def test_without_insert_on_the_table_the_job_keeps_its_result_and_warns(
     assert warning.job_id == final["job_id"]  # type: ignore[attr-defined]
     assert "INSERT command denied" in warning.detail  # type: ignore[attr-defined]
     assert "LEADARCHIVE_ADMIN_LOG=false" in warning.hint  # type: ignore[attr-defined]
-    record = rt.jobs.get(final["job_id"])
+    record = stored(rt.jobs.get(final["job_id"]))
     assert record is not None and "admin_logged" not in record
 
 

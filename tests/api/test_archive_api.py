@@ -248,7 +248,7 @@ def test_inside_office_hours_is_503_with_retry_after_and_opens_at(
 
 def test_unreachable_redis_is_503_with_a_clear_message(database_url: str, clock: FakeClock) -> None:
     from api.app import create_app
-    from tasks.celery_app import create_celery
+    from tasks.celery_config import create_celery
     from tasks.runtime import Runtime
     from tests.api.conftest import make_settings
 
@@ -301,7 +301,7 @@ def test_the_rate_limiter_with_redis_down_answers_503_and_enqueues_nothing(
     """The limiter counts in the job store's Redis: with that server stopped, a submission gets
     the contract's 503 problem (Retry-After), never a 500, and no message reaches the broker."""
     from api.app import create_app
-    from tasks.celery_app import create_celery
+    from tasks.celery_config import create_celery
     from tasks.runtime import Runtime
     from tests.api.conftest import make_settings
 
@@ -387,15 +387,17 @@ def test_worker_defers_a_job_that_reaches_it_in_office_hours_and_runs_it_after(
     redis_client: redis.Redis,
 ) -> None:
     """Submitted outside hours, picked up inside: deferred in Redis, not held by a worker."""
-    from tasks.celery_app import enqueue
-    from tasks.jobs import JobRequest
+    from tasks.publishing import publish
+    from tasks.requests import ArchiveRequest
 
     insert_leads(vicidial, lead_rows(2, seed=13))
     rows = live(vicidial)
     clock.now = datetime(2026, 11, 30, 15, 0, tzinfo=UTC)  # Monday 10:00 New York
-    request = JobRequest([1, 2], True, True, True, False)
+    request = ArchiveRequest(
+        lead_ids=[1, 2], insert_leads=True, update_leads=True, delete_leads=True, dry_run=False
+    )
     job_id, _ = rt.jobs.create("alice", request)
-    enqueue(celery_app, job_id, request.lead_ids, request.summary())
+    publish(celery_app, job_id, request)
     url = f"{URL}/{job_id}"
 
     deferred = wait_for(
@@ -420,8 +422,8 @@ def test_worker_defers_a_job_that_reaches_it_in_office_hours_and_runs_it_after(
 def test_a_deferred_job_can_be_cancelled_and_never_runs(
     client: TestClient, vicidial: Connection, clock: FakeClock, rt, celery_app
 ) -> None:
-    from tasks.celery_app import enqueue
-    from tasks.jobs import JobRequest
+    from tasks.publishing import publish
+    from tasks.requests import ArchiveRequest
 
     insert_leads(vicidial, lead_rows(2, seed=14))
     rows = live(vicidial)
@@ -429,9 +431,15 @@ def test_a_deferred_job_can_be_cancelled_and_never_runs(
     # Lead 1's job is cancelled; lead 2's, deferred to the same time, shows when it has come.
     urls = []
     for lead_id in (1, 2):
-        request = JobRequest([lead_id], True, True, True, False)
+        request = ArchiveRequest(
+            lead_ids=[lead_id],
+            insert_leads=True,
+            update_leads=True,
+            delete_leads=True,
+            dry_run=False,
+        )
         job_id, _ = rt.jobs.create("alice", request)
-        enqueue(celery_app, job_id, request.lead_ids, request.summary())
+        publish(celery_app, job_id, request)
         urls.append(f"{URL}/{job_id}")
     for url in urls:
         wait_for(lambda u=url: client.get(u, headers=ALICE).json()["status"] == "deferred")
@@ -500,7 +508,7 @@ def test_broker_down_after_the_record_is_made_leaves_no_job_behind(
     import time
 
     from api.app import create_app
-    from tasks.celery_app import create_celery
+    from tasks.celery_config import create_celery
     from tasks.runtime import Runtime
     from tests.api.conftest import make_settings
 
@@ -547,17 +555,19 @@ def test_logs_name_the_job_and_key_name_never_the_key(
 def test_a_queued_job_cancelled_before_a_worker_takes_it_never_runs(
     client: TestClient, vicidial: Connection, rt, celery_app, redis_client: redis.Redis
 ) -> None:
-    from tasks.celery_app import enqueue
-    from tasks.jobs import JobRequest
+    from tasks.publishing import publish
+    from tasks.requests import ArchiveRequest
 
     insert_leads(vicidial, lead_rows(1, seed=17))
     rows = live(vicidial)
-    request = JobRequest([1], True, True, True, False)
+    request = ArchiveRequest(
+        lead_ids=[1], insert_leads=True, update_leads=True, delete_leads=True, dry_run=False
+    )
     job_id, _ = rt.jobs.create("alice", request)  # recorded, not yet sent
     url = f"{URL}/{job_id}"
 
     cancelled = client.delete(url, headers=ALICE)
-    enqueue(celery_app, job_id, request.lead_ids, request.summary())  # arrives late
+    publish(celery_app, job_id, request)  # arrives late
     # Sent after the late message: once it has ended, the worker has handled that one.
     run_marker_job(client)
 
@@ -578,17 +588,25 @@ def test_a_job_whose_message_was_lost_is_sent_again_and_succeeds(
     queue and recording it as unacknowledged: the job record, still queued, brings it back."""
     import time
 
-    from tasks.jobs import QUEUED_KEY, JobRequest
+    from tasks.jobs import QUEUED_KEY
+    from tasks.requests import ArchiveRequest
 
     insert_leads(vicidial, lead_rows(3, seed=15))
     rows = live(vicidial)
-    request = JobRequest([1, 2], True, True, True, False)
+    request = ArchiveRequest(
+        lead_ids=[1, 2], insert_leads=True, update_leads=True, delete_leads=True, dry_run=False
+    )
     job_id, _ = rt.jobs.create("alice", request)  # the record, and no message: lost
     assert redis_client.llen("leadarchive") == 0
     url = f"{URL}/{job_id}"
     # Another lost job, queued two minutes ago: the sweep that sends it again sees this one too,
     # queued only just now, and must leave it alone.
-    old_id, _ = rt.jobs.create("alice", JobRequest([3], True, True, True, False))
+    old_id, _ = rt.jobs.create(
+        "alice",
+        ArchiveRequest(
+            lead_ids=[3], insert_leads=True, update_leads=True, delete_leads=True, dry_run=False
+        ),
+    )
     redis_client.zadd(QUEUED_KEY, {old_id: time.time() - 120})
     old = poll_until_done(client, f"{URL}/{old_id}", ALICE)
     run_marker_job(client)  # and whatever that sweep sent has been handled
@@ -628,7 +646,7 @@ def test_a_redis_that_answers_but_cannot_write_gives_503_never_500(
     """Redis answers OOM or READONLY as an error reply, not a lost connection (issue 13): a
     submission still gets the contract's 503 problem, and no message reaches the broker."""
     from api.app import create_app
-    from tasks.celery_app import create_celery
+    from tasks.celery_config import create_celery
     from tasks.runtime import Runtime
     from tests.api.conftest import make_settings
 

@@ -464,11 +464,16 @@ def test_another_key_can_neither_see_nor_cancel_a_queued_job(
 ) -> None:
     """Bob's answers for Alice's waiting job are byte for byte those for a job that does not
     exist, and his cancel changes nothing; Alice's own cancel works."""
-    from tasks.jobs import JobRequest
+    from tasks.requests import ArchiveRequest
 
     insert_leads(vicidial, lead_rows(2, seed=53))
     rows = live(vicidial)
-    job_id, _ = rt.jobs.create("alice", JobRequest([1, 2], True, True, True, False))  # not sent
+    job_id, _ = rt.jobs.create(
+        "alice",
+        ArchiveRequest(
+            lead_ids=[1, 2], insert_leads=True, update_leads=True, delete_leads=True, dry_run=False
+        ),
+    )  # not sent
     url = f"{URL}/{job_id}"
     bob = {"Authorization": f"Key={BOB_KEY}"}
 

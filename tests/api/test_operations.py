@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Connection, make_url
 
 from api.app import create_app
-from tasks.celery_app import create_celery
+from tasks.celery_config import create_celery
 from tasks.runtime import Runtime
 from tests.api.conftest import SEED_REQUEST, FakeClock
 from tests.conftest import claim_redis_database

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import redis
 
-from tasks.celery_app import QUEUE
+from tasks.celery_config import QUEUE
 from tests.conftest import claim_redis_database
 from tests.helpers import ALICE, make_settings, wait_for
 

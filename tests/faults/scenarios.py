@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tasks.jobs import FINAL
+from tasks.records import FINAL
 from tests.faults.servers import PrivateMariaDB, PrivateRedis
 from tests.faults.stack import (
     CI_SETTINGS,

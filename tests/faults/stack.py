@@ -31,10 +31,11 @@ from sqlalchemy import Connection, Engine, make_url
 from tasks.archive import SQL_MODE
 from tasks.db import make_engine
 from tasks.ddl import create_vicidial_tables
-from tasks.jobs import FINAL, RedisJobStore
+from tasks.jobs import RedisJobStore
+from tasks.records import FINAL
 from tasks.seed import LEAD_COLUMNS, insert_leads, lead_rows
 from tests.faults.servers import free_port
-from tests.helpers import ALICE, archive, column, live, make_settings
+from tests.helpers import ALICE, archive, column, live, make_settings, stored
 from tests.processes import kill_group, service_env, start_api, start_worker
 
 Row = tuple[bytes | None, ...]
@@ -485,7 +486,7 @@ def check_jobs(
         )
     failed = [j for j, s in statuses.items() if s == "failed"]
     for job_id in failed:
-        error = json.loads((stack.jobs.get(job_id) or {}).get("error", "{}"))
+        error = json.loads((stored(stack.jobs.get(job_id)) or {}).get("error", "{}"))
         if not (error.get("type") and error.get("detail")):
             figures.problems.append(f"job {job_id} failed without a clear error: {error!r}")
     figures.notes["jobs"] = figures.notes.get("jobs", 0) + len(job_ids)
@@ -503,7 +504,7 @@ def broker_state(stack: Stack, stuck: list[str]) -> dict[str, Any]:
         # A job in neither place has lost its message; the service's sweep re-sends only jobs
         # whose record is `queued`, so one left `running` by a killed batch stays so (issue 13).
         "lost (in neither the queue nor unacked)": {
-            j: (stack.jobs.get(j) or {}).get("status")
+            j: (stored(stack.jobs.get(j)) or {}).get("status")
             for j in stuck
             if j not in in_queue and j not in in_unacked
         },
@@ -516,7 +517,7 @@ def broker_state(stack: Stack, stuck: list[str]) -> dict[str, Any]:
         },
         "unacked": len(unacked),
         "unacked_mutex ttl": r.ttl("unacked_mutex"),
-        "records": {j: stack.jobs.get(j) for j in stuck[:2]},
+        "records": {j: stored(stack.jobs.get(j)) for j in stuck[:2]},
     }
 
 

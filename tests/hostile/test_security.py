@@ -25,9 +25,11 @@ import redis
 from sqlalchemy import Engine
 
 from bench.load import Live, wait_for_job
-from tasks.celery_app import ARCHIVE_TASK, QUEUE
-from tasks.jobs import JobRequest, RedisJobStore
-from tests.helpers import archive, wait_for
+from tasks.celery_config import QUEUE
+from tasks.jobs import RedisJobStore
+from tasks.lifecycle import ARCHIVE_TASK
+from tasks.requests import ArchiveRequest
+from tests.helpers import archive, stored, wait_for
 from tests.helpers import live as live_rows
 
 PATH = "/vicidial/leads/archive"
@@ -204,7 +206,7 @@ class Bomb:
 def test_a_pickled_message_is_refused_never_unpickled_and_never_run(
     service: tuple[Live, Engine], tmp_path: Path
 ) -> None:
-    from tasks.celery_app import create_celery
+    from tasks.celery_config import create_celery
     from tests.helpers import make_settings
 
     live, engine = service
@@ -215,7 +217,13 @@ def test_a_pickled_message_is_refused_never_unpickled_and_never_run(
     with engine.connect() as conn:
         before = (live_rows(conn), archive(conn))
     # A real job record, so that a task that did run would find it and archive its leads.
-    request = JobRequest([1, 2, 3, 4, 5], True, True, True, False)
+    request = ArchiveRequest(
+        lead_ids=[1, 2, 3, 4, 5],
+        insert_leads=True,
+        update_leads=True,
+        delete_leads=True,
+        dry_run=False,
+    )
     job_id, _ = store.create("load", request)
     sender = create_celery(settings)
     # The sender may pickle; only the worker's accept_content matters.
@@ -241,7 +249,7 @@ def test_a_pickled_message_is_refused_never_unpickled_and_never_run(
         assert answer.status == 202
         assert wait_for_job(live, answer.headers["location"], timeout=90)["status"] == "succeeded"
         wait_for(lambda: rclient.llen(QUEUE) == 0 and rclient.hlen("unacked") == 0, timeout=30)
-        record = store.get(job_id)
+        record = stored(store.get(job_id))
         with engine.connect() as conn:
             after = (live_rows(conn), archive(conn))
         logs = live.log_text()

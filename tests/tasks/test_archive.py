@@ -390,11 +390,6 @@ def test_lead_ids_outside_the_lead_id_range_are_refused(conn: Connection, bad: o
     assert archive(conn) == {}
 
 
-def test_an_empty_request_or_no_action_is_refused() -> None:
-    with pytest.raises(ValueError, match="at least one of insert"):
-        Actions(insert=False, update=False, delete=False)
-
-
 def test_a_database_warning_on_a_write_stops_the_batch(engine: Engine) -> None:
     """Strict mode turns truncation into errors; any warning left over is one too."""
     from tasks.archive.cursor import Cursor

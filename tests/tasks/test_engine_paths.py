@@ -27,16 +27,16 @@ import pytest
 from pymysql.constants import ER
 from sqlalchemy import Connection, Engine, make_url
 
-from tasks import runtime as runtime_module
 from tasks.archive import SNAPSHOT, Actions, BatchReport, Tuning, run_batch
-from tasks.celery_app import ARCHIVE_TASK, MAX_RETRIES, create_celery
+from tasks.celery_config import create_celery
 from tasks.db import make_engine
 from tasks.ddl import create_vicidial_tables, drop_vicidial_tables
 from tasks.errors import BatchBusyError, ConcurrentChangeError, mysql_error_code
-from tasks.jobs import JobRequest
+from tasks.lifecycle import ARCHIVE_TASK, MAX_RETRIES
+from tasks.requests import ArchiveRequest
 from tasks.runtime import Runtime
 from tasks.seed import insert_leads, lead_rows
-from tests.helpers import archive, live, make_settings, wait_for
+from tests.helpers import archive, live, make_settings, stored, wait_for
 from tests.tasks.test_dialer_holds import HOLD, cron_like
 from tests.tasks.test_guard_races import waiting_for_lock
 
@@ -347,15 +347,11 @@ def test_a_snapshot_of_a_table_with_text_columns_falls_back_from_memory_to_aria(
 
 @pytest.fixture
 def task_runtime(database_url: str, redis_url: str) -> Iterator[Runtime]:
-    """This process's runtime, for the task, with no office hours; the previous one restored."""
+    """A runtime for the task, with no office hours."""
     rt = Runtime(make_settings(database_url, redis_url, office_hours=""))
-    with runtime_module._lock:
-        previous, runtime_module._current = runtime_module._current, rt
     try:
         yield rt
     finally:
-        with runtime_module._lock:
-            runtime_module._current = previous
         rt.close()
 
 
@@ -369,9 +365,11 @@ def test_a_job_whose_last_retry_meets_the_same_lock_fails_with_its_reason(
     ``retries`` set would (the 22 deliveries before, each a lock wait of its own, are skipped).
     """
     before = live(myisam)
-    request = JobRequest([1, 2, 3], True, True, True, False)
+    request = ArchiveRequest(
+        lead_ids=[1, 2, 3], insert_leads=True, update_leads=True, delete_leads=True, dry_run=False
+    )
     job_id, _ = task_runtime.jobs.create("alice", request)
-    task = create_celery(task_runtime.settings).tasks[ARCHIVE_TASK]
+    task = create_celery(task_runtime.settings, task_runtime).tasks[ARCHIVE_TASK]
     kwargs = {
         "job_id": job_id,
         "lead_ids": request.lead_ids,
@@ -388,7 +386,7 @@ def test_a_job_whose_last_retry_meets_the_same_lock_fails_with_its_reason(
             dialer.exec_driver_sql("UNLOCK TABLES")
 
     assert result.get() == {"job_id": job_id, "status": "failed", "error": "OperationalError"}
-    record = task_runtime.jobs.get(job_id)
+    record = stored(task_runtime.jobs.get(job_id))
     assert record is not None
     assert record["status"] == "failed"
     assert int(record["attempts"]) == 2

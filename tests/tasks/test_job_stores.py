@@ -12,19 +12,17 @@ from pathlib import Path
 import pytest
 import redis
 
-from tasks.jobs import (
-    DEFERRED_KEY,
-    IdempotencyConflict,
-    JobRequest,
-    JobStore,
-    RedisJobStore,
-    public_view,
-)
+from tasks.errors import IdempotencyConflict
+from tasks.jobs import DEFERRED_KEY, JobStore, RedisJobStore
+from tasks.records import JobRecord
+from tasks.requests import ArchiveRequest
 from tasks.sql_jobs import SqliteJobStore
 from tests.conftest import claim_redis_database
-from tests.helpers import wait_for
+from tests.helpers import stored, wait_for
 
-REQUEST = JobRequest([3, 1, 2], True, True, False, False)
+REQUEST = ArchiveRequest(
+    lead_ids=[3, 1, 2], insert_leads=True, update_leads=True, delete_leads=False, dry_run=False
+)
 LATER = datetime(2030, 1, 1, tzinfo=UTC)
 
 
@@ -49,7 +47,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
 def test_a_new_job_is_queued_with_its_request(store: JobStore) -> None:
     job_id, created = store.create("alice", REQUEST)
 
-    record = store.get(job_id)
+    record = stored(store.get(job_id))
 
     assert created
     assert record is not None
@@ -65,12 +63,12 @@ def test_the_clients_address_is_kept_for_the_admin_log_and_never_shown(store: Jo
     # The worker notes the admin-log row it wrote; the status keeps it for itself too.
     store.transition(job_id, ("running",), "running", admin_logged="t")
 
-    record = store.get(job_id)
+    record = stored(store.get(job_id))
 
     assert record is not None
     assert (record["client_ip"], record["admin_logged"]) == ("203.0.113.7", "t")
     assert record["status"] == "running"
-    shown = json.dumps(public_view(record))
+    shown = json.dumps(JobRecord.from_fields(record).view())
     assert "203.0.113.7" not in shown
     assert "admin_logged" not in shown
 
@@ -94,7 +92,7 @@ def test_transitions_happen_only_from_allowed_states(store: JobStore) -> None:
     assert store.transition(job_id, ("queued",), "cancelled") == "running"
     assert store.cancel(job_id) == "running"
     assert store.transition("no-such-job", ("queued",), "running") is None
-    record = store.get(job_id)
+    record = stored(store.get(job_id))
     assert record is not None
     assert (record["status"], record["started_at"]) == ("running", "t1")
 
@@ -108,7 +106,7 @@ def test_deferred_jobs_are_released_once_when_due(store: JobStore) -> None:
     twice = store.take_due(LATER + timedelta(days=1))
 
     assert (early, due, twice) == ([], [job_id], [])
-    record = store.get(job_id)
+    record = stored(store.get(job_id))
     assert record is not None
     assert record["status"] == "queued"
 
@@ -119,7 +117,7 @@ def test_a_cancelled_deferred_job_is_never_released(store: JobStore) -> None:
 
     assert store.cancel(job_id) == "deferred"
     assert store.take_due(LATER + timedelta(days=1)) == []
-    record = store.get(job_id)
+    record = stored(store.get(job_id))
     assert record is not None
     assert record["status"] == "cancelled"
 
@@ -140,7 +138,7 @@ def test_attempts_are_counted(store: JobStore) -> None:
     store.count_attempt(job_id)
     store.count_attempt(job_id)
 
-    record = store.get(job_id)
+    record = stored(store.get(job_id))
     assert record is not None
     assert record["attempts"] == "2"
 
@@ -183,7 +181,7 @@ def test_a_released_job_is_queued_and_indexed_in_one_step_and_taken_once(
     assert sorted(taken) == sorted(jobs)
     assert own_redis.zcard(DEFERRED_KEY) == 0
     assert set(store.queued_before(time.time() + 60)) == set(jobs)
-    assert {store.get(j)["status"] for j in jobs} == {"queued"}  # type: ignore[index]
+    assert {stored(store.get(j))["status"] for j in jobs} == {"queued"}  # type: ignore[index]
 
 
 def test_a_leftover_deferred_entry_is_dropped_and_a_job_deferred_again_stays(
@@ -200,5 +198,5 @@ def test_a_leftover_deferred_entry_is_dropped_and_a_job_deferred_again_stays(
     assert store.take_due(LATER) == []
     assert own_redis.zscore(DEFERRED_KEY, queued) is None
     assert own_redis.zscore(DEFERRED_KEY, again) == (LATER + timedelta(days=1)).timestamp()
-    assert store.get(again)["status"] == "deferred"  # type: ignore[index]
-    assert store.get(queued)["status"] == "queued"  # type: ignore[index]
+    assert stored(store.get(again))["status"] == "deferred"  # type: ignore[index]
+    assert stored(store.get(queued))["status"] == "queued"  # type: ignore[index]

@@ -15,7 +15,9 @@ from celery.worker.request import Request
 from kombu import Connection, Message
 from kombu import Queue as KombuQueue
 
-from tasks.celery_app import QUEUE, create_celery, enqueue
+from tasks.celery_config import QUEUE, create_celery
+from tasks.publishing import publish
+from tasks.requests import ArchiveRequest
 from tests.conftest import claim_redis_database
 from tests.helpers import make_settings
 from worker.broker import JobMessageRequest
@@ -32,8 +34,12 @@ def test_the_pushed_message_and_sent_event_equal_what_send_task_sends(database_u
         try:
             events.psubscribe("*celeryev/task.sent")
             assert events.get_message(timeout=5)["type"] == "psubscribe"
-            enqueue(app, "job-1", [3, 1, 2], REQUEST)  # Celery's producer
-            enqueue(app, "job-1", [3, 1, 2], REQUEST, client)  # one pipelined round trip
+            publish(
+                app, "job-1", ArchiveRequest(lead_ids=[3, 1, 2], **REQUEST)
+            )  # Celery's producer
+            publish(
+                app, "job-1", ArchiveRequest(lead_ids=[3, 1, 2], **REQUEST), client
+            )  # one pipelined round trip
             pushed, sent = (json.loads(m) for m in client.lrange(QUEUE, 0, -1))
             published = [events.get_message(timeout=5) for _ in range(2)]
         finally:
@@ -87,14 +93,14 @@ def test_the_broker_sweeps_for_lost_messages_every_5_s_under_a_short_lock(
 def test_the_lost_message_sweep_finds_queued_and_unacknowledged_messages(
     database_url: str,
 ) -> None:
-    from tasks.celery_app import _MESSAGE_IDS, UNACKED_KEY
+    from tasks.sweeps import _MESSAGE_IDS, UNACKED_KEY
 
     with claim_redis_database() as url:
         app = create_celery(make_settings(database_url, url))
         client = redis.Redis.from_url(url)
         try:
-            enqueue(app, "sent-by-celery", [1], REQUEST)
-            enqueue(app, "pushed", [2], REQUEST, client)
+            publish(app, "sent-by-celery", ArchiveRequest(lead_ids=[1], **REQUEST))
+            publish(app, "pushed", ArchiveRequest(lead_ids=[2], **REQUEST), client)
             # What kombu keeps for a message a worker has taken: [message, exchange, key].
             taken = client.rpop(QUEUE)
             client.hset(UNACKED_KEY, "tag-1", json.dumps([json.loads(taken), "", QUEUE]))
@@ -159,7 +165,7 @@ def _on_a_closed_channel(app: Celery, request_class: type[Request]) -> tuple[Req
     Closing a channel hands its unacknowledged messages back, which fails while Redis is down; a
     channel told not to hand them back is left in the same state (its pools dropped, the message
     still in the unacknowledged set), with this test's Redis up."""
-    enqueue(app, "job-1", [1], REQUEST)
+    publish(app, "job-1", ArchiveRequest(lead_ids=[1], **REQUEST))
     connection = app.connection_for_read()
     message = _take_one(connection)
     request = request_class(

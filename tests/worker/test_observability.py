@@ -17,8 +17,10 @@ import httpx2 as httpx
 import pytest
 from sqlalchemy import Connection
 
-from tasks.celery_app import ARCHIVE_TASK, create_celery, enqueue
-from tasks.jobs import JobRequest
+from tasks.celery_config import create_celery
+from tasks.lifecycle import ARCHIVE_TASK
+from tasks.publishing import publish
+from tasks.requests import ArchiveRequest
 from tasks.runtime import Runtime
 from tasks.seed import insert_leads, lead_rows
 from tests.conftest import claim_redis_database
@@ -74,9 +76,11 @@ def test_flower_lists_tasks_with_arguments_and_results_behind_basic_auth(
         wait_for(lambda: _answers(f"{base}/healthcheck"), timeout=60)
         # Flower needs a moment to subscribe to events before the task is sent.
         wait_for(lambda: _workers_seen(base), timeout=60, interval=0.5)
-        request = JobRequest([1, 2], True, True, True, False)
+        request = ArchiveRequest(
+            lead_ids=[1, 2], insert_leads=True, update_leads=True, delete_leads=True, dry_run=False
+        )
         job_id, _ = rt.jobs.create("alice", request)
-        enqueue(create_celery(settings), job_id, request.lead_ids, request.summary())
+        publish(create_celery(settings), job_id, request)
 
         task = wait_for(lambda: _task(base, job_id), timeout=60, interval=0.3)
         metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text

@@ -15,12 +15,14 @@ import psutil
 import pytest
 from sqlalchemy import Connection, Engine
 
-from tasks.celery_app import create_celery, enqueue
-from tasks.jobs import JobRequest, JobStore
+from tasks.celery_config import create_celery
+from tasks.jobs import JobStore
+from tasks.publishing import publish
+from tasks.requests import ArchiveRequest
 from tasks.runtime import Runtime
 from tasks.seed import insert_leads, lead_rows
 from tests.conftest import claim_redis_database
-from tests.helpers import archive, live, make_settings, wait_for
+from tests.helpers import archive, live, make_settings, stored, wait_for
 from tests.processes import kill_group, service_env, start_worker
 
 LEADS = 300
@@ -48,7 +50,13 @@ def test_a_killed_worker_job_runs_again_and_succeeds_within_a_minute(
     env = service_env(database_url, own_redis)
     rt = Runtime(settings)
     jobs: JobStore = rt.jobs
-    request = JobRequest(list(range(1, LEADS + 1)), True, True, True, False)
+    request = ArchiveRequest(
+        lead_ids=list(range(1, LEADS + 1)),
+        insert_leads=True,
+        update_leads=True,
+        delete_leads=True,
+        dry_run=False,
+    )
     log_path = tmp_path / "worker.log"
     log = log_path.open("ab")
     workers = [start_worker(env, log)]
@@ -58,9 +66,11 @@ def test_a_killed_worker_job_runs_again_and_succeeds_within_a_minute(
             dialer.exec_driver_sql("LOCK TABLES vicidial_list READ")
             try:
                 job_id, _ = jobs.create("alice", request)
-                enqueue(create_celery(settings), job_id, request.lead_ids, request.summary())
+                publish(create_celery(settings), job_id, request)
                 # The worker process boots first: a minute on a loaded 2-core machine.
-                wait_for(lambda: (jobs.get(job_id) or {}).get("status") == "running", timeout=60)
+                wait_for(
+                    lambda: (stored(jobs.get(job_id)) or {}).get("status") == "running", timeout=60
+                )
                 wait_for(lambda: len(archive(vicidial)) == LEADS, timeout=60)
 
                 parent = psutil.Process(workers[0].pid)
@@ -77,7 +87,9 @@ def test_a_killed_worker_job_runs_again_and_succeeds_within_a_minute(
 
         # The batch's own time on a loaded machine comes on top of the minute: room for it.
         record = wait_for(
-            lambda: (r := jobs.get(job_id)) and r["status"] in ("succeeded", "failed") and r,
+            lambda: (
+                (r := stored(jobs.get(job_id))) and r["status"] in ("succeeded", "failed") and r
+            ),
             timeout=150,
         )
     finally:

@@ -1,0 +1,147 @@
+"""A job's record, typed, and its one serialisation: the fields of a Redis hash (SQLite keeps the
+same fields as one JSON object).
+
+Invariants:
+
+- ``to_fields``/``from_fields`` (and ``encode`` for a partial update) are the only places that
+  turn a record into strings and back: structured fields (the request, the lead IDs, the result,
+  the error) are JSON, times are ISO 8601 UTC text, ``attempts`` a decimal integer (Redis counts
+  it with HINCRBY);
+- a field that is not set is absent from the stored fields, never an empty or ``null`` value;
+- ``view`` never shows the owner or the internals (client address, idempotency claim, the admin
+  log's mark).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from typing import Any, Literal, cast
+
+from tasks.requests import ArchiveRequest
+
+Status = Literal["queued", "deferred", "running", "succeeded", "failed", "cancelled"]
+FINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+
+# Stored as JSON; every other field is stored as its text.
+_JSON_FIELDS = frozenset({"result", "error"})
+
+
+def now_iso(now: datetime | None = None) -> str:
+    """An aware UTC time as ISO 8601, the form every record time takes."""
+    return (now or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    """One job: who asked for what, where it stands, and how it ended."""
+
+    job_id: str
+    owner: str
+    status: Status
+    submitted_at: str
+    request: ArchiveRequest
+    # The submitter's address, for Vicidial's admin log (never shown).
+    client_ip: str = ""
+    # The idempotency claim's key, removed with the record (never shown).
+    idempotency: str = ""
+    started_at: str | None = None
+    finished_at: str | None = None
+    not_before: str | None = None
+    attempts: int | None = None
+    result: dict[str, Any] | None = None
+    error: dict[str, str] | None = None
+    # When the job's row was written to vicidial_admin_log (never shown).
+    admin_logged: str | None = None
+
+    @classmethod
+    def queued(
+        cls,
+        job_id: str,
+        owner: str,
+        request: ArchiveRequest,
+        *,
+        now: datetime | None = None,
+        client_ip: str = "",
+        idempotency: str = "",
+    ) -> JobRecord:
+        """A new job's record: queued, submitted ``now``."""
+        return cls(
+            job_id=job_id,
+            owner=owner,
+            status="queued",
+            submitted_at=now_iso(now),
+            request=request,
+            client_ip=client_ip,
+            idempotency=idempotency,
+        )
+
+    @property
+    def lead_ids(self) -> list[int]:
+        """The leads the job archives, in request order."""
+        return self.request.lead_ids
+
+    def to_fields(self) -> dict[str, str]:
+        """The record as stored: one string per field that is set."""
+        stored: dict[str, str] = {
+            "job_id": self.job_id,
+            "owner": self.owner,
+            "status": self.status,
+            "submitted_at": self.submitted_at,
+            "request": json.dumps(self.request.summary()),
+            "lead_ids": json.dumps(self.request.lead_ids),
+        }
+        for field in fields(self):
+            if field.name in stored or field.name == "request":
+                continue
+            value = getattr(self, field.name)
+            if value is not None:
+                stored.update(encode({field.name: value}))
+        return stored
+
+    @classmethod
+    def from_fields(cls, stored: Mapping[str, str]) -> JobRecord:
+        """The record from its stored fields (as ``to_fields`` or ``encode`` wrote them)."""
+        request = ArchiveRequest.from_stored(
+            json.loads(stored["request"]), json.loads(stored["lead_ids"])
+        )
+        return cls(
+            job_id=stored["job_id"],
+            owner=stored["owner"],
+            status=cast(Status, stored["status"]),
+            submitted_at=stored["submitted_at"],
+            request=request,
+            client_ip=stored.get("client_ip", ""),
+            idempotency=stored.get("idempotency", ""),
+            started_at=stored.get("started_at"),
+            finished_at=stored.get("finished_at"),
+            not_before=stored.get("not_before"),
+            attempts=int(stored["attempts"]) if "attempts" in stored else None,
+            result=json.loads(stored["result"]) if "result" in stored else None,
+            error=json.loads(stored["error"]) if "error" in stored else None,
+            admin_logged=stored.get("admin_logged"),
+        )
+
+    def view(self) -> dict[str, Any]:
+        """The record as the status endpoint shows it: never the owner, never raw internals."""
+        shown: dict[str, Any] = {"job_id": self.job_id, "status": self.status}
+        for name in ("submitted_at", "started_at", "finished_at", "not_before", "attempts"):
+            value = getattr(self, name)
+            if value is not None:
+                shown[name] = value
+        shown["request"] = self.request.summary()
+        if self.result is not None:
+            shown["result"] = self.result
+        if self.error is not None:
+            shown["error"] = self.error
+        return shown
+
+
+def encode(changes: Mapping[str, Any]) -> dict[str, str]:
+    """Fields of a record as stored, for a partial update (a status change's extra fields)."""
+    return {
+        name: json.dumps(value) if name in _JSON_FIELDS else str(value)
+        for name, value in changes.items()
+    }

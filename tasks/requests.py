@@ -1,0 +1,124 @@
+"""What a client may ask for: one pydantic model per kind of job, declared once.
+
+The model is the API's request body (its JSON schema, examples and error messages come from it),
+the task message's keyword arguments (``payload``), what the job record keeps (``summary`` and the
+lead IDs) and the batch's input (``actions``). Invariants:
+
+- "at least one action" is checked here only, by the model validator, and stated in the JSON
+  schema (``not``) so that the OpenAPI document says it too;
+- strict: no coercion (``1.0``, ``"1"``, ``true`` are not lead IDs), no unknown fields;
+- ``fingerprint`` depends on the request's meaning only (key order, whitespace), so that an
+  idempotency key reused with the same body finds its job.
+
+A new kind of job is a new model here, with its own ``task_name``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
+
+from tasks.archive import MAX_LEAD_ID, Actions
+
+LeadId = Annotated[StrictInt, Field(ge=0, le=MAX_LEAD_ID)]
+
+# The request `leadarchive seed-demo` suggests, and the OpenAPI document's example.
+SEED_EXAMPLE: dict[str, Any] = {
+    "insert_leads": True,
+    "update_leads": True,
+    "delete_leads": True,
+    "lead_ids": [0, 1],
+}
+
+_ACTIONS = ("insert_leads", "update_leads", "delete_leads")
+NO_ACTION = "at least one of insert_leads, update_leads, delete_leads must be true"
+
+
+def _request_schema(schema: dict[str, Any]) -> None:
+    schema["examples"] = [SEED_EXAMPLE]
+    # At least one action: insert_leads and update_leads default to true, delete_leads to false,
+    # so only a body that sets all three to false (two of them explicitly) has none.
+    schema["not"] = {
+        "required": ["insert_leads", "update_leads"],
+        "properties": {name: {"const": False} for name in _ACTIONS},
+    }
+
+
+class ArchiveFlags(BaseModel):
+    """Which actions an archive job carries out: the request's flags, shown again in its status."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    insert_leads: StrictBool = True
+    update_leads: StrictBool = True
+    delete_leads: StrictBool = False
+    dry_run: StrictBool = False
+
+
+class ArchiveRequest(ArchiveFlags):
+    """Archive these leads: insert missing copies, refresh copies, delete verified leads."""
+
+    model_config = ConfigDict(json_schema_extra=_request_schema)
+
+    # The Celery task that runs it (a stable name: in-flight messages and Flower refer to it).
+    task_name: ClassVar[str] = "leadarchive.archive_leads"
+
+    lead_ids: list[LeadId] = Field(
+        min_length=1,
+        # JSON Schema counts 1.0 as an integer; the contract does not.
+        description='JSON integers only: 1.0, "1", true and null are refused, not coerced',
+    )
+
+    @model_validator(mode="after")
+    def _some_action(self) -> ArchiveRequest:
+        if not (self.insert_leads or self.update_leads or self.delete_leads):
+            raise ValueError(NO_ACTION)
+        return self
+
+    def actions(self) -> Actions:
+        """The batch's input: which actions to carry out."""
+        return Actions(
+            insert=self.insert_leads,
+            update=self.update_leads,
+            delete=self.delete_leads,
+            dry_run=self.dry_run,
+        )
+
+    def requested(self) -> tuple[str, ...]:
+        """The actions asked for, by their short names (``insert``, ``update``, ``delete``)."""
+        return tuple(name.removesuffix("_leads") for name in _ACTIONS if getattr(self, name))
+
+    def summary(self) -> dict[str, Any]:
+        """The request as the job's status shows it (the IDs themselves are in the result)."""
+        return RequestSummary(
+            **self.model_dump(exclude={"lead_ids"}), lead_count=len(self.lead_ids)
+        ).model_dump()
+
+    def payload(self) -> dict[str, Any]:
+        """The task message's keyword arguments, besides the job ID."""
+        return {"lead_ids": list(self.lead_ids), **self.model_dump(exclude={"lead_ids"})}
+
+    def fingerprint(self) -> str:
+        """A digest of the request's meaning, for idempotency keys."""
+        canonical = json.dumps(
+            {**self.summary(), "lead_ids": self.lead_ids}, sort_keys=True, separators=(",", ":")
+        )
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    @classmethod
+    def from_stored(cls, summary: dict[str, Any], lead_ids: list[int]) -> ArchiveRequest:
+        """The request again, from a job record's summary and lead IDs."""
+        flags = {name: summary[name] for name in ArchiveFlags.model_fields}
+        return cls.model_validate({**flags, "lead_ids": lead_ids})
+
+
+class RequestSummary(ArchiveFlags):
+    """What the client asked for; the IDs themselves are in the result."""
+
+    # Every field is always shown: required in the status's schema, defaults or not.
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
+    lead_count: int = Field(ge=1)
