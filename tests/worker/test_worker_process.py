@@ -19,9 +19,9 @@ from tasks.celery_app import create_celery, enqueue
 from tasks.jobs import JobRequest, JobStore
 from tasks.runtime import Runtime
 from tasks.seed import insert_leads, lead_rows
+from testkit.processes import kill_group, service_env, start_worker
 from tests.conftest import claim_redis_database
 from tests.helpers import archive, live, make_settings, wait_for
-from tests.processes import kill_group, service_env, start_worker
 
 LEADS = 300
 

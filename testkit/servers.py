@@ -11,35 +11,21 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import time
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pymysql
 import redis
 
+from testkit.polling import wait_until
+from testkit.processes import free_port
+
 MARIADBD = shutil.which("mariadbd", path="/usr/sbin:/usr/bin:/usr/local/sbin") or "mariadbd"
 INSTALL_DB = shutil.which("mariadb-install-db") or "mariadb-install-db"
 REDIS_SERVER = shutil.which("redis-server") or "redis-server"
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now (the kernel's pick)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_until(ready: Callable[[], bool], timeout: float, what: str, log: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while not ready():
-        if time.monotonic() > deadline:
-            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-            raise RuntimeError(f"{what} did not come up in {timeout:.0f}s:\n{tail}")
-        time.sleep(0.05)
 
 
 @dataclass
@@ -100,7 +86,7 @@ class PrivateMariaDB:
         self.process = subprocess.Popen(
             args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
         )
-        _wait_until(self.answers, timeout, "the private MariaDB", self.log)
+        wait_until(self.answers, timeout, "the private MariaDB", log=self.log)
 
     def answers(self) -> bool:
         """True when a root connection succeeds."""
@@ -142,15 +128,19 @@ class PrivateRedis:
     """A redis-server of our own, persisting to an append-only file like the deployed one.
 
     Stopped cleanly it keeps every key (deploy/redis-leadarchive.conf: appendonly yes), so a
-    restart loses no queued message or job record, as in production.
+    restart loses no queued message or job record, as in production. With ``persist=False`` it
+    keeps nothing on disk (a test that only needs a Redis it may stop).
     """
 
     folder: Path
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    persist: bool = True
 
-    def url(self, db: int = 0) -> str:
-        return f"redis://127.0.0.1:{self.port}/{db}"
+    @property
+    def url(self) -> str:
+        """Its database 0."""
+        return f"redis://127.0.0.1:{self.port}/0"
 
     @property
     def log(self) -> Path:
@@ -158,6 +148,7 @@ class PrivateRedis:
 
     def start(self, timeout: float = 30) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
+        persistence = ["--appendonly", "yes", "--appendfsync", "everysec"]
         self.process = subprocess.Popen(
             [
                 REDIS_SERVER,
@@ -171,10 +162,7 @@ class PrivateRedis:
                 str(self.log),
                 "--save",
                 "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "everysec",
+                *(persistence if self.persist else ["--appendonly", "no"]),
                 "--maxmemory-policy",
                 "noeviction",
             ],
@@ -182,9 +170,16 @@ class PrivateRedis:
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        _wait_until(self.answers, timeout, "the private Redis", self.log)
+        try:
+            wait_until(self.answers, timeout, "the private Redis", log=self.log)
+        except BaseException:
+            self.stop()
+            raise
 
     def answers(self) -> bool:
+        """True when it answers PING."""
+        if self.process is not None and self.process.poll() is not None:
+            raise RuntimeError(f"redis-server exited: {self.log.read_text(errors='replace')}")
         client = redis.Redis(port=self.port, socket_connect_timeout=1)
         try:
             return bool(client.ping())
@@ -194,7 +189,8 @@ class PrivateRedis:
             client.close()
 
     def stop(self, timeout: float = 30) -> None:
-        """A clean shutdown (SIGTERM: the append-only file is flushed first)."""
+        """A clean shutdown (SIGTERM: the append-only file is flushed first); returns once it is
+        gone (its port then refuses connections)."""
         if self.process is None or self.process.poll() is not None:
             return
         self.process.send_signal(signal.SIGTERM)
@@ -206,3 +202,14 @@ class PrivateRedis:
 
     def close(self) -> None:
         self.stop()
+
+
+@contextmanager
+def private_redis(folder: Path) -> Iterator[PrivateRedis]:
+    """A running redis-server of the caller's own that keeps nothing on disk, stopped after."""
+    server = PrivateRedis(folder, persist=False)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
