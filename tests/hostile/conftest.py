@@ -1,5 +1,5 @@
 """The real processes for hostile input: ``leadarchive api`` and ``leadarchive worker`` as
-subprocesses (started with bench/load.py's harness, the one the load command uses), on a MariaDB
+subprocesses (started with testkit.services, the harness the load command uses), on a MariaDB
 database and a Redis database of their own, so that their jobs never meet the in-thread worker's.
 """
 
@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, make_url
 
-from bench.load import Live, live_services
 from tasks.db import make_engine
 from tasks.schema import create_vicidial_tables
 from tasks.seed import insert_leads, lead_rows
+from testkit.services import Live, live_services
 from tests.conftest import SERVER_URL, claim_redis_database
 
 LEADS = 200

@@ -24,9 +24,9 @@ import pytest
 import redis
 from sqlalchemy import Engine
 
-from bench.load import Live, wait_for_job
 from tasks.celery_app import ARCHIVE_TASK, QUEUE
 from tasks.jobs import JobRequest, RedisJobStore
+from testkit.services import Live, wait_for_job
 from tests.helpers import archive, wait_for
 from tests.helpers import live as live_rows
 
