@@ -32,6 +32,7 @@ from sqlalchemy import URL, Engine, make_url
 from bench.client import RawHTTP, poll_job, submit
 from bench.engine import log
 from bench.report import mb
+from testkit import servers
 from testkit.polling import wait_until
 from testkit.services import live_services
 
@@ -61,21 +62,12 @@ def scratch_database(
 
 def claim_redis_db(base_url: str) -> tuple[int, redis.Redis]:
     """The first Redis database 2..15 that is empty, claimed with SET NX of a claim key."""
-    for number in range(2, 16):
-        client = redis.Redis.from_url(f"{base_url.rstrip('/')}/{number}")
-        claimed = False
-        try:
-            if client.dbsize() == 0:
-                claimed = bool(client.set(CLAIM_KEY, f"bench/api.py pid {os.getpid()}", nx=True))
-                if claimed and client.dbsize() != 1:  # someone else started writing meanwhile
-                    client.delete(CLAIM_KEY)
-                    claimed = False
-        finally:
-            if not claimed:
-                client.close()
-        if claimed:
-            return number, client
-    raise SystemExit("no empty Redis database among 2..15")
+    claimed = servers.claim_redis_db(
+        base_url, CLAIM_KEY, f"bench/api.py pid {os.getpid()}", range(2, 16)
+    )
+    if claimed is None:
+        raise SystemExit("no empty Redis database among 2..15")
+    return claimed
 
 
 def worker_processes(worker: psutil.Process) -> list[tuple[str, psutil.Process]]:

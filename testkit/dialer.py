@@ -17,10 +17,10 @@ from typing import Any
 
 import pymysql
 from pymysql.constants import CLIENT
-from sqlalchemy import make_url
 
 from tasks.archive import SQL_MODE
 from testkit.checksum import Row, column
+from testkit.servers import mysql_connect
 
 DIALER_NAMES = ("bob", "Bob", "BOB", "bob ")
 _TIMESTAMP_BASE = datetime(2030, 1, 1)
@@ -89,18 +89,8 @@ class Dialer:
         return any(thread.is_alive() for thread in self._threads)
 
     def _connect(self) -> pymysql.Connection[Any]:
-        url = make_url(self.database_url)
-        conn = pymysql.connect(
-            host=url.host or "127.0.0.1",
-            port=url.port or 3306,
-            user=url.username or "root",
-            password=url.password or "",
-            database=url.database,
-            charset="utf8mb4",
-            autocommit=True,
-            # rowcount = rows found, not rows changed: a write of the same values still counts.
-            client_flag=CLIENT.FOUND_ROWS,
-        )
+        # rowcount = rows found, not rows changed: a write of the same values still counts.
+        conn = mysql_connect(self.database_url, client_flag=CLIENT.FOUND_ROWS)
         with conn.cursor() as cursor:
             cursor.execute(f"SET SESSION sql_mode = '{SQL_MODE}', time_zone = '+00:00'")
         return conn

@@ -12,13 +12,15 @@ import os
 import shutil
 import signal
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pymysql
 import redis
+from sqlalchemy import make_url
 
 from testkit.polling import wait_until
 from testkit.processes import free_port
@@ -26,6 +28,62 @@ from testkit.processes import free_port
 MARIADBD = shutil.which("mariadbd", path="/usr/sbin:/usr/bin:/usr/local/sbin") or "mariadbd"
 INSTALL_DB = shutil.which("mariadb-install-db") or "mariadb-install-db"
 REDIS_SERVER = shutil.which("redis-server") or "redis-server"
+
+
+def mysql_connect(url: str, **options: Any) -> pymysql.Connection[Any]:
+    """A plain pymysql connection (autocommit, utf8mb4) to the server and database of a
+    SQLAlchemy URL, as a dialer or an operator's session would open one; ``options`` go to
+    ``pymysql.connect``."""
+    u = make_url(url)
+    return pymysql.connect(
+        host=u.host or "127.0.0.1",
+        port=u.port or 3306,
+        user=u.username or "root",
+        password=u.password or "",
+        database=u.database,
+        charset="utf8mb4",
+        autocommit=True,
+        **options,
+    )
+
+
+def claim_redis_db(
+    base_url: str, key: str, value: str, numbers: Iterable[int], *, expire: int | None = None
+) -> tuple[int, redis.Redis] | None:
+    """The first empty database among ``numbers`` of a shared Redis (``base_url``: no number),
+    claimed by setting ``key`` to ``value`` if absent (expiring after ``expire`` s); its number
+    and a client on it, or None when none is free.
+
+    Only an empty database is taken, claimed atomically, and given up again if anything else
+    was written meanwhile: parallel runs, and a developer's own data, are never touched.
+    """
+    for number in numbers:
+        client = redis.Redis.from_url(f"{base_url.rstrip('/')}/{number}")
+        claimed = False
+        try:
+            if client.dbsize() == 0:
+                claimed = bool(client.set(key, value, nx=True, ex=expire))
+                if claimed and client.dbsize() != 1:  # someone else started writing meanwhile
+                    client.delete(key)
+                    claimed = False
+        finally:
+            if not claimed:
+                client.close()
+        if claimed:
+            return number, client
+    return None
+
+
+def _end(process: subprocess.Popen[bytes] | None, signum: int, timeout: float) -> None:
+    """Send ``signum`` to a running server and wait ``timeout`` s for it to exit, then SIGKILL."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signum)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=30)
 
 
 @dataclass
@@ -109,14 +167,7 @@ class PrivateMariaDB:
         self._signal(signal.SIGKILL, 30)
 
     def _signal(self, signum: int, timeout: float) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signum)
-        try:
-            self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=30)
+        _end(self.process, signum, timeout)
 
     def close(self) -> None:
         """Stop the server for good (the folder is the caller's to remove)."""
@@ -191,14 +242,7 @@ class PrivateRedis:
     def stop(self, timeout: float = 30) -> None:
         """A clean shutdown (SIGTERM: the append-only file is flushed first); returns once it is
         gone (its port then refuses connections)."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=30)
+        _end(self.process, signal.SIGTERM, timeout)
 
     def close(self) -> None:
         self.stop()

@@ -19,6 +19,7 @@ from sqlalchemy import Connection, Engine, make_url
 from tasks.db import make_engine
 from testkit.checksum import Row, archive, column, live, table_rows
 from testkit.polling import WaitTimeout, wait_until
+from testkit.processes import free_port
 from testkit.servers import PrivateRedis, private_redis
 from testkit.settings import ALICE, ALICE_KEY, BOB, BOB_KEY, make_settings
 
@@ -35,6 +36,7 @@ __all__ = [
     "archive",
     "assert_within_sizes",
     "column",
+    "free_port",
     "jobs_left_behind",
     "live",
     "make_settings",

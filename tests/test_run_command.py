@@ -6,7 +6,6 @@ import json
 import os
 import re
 import signal
-import socket
 import sqlite3
 import subprocess
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 import httpx2 as httpx
 
 from tasks.db import make_engine
-from tests.helpers import Row, archive, live, wait_for
+from tests.helpers import Row, archive, free_port, live, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 SEED_REQUEST = {
@@ -27,14 +26,8 @@ SEED_REQUEST = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_run_command_serves_the_seed_request_from_an_empty_folder(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEADARCHIVE_")}
     output = tmp_path / "run.log"
     with output.open("wb") as log:

@@ -31,7 +31,7 @@ from tasks.jobs import FINAL, RedisJobStore
 from tasks.schema import create_vicidial_tables
 from tasks.seed import insert_leads, lead_rows
 from testkit.checksum import Row, live
-from testkit.polling import wait_until
+from testkit.polling import WaitTimeout, wait_until
 from testkit.processes import (
     alive_children,
     free_port,
@@ -40,6 +40,7 @@ from testkit.processes import (
     start_api,
     start_worker,
 )
+from testkit.servers import mysql_connect
 from testkit.settings import ALICE, make_settings
 
 
@@ -252,17 +253,21 @@ class Stack:
 
     def wait_final(self, job_ids: list[str], timeout: float) -> dict[str, str]:
         """Wait until every job has ended (or ``timeout``); each job's status at the end."""
-        deadline = time.monotonic() + timeout
-        while True:
+        statuses: dict[str, str] = {}
+
+        def ended() -> bool:
+            nonlocal statuses
             try:
                 statuses = self.statuses(job_ids)
             except redis.exceptions.RedisError:
                 statuses = dict.fromkeys(job_ids, "")
             running = sum(s == "running" for s in statuses.values())
             self.most_running = max(self.most_running, running)
-            if all(s in FINAL for s in statuses.values()) or time.monotonic() > deadline:
-                return statuses
-            time.sleep(0.02)
+            return all(s in FINAL for s in statuses.values())
+
+        with contextlib.suppress(WaitTimeout):
+            wait_until(ended, timeout, "every job to end", interval=0.02)
+        return statuses
 
     def final_reports(self, job_ids: list[str]) -> dict[str, dict[str, Any]]:
         """Each job's status as the API shows it (one GET per job)."""
@@ -273,15 +278,7 @@ class Stack:
 
     def monitor(self) -> pymysql.Connection[Any]:
         """A root connection of its own (for finding and killing the batch's connection)."""
-        url = make_url(self.server_url)
-        return pymysql.connect(
-            host=url.host or "127.0.0.1",
-            port=url.port or 3306,
-            user=url.username or "root",
-            password=url.password or "",
-            autocommit=True,
-            connect_timeout=5,
-        )
+        return mysql_connect(self.server_url, connect_timeout=5)
 
     def lock_holder(self, monitor: pymysql.Connection[Any]) -> int | None:
         """The connection ID of the batch inside its window (holding the batch lock), if any."""

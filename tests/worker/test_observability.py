@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,15 +21,9 @@ from tasks.jobs import JobRequest
 from tasks.runtime import Runtime
 from tasks.seed import insert_leads, lead_rows
 from tests.conftest import claim_redis_database
-from tests.helpers import make_settings, wait_for
+from tests.helpers import free_port, make_settings, wait_for
 
 AUTH = ("operator", "flower-test-password")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -43,7 +36,7 @@ def test_flower_lists_tasks_with_arguments_and_results_behind_basic_auth(
     vicidial: Connection, database_url: str, own_redis: str, tmp_path: Path
 ) -> None:
     insert_leads(vicidial, lead_rows(3, seed=31))
-    port, metrics_port = _free_port(), _free_port()
+    port, metrics_port = free_port(), free_port()
     env = {
         **os.environ,
         "LEADARCHIVE_DATABASE_URL": database_url,
