@@ -100,7 +100,6 @@ from bench.report import (
     sweep_table,
 )
 from bench.stack import (
-    CLI,
     DEFAULT_REDIS,
     PeakSampler,
     claim_redis_db,
@@ -120,6 +119,7 @@ from tasks.runtime import Runtime
 from tasks.schema import create_vicidial_tables
 from tasks.seed import insert_leads, lead_rows
 from tasks.settings import Settings
+from testkit.processes import CLI
 
 # bench/compare.py imports these from here (each is defined in bench/stack.py, bench/loadgen.py or
 # bench/report.py); this file is the command line of the API benchmark.

@@ -32,9 +32,10 @@ import redis
 from bench.client import ARCHIVE_PATH, AsyncRawHTTP, RawHTTP, archive_body
 from bench.engine import Schedule, log
 from bench.report import TARGET_P99_MS, epoch, summarize
-from bench.stack import CLI, cpu_processes, cpu_seconds, cpu_share, worker_processes
+from bench.stack import cpu_processes, cpu_seconds, cpu_share, worker_processes
 from tasks.celery_app import QUEUE
 from tasks.jobs import FINAL
+from testkit.processes import CLI
 
 JOB_KEY = "leadarchive:job:{}"
 

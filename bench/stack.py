@@ -14,7 +14,6 @@ import platform
 import re
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import uuid
@@ -34,11 +33,10 @@ from bench.engine import log
 from bench.report import mb
 from testkit import servers
 from testkit.polling import wait_until
+from testkit.processes import REPO
 from testkit.services import live_services
 
 DEFAULT_REDIS = os.environ.get("LEADARCHIVE_BENCH_REDIS_URL", "redis://127.0.0.1:6379")
-REPO = Path(__file__).resolve().parent.parent
-CLI = Path(sys.executable).parent / "leadarchive"
 CLAIM_KEY = "leadarchive-bench-api:claim"
 
 
