@@ -56,17 +56,17 @@ def service_env(database_url: str, redis_url: str, **settings: Any) -> dict[str,
 
 
 def start(
-    argv: Sequence[str], env: dict[str, str], log: IO[bytes] | Path
+    argv: Sequence[str], env: dict[str, str], log: IO[bytes] | Path, cwd: Path = REPO
 ) -> subprocess.Popen[bytes]:
-    """Start ``argv`` in a process group of its own, output to ``log`` (a file, or a path that
-    is created afresh)."""
+    """Start ``argv`` in ``cwd``, in a process group of its own, output to ``log`` (a file, or a
+    path that is created afresh)."""
     if isinstance(log, Path):
         with log.open("wb") as out:
-            return start(argv, env, out)
+            return start(argv, env, out, cwd)
     return subprocess.Popen(
         list(argv),
         env=env,
-        cwd=REPO,
+        cwd=cwd,
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import sqlite3
 import subprocess
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 import httpx2 as httpx
 
 from tasks.db import make_engine
+from testkit.processes import start, stop_group
 from tests.helpers import Row, archive, free_port, live, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
@@ -30,15 +30,7 @@ def test_run_command_serves_the_seed_request_from_an_empty_folder(tmp_path: Path
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEADARCHIVE_")}
     output = tmp_path / "run.log"
-    with output.open("wb") as log:
-        process = subprocess.Popen(
-            [str(REPO / "scripts" / "run"), "--port", str(port)],
-            cwd=tmp_path,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    process = start([str(REPO / "scripts" / "run"), "--port", str(port)], env, output, tmp_path)
     base = f"http://127.0.0.1:{port}"
     try:
         started = time.monotonic()
@@ -79,12 +71,7 @@ def test_run_command_serves_the_seed_request_from_an_empty_folder(tmp_path: Path
             check=False,
         )
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_group(process, grace=30)
 
     leads = {lead["lead_id"]: lead for lead in final["result"]["leads"]}
     assert leads[0]["insert"] == "not_found"
