@@ -16,7 +16,6 @@ import signal
 import subprocess
 import tempfile
 import threading
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,7 +25,7 @@ from typing import Any
 
 import psutil
 import redis
-from sqlalchemy import URL, Engine, make_url
+from sqlalchemy import URL, Engine
 
 from bench.client import RawHTTP, poll_job, submit
 from bench.engine import log
@@ -43,19 +42,11 @@ CLAIM_KEY = "leadarchive-bench-api:claim"
 def scratch_database(
     stack: contextlib.ExitStack, server: Engine, server_url: str, prefix: str
 ) -> URL:
-    """A new database ``<prefix>_<random>`` in Vicidial's utf8 / utf8_unicode_ci, dropped when
-    ``stack`` closes; its URL."""
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    with server.connect() as conn:
-        conn.exec_driver_sql(f"CREATE DATABASE `{name}` CHARACTER SET utf8 COLLATE utf8_unicode_ci")
-
-    def drop() -> None:
-        with server.connect() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{name}`")
-        log(f"dropped {name}")
-
-    stack.callback(drop)
-    return make_url(server_url).set(database=name, query={"charset": "utf8mb4"})
+    """A new database ``<prefix>_<random>`` in Vicidial's utf8 / utf8_unicode_ci on ``server``
+    (the server at ``server_url``), dropped when ``stack`` closes; its URL."""
+    url = stack.enter_context(servers.scratch_database(server, prefix))
+    stack.callback(log, f"dropping {url.database}")
+    return url
 
 
 def claim_redis_db(base_url: str) -> tuple[int, redis.Redis]:

@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import subprocess
+import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from typing import Any
 
 import pymysql
 import redis
-from sqlalchemy import make_url
+from sqlalchemy import URL, Engine, make_url
 
 from testkit.polling import wait_until
 from testkit.processes import free_port
@@ -45,6 +46,23 @@ def mysql_connect(url: str, **options: Any) -> pymysql.Connection[Any]:
         autocommit=True,
         **options,
     )
+
+
+@contextmanager
+def scratch_database(server: Engine, prefix: str) -> Iterator[URL]:
+    """A new database ``<prefix>_<random>`` on ``server`` in Vicidial's default utf8 /
+    utf8_unicode_ci, dropped afterwards; its URL (connections in utf8mb4).
+
+    MyISAM cannot roll back: a run is isolated by a database of its own, never by transactions.
+    """
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with server.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE `{name}` CHARACTER SET utf8 COLLATE utf8_unicode_ci")
+    try:
+        yield server.url.set(database=name, query={"charset": "utf8mb4"})
+    finally:
+        with server.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{name}`")
 
 
 def claim_redis_db(

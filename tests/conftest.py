@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 import redis
-from sqlalchemy import Connection, Engine, make_url
+from sqlalchemy import Connection, Engine
 
 from tasks.db import make_engine
 from tasks.schema import create_vicidial_tables, drop_vicidial_tables
-from testkit.servers import claim_redis_db
+from testkit.servers import claim_redis_db, scratch_database
 from tests.helpers import jobs_left_behind
 
 SERVER_URL = os.environ.get("LEADARCHIVE_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/")
@@ -27,16 +27,11 @@ SERVER_URL = os.environ.get("LEADARCHIVE_TEST_MYSQL_URL", "mysql+pymysql://root@
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
     """A database of its own for this run, with Vicidial's default utf8 / utf8_unicode_ci."""
-    name = f"leadarchive_test_{uuid.uuid4().hex[:12]}"
     server = make_engine(SERVER_URL)
-    with server.connect() as conn:
-        conn.exec_driver_sql(f"CREATE DATABASE `{name}` CHARACTER SET utf8 COLLATE utf8_unicode_ci")
-    url = make_url(SERVER_URL).set(database=name, query={"charset": "utf8mb4"})
     try:
-        yield url.render_as_string(hide_password=False)
+        with scratch_database(server, "leadarchive_test") as url:
+            yield url.render_as_string(hide_password=False)
     finally:
-        with server.connect() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{name}`")
         server.dispose()
 
 
