@@ -95,7 +95,7 @@ import redis
 from rich import box
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import URL, Engine, make_url
+from sqlalchemy import URL, Engine
 
 from bench.api import (
     CLI,
@@ -147,6 +147,7 @@ from tasks.db import make_engine
 from tasks.ddl import create_vicidial_tables
 from tasks.schema import ARCHIVE_TABLE, LIVE_TABLE, TablePair, inspect_tables
 from tasks.seed import insert_leads, lead_rows
+from testkit.servers import mysql_connect
 
 ARCHIVE_LIST = 9_990_002  # the old list every tool archives
 PRISTINE = "pristine_list"  # the copy every run starts from, and the reference for corruption
@@ -182,19 +183,6 @@ PT_OPTIONS: dict[str, tuple[list[str], str | None]] = {
     ),
 }
 ARCHIVED_SO_FAR = f"SELECT COUNT(*) FROM {q(ARCHIVE_TABLE)}"  # MyISAM keeps it: no scan
-
-
-def mysql_connect(url: str) -> pymysql.Connection[Any]:
-    u = make_url(url)
-    return pymysql.connect(
-        host=u.host or "127.0.0.1",
-        port=u.port or 3306,
-        user=u.username or "root",
-        password=u.password or "",
-        database=u.database,
-        charset="utf8mb4",
-        autocommit=True,
-    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -89,6 +89,7 @@ from tasks.db import make_engine
 from tasks.ddl import create_vicidial_tables, drop_vicidial_tables
 from tasks.schema import ARCHIVE_TABLE, LIVE_TABLE, TablePair, inspect_tables
 from tasks.seed import insert_leads, lead_rows
+from testkit.servers import mysql_connect
 
 DEFAULT_URL = os.environ.get("LEADARCHIVE_BENCH_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/")
 # The probe owns every lead whose ID is a multiple of this; the batches take all the others.
@@ -475,16 +476,7 @@ def probe_loop(
     """
     samples = ProbeSamples()
     try:
-        u = make_url(url)
-        conn = pymysql.connect(
-            host=u.host or "127.0.0.1",
-            port=u.port or 3306,
-            user=u.username or "root",
-            password=u.password or "",
-            database=u.database,
-            charset="utf8mb4",
-            autocommit=True,
-        )
+        conn = mysql_connect(url)
     except Exception as exc:  # reported to the parent, which fails the run
         samples.error = repr(exc)
         ready.set()

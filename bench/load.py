@@ -36,19 +36,17 @@ import argparse
 import contextlib
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 # Run as a script, this file's folder comes first on sys.path (see bench/api.py); the repository
-# root is what ``import bench.api`` needs.
+# root is what ``import bench.stack`` and ``import testkit`` need.
 _BENCH = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or os.curdir).resolve() != _BENCH]
 if str(_BENCH.parent) not in sys.path:
@@ -57,153 +55,23 @@ if str(_BENCH.parent) not in sys.path:
 import redis
 from sqlalchemy import Engine
 
-from api.auth import hash_key, new_key
-from bench.api import (
-    CLI,
-    DEFAULT_REDIS,
-    RawHTTP,
-    claim_redis_db,
-    cleanup_on_signals,
-    free_port,
-    job_fields,
-    run_load_sync,
-    scratch_database,
-    start_process,
-    stop_process,
-    summarize,
-    tail,
-    wait_until,
-)
 from bench.engine import DEFAULT_URL
+from bench.loadgen import follow_jobs, run_load_sync
+from bench.report import summarize
+from bench.stack import DEFAULT_REDIS, claim_redis_db, cleanup_on_signals, scratch_database
 from tasks.db import make_engine
 from tasks.ddl import create_vicidial_tables
-from tasks.records import FINAL
-from tasks.seed import LEAD_COLUMNS, insert_leads, lead_rows
+from tasks.seed import insert_leads, lead_rows
 from tasks.settings import Settings
+from testkit.checksum import lost_leads, snapshot_leads
+from testkit.polling import WaitTimeout, tail, wait_until
+from testkit.services import Live, live_services, wait_for_job
+
+# bench/queue.py and tests/hostile/test_load.py import these from here; the live service harness
+# itself is testkit.services.
+__all__ = ["Live", "live_services", "load_and_expire", "main", "wait_for_job", "warm_up"]
 
 DOCUMENTED_REFUSALS = frozenset({"429", "503"})
-SNAPSHOT_TABLE = "leadarchive_load_snapshot"
-
-
-@dataclass
-class Live:
-    """A running ``leadarchive api`` (and ``leadarchive worker``), and how to reach them."""
-
-    port: int
-    key: str
-    redis_url: str
-    database_url: str
-    logs: Path
-    env: dict[str, str]
-    concurrency: int
-    worker_metrics_port: int
-    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Key={self.key}"}
-
-    def client(self, headers: dict[str, str] | None = None) -> RawHTTP:
-        return RawHTTP("127.0.0.1", self.port, self.headers if headers is None else headers)
-
-    def start_worker(self) -> subprocess.Popen[bytes]:
-        """Start ``leadarchive worker`` (stopped with the API when the context ends)."""
-        argv = [str(CLI), "worker", "--concurrency", str(self.concurrency)]
-        argv += ["--metrics-port", str(self.worker_metrics_port)]
-        self.processes["worker"] = start_process("worker", argv, self.env, self.logs)
-        return self.processes["worker"]
-
-    def log_text(self) -> str:
-        """Everything the API and the worker have logged so far."""
-        return "\n".join(
-            path.read_text(errors="replace")
-            for name in self.processes
-            if (path := self.logs / f"{name}.log").exists()
-        )
-
-
-def service_env(database_url: str, redis_url: str, key: str, **settings: str) -> dict[str, str]:
-    """The environment of the subprocesses: this machine's, without any LEADARCHIVE_ variable."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADARCHIVE_")}
-    env.update(
-        LEADARCHIVE_DATABASE_URL=database_url,
-        LEADARCHIVE_BROKER_URL=redis_url,
-        LEADARCHIVE_RESULT_BACKEND=redis_url,
-        LEADARCHIVE_API_KEYS=f"load:{hash_key(key)}",
-        LEADARCHIVE_OFFICE_HOURS="",
-    )
-    env.update({f"LEADARCHIVE_{name.upper()}": value for name, value in settings.items()})
-    return env
-
-
-@contextlib.contextmanager
-def live_services(
-    database_url: str,
-    redis_url: str,
-    logs: Path,
-    *,
-    concurrency: int = 2,
-    worker: bool = True,
-    **settings: str,
-) -> Iterator[Live]:
-    """``leadarchive api`` (and ``leadarchive worker`` unless ``worker`` is false) on these
-    services, each in its own process group, all stopped on exit.
-
-    ``settings`` become ``LEADARCHIVE_<NAME>`` variables (e.g. ``result_ttl="10s"``).
-    """
-    key = new_key()
-    logs.mkdir(parents=True, exist_ok=True)
-    live = Live(
-        port=free_port(),
-        key=key,
-        redis_url=redis_url,
-        database_url=database_url,
-        logs=logs,
-        env=service_env(database_url, redis_url, key, **settings),
-        concurrency=concurrency,
-        worker_metrics_port=free_port(),
-    )
-    try:
-        argv = [str(CLI), "api", "--port", str(live.port)]
-        live.processes["api"] = start_process("api", argv, live.env, logs)
-        if worker:
-            live.start_worker()
-        probe = live.client()
-        try:
-            wait_until(
-                lambda: probe.request("GET", "/healthz").status == 200,
-                60,
-                "API",
-                live.processes["api"],
-                logs / "api.log",
-            )
-        finally:
-            probe.close()
-        yield live
-    finally:
-        for proc in reversed(list(live.processes.values())):
-            stop_process(proc)
-
-
-def wait_for_job(live: Live, url: str, timeout: float = 60.0) -> dict[str, Any]:
-    """Poll a status URL until the job ends; its final body."""
-    client = live.client()
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            answer = client.request("GET", url)
-            body: dict[str, Any] = answer.json()
-            if body.get("status") in ("succeeded", "failed", "cancelled"):
-                return body
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{url} still {body.get('status')} after {timeout} s")
-            time.sleep(0.05)
-    finally:
-        client.close()
 
 
 def warm_up(live: Live, lead_id: int, timeout: float = 90.0) -> None:
@@ -221,39 +89,6 @@ def warm_up(live: Live, lead_id: int, timeout: float = 90.0) -> None:
         raise RuntimeError(
             f"warm-up job {final['status']}: {final.get('error')}: {tail(live.logs / 'worker.log')}"
         )
-
-
-# ---------------------------------------------------------------------------------------------
-# Leads: a snapshot before, and the invariant after
-
-
-def snapshot_leads(engine: Engine) -> int:
-    """Copy ``vicidial_list`` aside; the number of leads in it."""
-    with engine.connect() as conn:
-        conn.exec_driver_sql(f"DROP TABLE IF EXISTS `{SNAPSHOT_TABLE}`")
-        conn.exec_driver_sql(f"CREATE TABLE `{SNAPSHOT_TABLE}` LIKE vicidial_list")
-        conn.exec_driver_sql(f"INSERT INTO `{SNAPSHOT_TABLE}` SELECT * FROM vicidial_list")
-        return int(conn.exec_driver_sql(f"SELECT COUNT(*) FROM `{SNAPSHOT_TABLE}`").scalar_one())
-
-
-def lost_leads(engine: Engine) -> list[int]:
-    """Leads of the snapshot that are neither live nor identically archived (the invariant)."""
-
-    def same(alias: str) -> str:
-        return " AND ".join(
-            f"CAST({alias}.`{c}` AS BINARY) <=> CAST(s.`{c}` AS BINARY)" for c in LEAD_COLUMNS
-        )
-
-    sql = (
-        f"SELECT s.lead_id FROM `{SNAPSHOT_TABLE}` s"
-        " LEFT JOIN vicidial_list l ON l.lead_id = s.lead_id"
-        " LEFT JOIN vicidial_list_archive a ON a.lead_id = s.lead_id"
-        f" WHERE NOT (l.lead_id IS NOT NULL AND {same('l')})"
-        f" AND NOT (a.lead_id IS NOT NULL AND {same('a')})"
-    )
-    with engine.connect() as conn:
-        conn.exec_driver_sql("SET SESSION time_zone = '+00:00'")
-        return [int(x) for x in conn.exec_driver_sql(sql).scalars()]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -373,9 +208,13 @@ def load_and_expire(
         say(f"drained in {drained.seconds:.1f} s: {drained.final}; Redis {drained_memory}")
         peak = max(after_load, drained_memory, key=lambda m: m.database_bytes)
         expiry_started = time.perf_counter()
-        wait_quietly(
-            lambda: job_keys_left(rclient, load.accepted) == 0, ttl.total_seconds() * 2 + 60
-        )
+        # Past the wait, the check below reports what is left.
+        with contextlib.suppress(WaitTimeout):
+            wait_until(
+                lambda: job_keys_left(rclient, load.accepted) == 0,
+                ttl.total_seconds() * 2 + 60,
+                interval=0.25,
+            )
         # Let the rate limiter's windows expire too (two windows of one second).
         time.sleep(3)
         after = RedisMemory.read(rclient)
@@ -408,62 +247,6 @@ def load_and_expire(
         )
     finally:
         rclient.close()
-
-
-@dataclass
-class Followed:
-    seconds: float
-    final: dict[str, int]
-    not_final: int
-    lost: int
-    failed_examples: list[str]
-
-
-def follow_jobs(client: redis.Redis, job_ids: list[str], timeout: float, progress: Any) -> Followed:
-    """Poll every job's record until each is final, noting each final status when first seen.
-
-    Unlike ``bench.api.drain`` (which tallies at the end), this works with a result lifetime
-    shorter than the drain: a finished job may expire before the last job ends. A record that
-    disappears before it was seen final is a lost job.
-    """
-    started = time.perf_counter()
-    final: dict[str, str] = {}
-    lost: set[str] = set()
-    waiting = list(job_ids)
-    last_report = started
-    while waiting and time.perf_counter() - started < timeout:
-        rows = job_fields(client, waiting, ["status", "error"])
-        still = []
-        for job_id, (status, error) in zip(waiting, rows, strict=True):
-            if status is None:
-                lost.add(job_id)
-            elif status.decode() in FINAL:
-                final[job_id] = status.decode() + (f" {error.decode()}" if error else "")
-            else:
-                still.append(job_id)
-        waiting = still
-        if time.perf_counter() - last_report > 10:
-            progress(f"{len(waiting)} jobs not final yet")
-            last_report = time.perf_counter()
-        if waiting:
-            time.sleep(0.1)
-    counts = Counter(v.split(" ", 1)[0] for v in final.values())
-    return Followed(
-        seconds=time.perf_counter() - started,
-        final=dict(counts),
-        not_final=len(waiting),
-        lost=len(lost),
-        failed_examples=[f"{j}: {v}" for j, v in final.items() if v != "succeeded"][:5],
-    )
-
-
-def wait_quietly(predicate: Any, timeout: float, interval: float = 0.25) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(interval)
-    return True
 
 
 # ---------------------------------------------------------------------------------------------

@@ -50,9 +50,8 @@ import redis
 from rich.console import Console
 from rich.table import Table
 
-from bench.api import DEFAULT_REDIS, claim_redis_db, scratch_database
 from bench.engine import DEFAULT_URL
-from bench.load import live_services, wait_for_job
+from bench.stack import CLAIM_KEY, DEFAULT_REDIS, claim_redis_db, scratch_database
 from tasks.celery_config import create_celery
 from tasks.db import make_engine
 from tasks.ddl import create_vicidial_tables
@@ -61,6 +60,7 @@ from tasks.runtime import Runtime
 from tasks.seed import insert_leads, lead_rows
 from tasks.settings import Settings
 from tasks.sweeps import requeue_lost_jobs
+from testkit.services import live_services, wait_for_job
 
 console = Console(stderr=True)
 
@@ -131,7 +131,7 @@ def bytes_per_job(args: argparse.Namespace, database_url: str, folder: Path) -> 
     kept = {
         kind: after[kind] - before.get(kind, 0)
         for kind in after
-        if not kind.startswith(("_kombu.", "leadarchive-bench-api:"))
+        if not kind.startswith("_kombu.") and kind != CLAIM_KEY
     }
     total = sum(kept.values())
     return {

@@ -1,6 +1,6 @@
 """Run issue 5's fault scenarios at full size, judge them, and print their figures.
 
-The same scenarios as tests/faults (tests/faults/scenarios.py), at the sizes the issue asks for:
+The same scenarios as tests/faults (testkit/faults/scenarios.py), at the sizes the issue asks for:
 24 SIGKILLs, 30 killed connections, 6 MariaDB and 6 Redis outages, 2 then 4 workers, and a dialer
 writing 200+ leads per second while 50,000 leads are archived in 500-lead jobs. Everything runs on
 a private MariaDB and Redis started in a temporary folder on free ports (the shared servers are
@@ -41,13 +41,14 @@ import time
 from pathlib import Path
 
 # Run as a script, this file's folder comes first on sys.path; the repository root must be
-# there instead, for ``tests.faults`` and the service's packages.
+# there instead, for ``testkit`` and the service's packages.
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "soak"]
 
-from tests.faults.scenarios import CI_SIZES, FULL_SIZES, SCENARIOS, Servers
-from tests.faults.servers import PrivateMariaDB, PrivateRedis
-from tests.faults.stack import CI_SETTINGS, PRODUCTION_SETTINGS, Figures, by_reason
+from testkit.faults.judgement import Figures, by_reason
+from testkit.faults.scenarios import CI_SIZES, FULL_SIZES, SCENARIOS, Servers
+from testkit.faults.stack import CI_SETTINGS, PRODUCTION_SETTINGS
+from testkit.servers import PrivateMariaDB, PrivateRedis
 
 COLUMNS = (
     "times run",

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 import redis
-from sqlalchemy import Connection, Engine, make_url
+from sqlalchemy import Connection, Engine
 
 from tasks.db import make_engine
 from tasks.ddl import create_vicidial_tables, drop_vicidial_tables
+from testkit.servers import claim_redis_db, scratch_database
 from tests.helpers import jobs_left_behind
 
 SERVER_URL = os.environ.get("LEADARCHIVE_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/")
@@ -26,16 +27,11 @@ SERVER_URL = os.environ.get("LEADARCHIVE_TEST_MYSQL_URL", "mysql+pymysql://root@
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
     """A database of its own for this run, with Vicidial's default utf8 / utf8_unicode_ci."""
-    name = f"leadarchive_test_{uuid.uuid4().hex[:12]}"
     server = make_engine(SERVER_URL)
-    with server.connect() as conn:
-        conn.exec_driver_sql(f"CREATE DATABASE `{name}` CHARACTER SET utf8 COLLATE utf8_unicode_ci")
-    url = make_url(SERVER_URL).set(database=name, query={"charset": "utf8mb4"})
     try:
-        yield url.render_as_string(hide_password=False)
+        with scratch_database(server, "leadarchive_test") as url:
+            yield url.render_as_string(hide_password=False)
     finally:
-        with server.connect() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{name}`")
         server.dispose()
 
 
@@ -84,26 +80,26 @@ def conn(engine: Engine, table_engine: str) -> Iterator[Connection]:
 
 REDIS_HOST = os.environ.get("LEADARCHIVE_TEST_REDIS_HOST", "127.0.0.1")
 REDIS_PORT = int(os.environ.get("LEADARCHIVE_TEST_REDIS_PORT", "6379"))
+CLAIM_KEY = "leadarchive:test-claim"
 
 
 @contextmanager
 def claim_redis_database() -> Iterator[str]:
     """An empty Redis database number, claimed atomically and flushed when done."""
     claim = f"leadarchive-test-{uuid.uuid4().hex}"
-    for number in range(15, 1, -1):
-        client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=number)
-        # Only an empty database is taken, and claimed atomically, so parallel runs (and a
-        # developer's own data) are never touched.
-        if client.dbsize() == 0 and client.set("leadarchive:test-claim", claim, nx=True, ex=7200):
-            try:
-                yield f"redis://{REDIS_HOST}:{REDIS_PORT}/{number}"
-            finally:
-                if client.get("leadarchive:test-claim") == claim.encode():
-                    client.flushdb()
-                client.close()
-            return
+    base = f"redis://{REDIS_HOST}:{REDIS_PORT}"
+    # Only an empty database is taken, and claimed atomically, so parallel runs (and a
+    # developer's own data) are never touched.
+    claimed = claim_redis_db(base, CLAIM_KEY, claim, range(15, 1, -1), expire=7200)
+    if claimed is None:
+        pytest.fail("no empty Redis database (2..15) is free for this test run")
+    number, client = claimed
+    try:
+        yield f"{base}/{number}"
+    finally:
+        if client.get(CLAIM_KEY) == claim.encode():
+            client.flushdb()
         client.close()
-    pytest.fail("no empty Redis database (2..15) is free for this test run")
 
 
 @pytest.fixture(scope="session")

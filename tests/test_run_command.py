@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
-import socket
 import sqlite3
 import subprocess
 import time
@@ -16,7 +14,8 @@ from pathlib import Path
 import httpx2 as httpx
 
 from tasks.db import make_engine
-from tests.helpers import Row, archive, live, wait_for
+from testkit.processes import start, stop_group
+from tests.helpers import Row, archive, free_port, live, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 SEED_REQUEST = {
@@ -27,25 +26,11 @@ SEED_REQUEST = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_run_command_serves_the_seed_request_from_an_empty_folder(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEADARCHIVE_")}
     output = tmp_path / "run.log"
-    with output.open("wb") as log:
-        process = subprocess.Popen(
-            [str(REPO / "scripts" / "run"), "--port", str(port)],
-            cwd=tmp_path,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    process = start([str(REPO / "scripts" / "run"), "--port", str(port)], env, output, tmp_path)
     base = f"http://127.0.0.1:{port}"
     try:
         started = time.monotonic()
@@ -86,12 +71,7 @@ def test_run_command_serves_the_seed_request_from_an_empty_folder(tmp_path: Path
             check=False,
         )
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_group(process, grace=30)
 
     leads = {lead["lead_id"]: lead for lead in final["result"]["leads"]}
     assert leads[0]["insert"] == "not_found"

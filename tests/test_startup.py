@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ import httpx2 as httpx
 import pytest
 
 from tests.conftest import claim_redis_database
-from tests.helpers import ALICE, make_settings, wait_for
+from tests.helpers import ALICE, free_port, make_settings, wait_for
 
 BIN = Path(sys.executable).parent
 LEADARCHIVE = str(BIN / "leadarchive")
@@ -35,14 +34,8 @@ OFFICE_HOURS_ADVICE = (
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _argv(command: str) -> list[str]:
-    port = str(_free_port())
+    port = str(free_port())
     return {
         "api": [LEADARCHIVE, "api", "--port", port],
         "worker": [LEADARCHIVE, "worker", "--concurrency", "1", "--metrics-port", "0"],
@@ -192,7 +185,7 @@ def test_office_hours_none_or_empty_start_the_api_without_restriction(
 
 
 def _accepted_at_any_hour(tmp_path: Path, database_url: str, redis_url: str, decided: str) -> None:
-    port = _free_port()
+    port = free_port()
     env = _environment(
         tmp_path,
         database_url,

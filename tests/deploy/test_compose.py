@@ -17,6 +17,7 @@ from sqlalchemy import make_url
 from leadarchive.cli import build_parser
 from tasks.archive import Tuning
 from tasks.settings import Settings
+from testkit.processes import free_port
 from tests.deploy.compose import (
     COMPOSE_FILE,
     ROOT,
@@ -26,7 +27,6 @@ from tests.deploy.compose import (
     references,
     without_references,
 )
-from tests.faults.servers import free_port
 from tests.helpers import wait_for
 
 APP_SERVICES = ("api", "worker", "flower")

@@ -19,10 +19,11 @@ import pytest
 import redis
 from sqlalchemy import Connection
 
-from bench.api import CLI, free_port, start_process
-from bench.load import live_services, service_env, warm_up
+from bench.load import warm_up
 from tasks.seed import insert_leads, lead_rows
 from tasks.settings import EXAMPLE_SECRET
+from testkit.processes import free_port, leadarchive, service_env, start
+from testkit.services import live_services
 from tests.helpers import private_redis, wait_for
 
 
@@ -64,8 +65,8 @@ def test_the_redis_password_shows_in_no_log_answer_or_flower_page(
             database_url, url, logs, concurrency=1, flower_basic_auth=flower_auth
         ) as live:
             flower_port = free_port()
-            argv = [str(CLI), "flower", "--port", str(flower_port)]
-            live.processes["flower"] = start_process("flower", argv, live.env, logs)
+            argv = leadarchive("flower", "--port", str(flower_port))
+            live.processes["flower"] = start(argv, live.env, logs / "flower.log")
             # The password works: a job goes through the broker and the job store.
             warm_up(live, lead_id)
             flower = Flower(flower_port, flower_auth)
@@ -96,7 +97,7 @@ def test_the_redis_password_shows_in_no_log_answer_or_flower_page(
             seen[log.name] = log.read_text(errors="replace")
     check = subprocess.run(
         [sys.executable, "-m", "leadarchive.cli", "check"],
-        env=service_env(database_url, url, "unused"),
+        env=service_env(database_url, url),
         capture_output=True,
         text=True,
         timeout=120,
@@ -118,7 +119,7 @@ def test_the_redis_password_shows_in_no_log_answer_or_flower_page(
 def test_flower_refuses_no_password_and_the_examples(
     database_url: str, redis_url: str, auth: str, says: str
 ) -> None:
-    env = service_env(database_url, redis_url, "unused", flower_basic_auth=auth)
+    env = service_env(database_url, redis_url, flower_basic_auth=auth)
     started = subprocess.run(
         [sys.executable, "-m", "leadarchive.cli", "flower", "--port", str(free_port())],
         env=env,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.scenarios import Servers
-from tests.faults.servers import PrivateMariaDB, PrivateRedis
+from testkit.faults.scenarios import Servers
+from testkit.servers import PrivateMariaDB, PrivateRedis
 
 
 @pytest.fixture(scope="session")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from tests.faults.scenarios import Servers
-from tests.faults.stack import until
+from testkit.faults.scenarios import Servers
+from testkit.polling import wait_until
 
 
 def test_a_worker_reconnects_after_redis_was_down_for_seconds(servers: Servers) -> None:
@@ -38,8 +38,8 @@ def test_a_job_whose_outcome_could_not_be_recorded_runs_again_and_ends(servers: 
             dialer.exec_driver_sql("LOCK TABLES vicidial_list READ")
             try:
                 job_id = stack.submit_ok(sorted(original))
-                until(lambda: stack.statuses([job_id])[job_id] == "running", 30, "the job")
-                until(lambda: stack.lock_holder_now(), 30, "the batch to hold its lock")
+                wait_until(lambda: stack.statuses([job_id])[job_id] == "running", 30, "the job")
+                wait_until(lambda: stack.lock_holder_now(), 30, "the batch to hold its lock")
                 servers.redis.stop()
             finally:
                 dialer.exec_driver_sql("UNLOCK TABLES")
@@ -70,9 +70,9 @@ def test_a_worker_waiting_for_jobs_while_one_runs_outlives_a_redis_outage(
             dialer.exec_driver_sql("LOCK TABLES vicidial_list READ")
             try:
                 first = stack.submit_ok(leads[:50])
-                until(lambda: stack.lock_holder_now(), 30, "the batch to hold its lock")
+                wait_until(lambda: stack.lock_holder_now(), 30, "the batch to hold its lock")
                 servers.redis.stop()
-                until(
+                wait_until(
                     lambda: "Connection to broker lost" in log.read_text(errors="replace"),
                     30,
                     "the worker to notice that Redis is gone",

@@ -13,15 +13,9 @@ from typing import Any
 
 import pytest
 
-from tests.faults.scenarios import ALL_ARCHIVED, CRASHED_TABLE
-from tests.faults.stack import (
-    JOB_FAILED,
-    NOT_REQUESTED,
-    Figures,
-    Outcomes,
-    TableCheck,
-    judge_outcomes,
-)
+from testkit.checksum import TableCheck
+from testkit.faults.judgement import JOB_FAILED, NOT_REQUESTED, Figures, Outcomes, judge_outcomes
+from testkit.faults.scenarios import ALL_ARCHIVED, CRASHED_TABLE
 
 
 def succeeded(

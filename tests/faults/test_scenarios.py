@@ -14,8 +14,8 @@ import re
 
 import pytest
 
-from tests.faults.scenarios import CI_SIZES, CRASHED_TABLE, SCENARIOS, Servers
-from tests.faults.stack import JOB_FAILED, NOT_REQUESTED, Figures
+from testkit.faults.judgement import JOB_FAILED, NOT_REQUESTED, Figures
+from testkit.faults.scenarios import CI_SIZES, CRASHED_TABLE, SCENARIOS, Servers
 
 pytestmark = pytest.mark.faults
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests.faults import scenarios
-from tests.faults.stack import Figures
+from testkit.faults import scenarios
+from testkit.faults.judgement import Figures
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,22 +1,22 @@
 """The real processes for hostile input: ``leadarchive api`` and ``leadarchive worker`` as
-subprocesses (started with bench/load.py's harness, the one the load command uses), on a MariaDB
+subprocesses (started with testkit.services, the harness the load command uses), on a MariaDB
 database and a Redis database of their own, so that their jobs never meet the in-thread worker's.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, make_url
+from sqlalchemy import Engine
 
-from bench.load import Live, live_services
 from tasks.db import make_engine
 from tasks.ddl import create_vicidial_tables
 from tasks.seed import insert_leads, lead_rows
+from testkit.servers import scratch_database
+from testkit.services import Live, live_services
 from tests.conftest import SERVER_URL, claim_redis_database
 
 LEADS = 200
@@ -25,22 +25,19 @@ LEADS = 200
 @contextmanager
 def own_database() -> Iterator[tuple[str, Engine]]:
     """A fresh database with MyISAM Vicidial tables and ``LEADS`` leads; dropped afterwards."""
-    name = f"leadarchive_hostile_{uuid.uuid4().hex[:10]}"
     server = make_engine(SERVER_URL)
-    with server.connect() as conn:
-        conn.exec_driver_sql(f"CREATE DATABASE `{name}` CHARACTER SET utf8 COLLATE utf8_unicode_ci")
-    url = make_url(SERVER_URL).set(database=name, query={"charset": "utf8mb4"})
-    database_url = url.render_as_string(hide_password=False)
-    engine = make_engine(database_url)
     try:
-        with engine.connect() as conn:
-            create_vicidial_tables(conn, "MyISAM")
-            insert_leads(conn, lead_rows(LEADS, seed=41))
-        yield database_url, engine
+        with scratch_database(server, "leadarchive_hostile") as url:
+            database_url = url.render_as_string(hide_password=False)
+            engine = make_engine(database_url)
+            try:
+                with engine.connect() as conn:
+                    create_vicidial_tables(conn, "MyISAM")
+                    insert_leads(conn, lead_rows(LEADS, seed=41))
+                yield database_url, engine
+            finally:
+                engine.dispose()
     finally:
-        engine.dispose()
-        with server.connect() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{name}`")
         server.dispose()
 
 

@@ -14,7 +14,7 @@ import pytest
 import redis
 from sqlalchemy import Engine
 
-from bench.load import Live
+from testkit.services import Live
 from tests.helpers import wait_for
 
 TEN_MB = 10 * 2**20

@@ -22,7 +22,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi import checks
 from sqlalchemy import Engine
 
-from bench.load import Live
+from testkit.services import Live
 
 MIN_REQUESTS = 1000
 # With and without a key; the stateful phase counts on top.

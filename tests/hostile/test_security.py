@@ -24,11 +24,11 @@ import pytest
 import redis
 from sqlalchemy import Engine
 
-from bench.load import Live, wait_for_job
 from tasks.celery_config import QUEUE
 from tasks.jobs import RedisJobStore
 from tasks.lifecycle import ARCHIVE_TASK
 from tasks.requests import ArchiveRequest
+from testkit.services import Live, wait_for_job
 from tests.helpers import archive, stored, wait_for
 from tests.helpers import live as live_rows
 

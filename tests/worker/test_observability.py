@@ -5,11 +5,7 @@ of jobs and leads by outcome and logs one JSON line per event."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,16 +19,11 @@ from tasks.publishing import publish
 from tasks.requests import ArchiveRequest
 from tasks.runtime import Runtime
 from tasks.seed import insert_leads, lead_rows
+from testkit.processes import kill_group, leadarchive, service_env, start, start_worker
 from tests.conftest import claim_redis_database
-from tests.helpers import make_settings, wait_for
+from tests.helpers import free_port, make_settings, wait_for
 
 AUTH = ("operator", "flower-test-password")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -45,15 +36,8 @@ def test_flower_lists_tasks_with_arguments_and_results_behind_basic_auth(
     vicidial: Connection, database_url: str, own_redis: str, tmp_path: Path
 ) -> None:
     insert_leads(vicidial, lead_rows(3, seed=31))
-    port, metrics_port = _free_port(), _free_port()
-    env = {
-        **os.environ,
-        "LEADARCHIVE_DATABASE_URL": database_url,
-        "LEADARCHIVE_BROKER_URL": own_redis,
-        "LEADARCHIVE_RESULT_BACKEND": own_redis,
-        "LEADARCHIVE_OFFICE_HOURS": "",
-        "LEADARCHIVE_FLOWER_BASIC_AUTH": ":".join(AUTH),
-    }
+    port, metrics_port = free_port(), free_port()
+    env = service_env(database_url, own_redis, flower_basic_auth=":".join(AUTH))
     settings = make_settings(database_url, own_redis, office_hours="")
     rt = Runtime(settings)
     processes: list[subprocess.Popen[bytes]] = []
@@ -61,17 +45,8 @@ def test_flower_lists_tasks_with_arguments_and_results_behind_basic_auth(
     log = log_path.open("ab")
     base = f"http://127.0.0.1:{port}"
     try:
-        worker = ["worker", "--concurrency", "1", "--metrics-port", str(metrics_port)]
-        for command in (["flower", "--port", str(port)], worker):
-            processes.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "leadarchive.cli", *command],
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            )
+        processes.append(start(leadarchive("flower", "--port", str(port)), env, log))
+        processes.append(start_worker(env, log, 1, metrics_port=metrics_port))
         # Two processes starting at once on a loaded 2-core machine: a minute each.
         wait_for(lambda: _answers(f"{base}/healthcheck"), timeout=60)
         # Flower needs a moment to subscribe to events before the task is sent.
@@ -88,9 +63,7 @@ def test_flower_lists_tasks_with_arguments_and_results_behind_basic_auth(
         wrong = httpx.get(f"{base}/api/tasks", auth=(AUTH[0], "wrong"), timeout=5)
     finally:
         for process in processes:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
+            kill_group(process)
         rt.close()
         log.close()
 

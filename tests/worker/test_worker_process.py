@@ -21,9 +21,9 @@ from tasks.publishing import publish
 from tasks.requests import ArchiveRequest
 from tasks.runtime import Runtime
 from tasks.seed import insert_leads, lead_rows
+from testkit.processes import kill_group, service_env, start_worker
 from tests.conftest import claim_redis_database
 from tests.helpers import archive, live, make_settings, stored, wait_for
-from tests.processes import kill_group, service_env, start_worker
 
 LEADS = 300
 

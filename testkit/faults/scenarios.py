@@ -24,25 +24,21 @@ from pathlib import Path
 from typing import Any
 
 from tasks.records import FINAL
-from tests.faults.servers import PrivateMariaDB, PrivateRedis
-from tests.faults.stack import (
-    CI_SETTINGS,
+from testkit.checksum import Row, live
+from testkit.dialer import Dialer
+from testkit.faults.judgement import (
     JOB_FAILED,
     NOT_REQUESTED,
-    Answer,
-    Dialer,
     Figures,
     Outcomes,
-    Row,
-    ServiceSettings,
-    Stack,
     check_invariant,
     check_jobs,
     count_http,
     judge_outcomes,
-    until,
 )
-from tests.helpers import live
+from testkit.faults.stack import CI_SETTINGS, Answer, ServiceSettings, Stack
+from testkit.polling import wait_until
+from testkit.servers import PrivateMariaDB, PrivateRedis
 
 # How long every job may take to end after the last fault (the issue's "within a minute").
 AFTER_LAST_FAULT = 60.0
@@ -69,7 +65,7 @@ class Servers:
 
     def stack(self, name: str) -> Stack:
         folder = self.workdir / f"{name}-{time.strftime('%H%M%S')}-{os.urandom(2).hex()}"
-        return Stack(self.mariadb.url, self.redis.url(0), folder, self.settings)
+        return Stack(self.mariadb.url, self.redis.url, folder, self.settings)
 
 
 def _jobs_for(lead_ids: list[int], size: int) -> list[list[int]]:
@@ -124,7 +120,9 @@ def _wait_for_batch(stack: Stack) -> int:
     """Wait until a batch is inside its window (holds the batch lock); its connection ID."""
     monitor = stack.monitor()
     try:
-        holder: int = until(lambda: stack.lock_holder(monitor), 120, "a batch to hold its lock")
+        holder: int = wait_until(
+            lambda: stack.lock_holder(monitor), 120, "a batch to hold its lock"
+        )
     finally:
         monitor.close()
     return holder
@@ -163,7 +161,7 @@ class Feeder:
             self.top_up()
             return self.stack.lock_holder(monitor)
 
-        found: int = until(holder, 120, "a batch to hold its lock", interval=0.005)
+        found: int = wait_until(holder, 120, "a batch to hold its lock", interval=0.005)
         return found
 
     @property
@@ -604,7 +602,7 @@ def busy_dialer(
         stack.start_api()
         stack.start_worker(concurrency=2)
         ids = sorted(original)
-        with Dialer(stack, ids, threads=threads, rate=rate, seed=seed) as dialer:
+        with Dialer(stack.database_url, ids, threads=threads, rate=rate, seed=seed) as dialer:
             time.sleep(1)
             started = time.monotonic()
             jobs = {stack.submit_ok(chunk): chunk for chunk in _jobs_for(ids, job_size)}

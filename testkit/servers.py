@@ -11,35 +11,97 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pymysql
 import redis
+from sqlalchemy import URL, Engine, make_url
+
+from testkit.polling import wait_until
+from testkit.processes import free_port
 
 MARIADBD = shutil.which("mariadbd", path="/usr/sbin:/usr/bin:/usr/local/sbin") or "mariadbd"
 INSTALL_DB = shutil.which("mariadb-install-db") or "mariadb-install-db"
 REDIS_SERVER = shutil.which("redis-server") or "redis-server"
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on right now (the kernel's pick)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def mysql_connect(url: str, **options: Any) -> pymysql.Connection[Any]:
+    """A plain pymysql connection (autocommit, utf8mb4) to the server and database of a
+    SQLAlchemy URL, as a dialer or an operator's session would open one; ``options`` go to
+    ``pymysql.connect``."""
+    u = make_url(url)
+    return pymysql.connect(
+        host=u.host or "127.0.0.1",
+        port=u.port or 3306,
+        user=u.username or "root",
+        password=u.password or "",
+        database=u.database,
+        charset="utf8mb4",
+        autocommit=True,
+        **options,
+    )
 
 
-def _wait_until(ready: Callable[[], bool], timeout: float, what: str, log: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while not ready():
-        if time.monotonic() > deadline:
-            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-            raise RuntimeError(f"{what} did not come up in {timeout:.0f}s:\n{tail}")
-        time.sleep(0.05)
+@contextmanager
+def scratch_database(server: Engine, prefix: str) -> Iterator[URL]:
+    """A new database ``<prefix>_<random>`` on ``server`` in Vicidial's default utf8 /
+    utf8_unicode_ci, dropped afterwards; its URL (connections in utf8mb4).
+
+    MyISAM cannot roll back: a run is isolated by a database of its own, never by transactions.
+    """
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with server.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE `{name}` CHARACTER SET utf8 COLLATE utf8_unicode_ci")
+    try:
+        yield server.url.set(database=name, query={"charset": "utf8mb4"})
+    finally:
+        with server.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{name}`")
+
+
+def claim_redis_db(
+    base_url: str, key: str, value: str, numbers: Iterable[int], *, expire: int | None = None
+) -> tuple[int, redis.Redis] | None:
+    """The first empty database among ``numbers`` of a shared Redis (``base_url``: no number),
+    claimed by setting ``key`` to ``value`` if absent (expiring after ``expire`` s); its number
+    and a client on it, or None when none is free.
+
+    Only an empty database is taken, claimed atomically, and given up again if anything else
+    was written meanwhile: parallel runs, and a developer's own data, are never touched.
+    """
+    for number in numbers:
+        client = redis.Redis.from_url(f"{base_url.rstrip('/')}/{number}")
+        claimed = False
+        try:
+            if client.dbsize() == 0:
+                claimed = bool(client.set(key, value, nx=True, ex=expire))
+                if claimed and client.dbsize() != 1:  # someone else started writing meanwhile
+                    client.delete(key)
+                    claimed = False
+        finally:
+            if not claimed:
+                client.close()
+        if claimed:
+            return number, client
+    return None
+
+
+def _end(process: subprocess.Popen[bytes] | None, signum: int, timeout: float) -> None:
+    """Send ``signum`` to a running server and wait ``timeout`` s for it to exit, then SIGKILL."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signum)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=30)
 
 
 @dataclass
@@ -100,7 +162,7 @@ class PrivateMariaDB:
         self.process = subprocess.Popen(
             args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
         )
-        _wait_until(self.answers, timeout, "the private MariaDB", self.log)
+        wait_until(self.answers, timeout, "the private MariaDB", log=self.log)
 
     def answers(self) -> bool:
         """True when a root connection succeeds."""
@@ -123,14 +185,7 @@ class PrivateMariaDB:
         self._signal(signal.SIGKILL, 30)
 
     def _signal(self, signum: int, timeout: float) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signum)
-        try:
-            self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=30)
+        _end(self.process, signum, timeout)
 
     def close(self) -> None:
         """Stop the server for good (the folder is the caller's to remove)."""
@@ -142,15 +197,19 @@ class PrivateRedis:
     """A redis-server of our own, persisting to an append-only file like the deployed one.
 
     Stopped cleanly it keeps every key (deploy/redis-leadarchive.conf: appendonly yes), so a
-    restart loses no queued message or job record, as in production.
+    restart loses no queued message or job record, as in production. With ``persist=False`` it
+    keeps nothing on disk (a test that only needs a Redis it may stop).
     """
 
     folder: Path
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    persist: bool = True
 
-    def url(self, db: int = 0) -> str:
-        return f"redis://127.0.0.1:{self.port}/{db}"
+    @property
+    def url(self) -> str:
+        """Its database 0."""
+        return f"redis://127.0.0.1:{self.port}/0"
 
     @property
     def log(self) -> Path:
@@ -158,6 +217,7 @@ class PrivateRedis:
 
     def start(self, timeout: float = 30) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
+        persistence = ["--appendonly", "yes", "--appendfsync", "everysec"]
         self.process = subprocess.Popen(
             [
                 REDIS_SERVER,
@@ -171,10 +231,7 @@ class PrivateRedis:
                 str(self.log),
                 "--save",
                 "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "everysec",
+                *(persistence if self.persist else ["--appendonly", "no"]),
                 "--maxmemory-policy",
                 "noeviction",
             ],
@@ -182,9 +239,16 @@ class PrivateRedis:
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        _wait_until(self.answers, timeout, "the private Redis", self.log)
+        try:
+            wait_until(self.answers, timeout, "the private Redis", log=self.log)
+        except BaseException:
+            self.stop()
+            raise
 
     def answers(self) -> bool:
+        """True when it answers PING."""
+        if self.process is not None and self.process.poll() is not None:
+            raise RuntimeError(f"redis-server exited: {self.log.read_text(errors='replace')}")
         client = redis.Redis(port=self.port, socket_connect_timeout=1)
         try:
             return bool(client.ping())
@@ -194,15 +258,20 @@ class PrivateRedis:
             client.close()
 
     def stop(self, timeout: float = 30) -> None:
-        """A clean shutdown (SIGTERM: the append-only file is flushed first)."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=30)
+        """A clean shutdown (SIGTERM: the append-only file is flushed first); returns once it is
+        gone (its port then refuses connections)."""
+        _end(self.process, signal.SIGTERM, timeout)
 
     def close(self) -> None:
         self.stop()
+
+
+@contextmanager
+def private_redis(folder: Path) -> Iterator[PrivateRedis]:
+    """A running redis-server of the caller's own that keeps nothing on disk, stopped after."""
+    server = PrivateRedis(folder, persist=False)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,60 @@
+"""The job API as the benchmarks call it: submit a 500-lead archive job and poll its status URL,
+over the lean HTTP/1.1 client of ``testkit.http``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from tasks.records import FINAL
+from testkit.http import Answer, AsyncRawHTTP, RawHTTP
+
+__all__ = [
+    "ARCHIVE_PATH",
+    "Answer",
+    "AsyncRawHTTP",
+    "RawHTTP",
+    "archive_body",
+    "poll_job",
+    "submit",
+]
+
+ARCHIVE_PATH = "/vicidial/leads/archive"
+
+
+def archive_body(ids: list[int]) -> dict[str, Any]:
+    return {"insert_leads": True, "update_leads": True, "delete_leads": True, "lead_ids": ids}
+
+
+def poll_job(
+    client: RawHTTP, url: str, interval: float, timeout: float = 60.0
+) -> tuple[dict[str, Any], float, int]:
+    """Poll ``url`` every ``interval`` s until the job ends: its body, the perf_counter, polls."""
+    deadline = time.perf_counter() + timeout
+    tick = time.perf_counter()
+    polls = 0
+    while True:
+        tick += interval
+        delay = tick - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        answer = client.request("GET", url)
+        seen = time.perf_counter()
+        polls += 1
+        if answer.status != 200:
+            raise RuntimeError(f"GET {url} answered {answer.status}: {answer.body[:300]!r}")
+        body: dict[str, Any] = answer.json()
+        if body["status"] in FINAL:
+            return body, seen, polls
+        if seen > deadline:
+            raise TimeoutError(f"job {url} still {body['status']} after {timeout} s")
+
+
+def submit(client: RawHTTP, ids: list[int]) -> str:
+    """POST a job; its status URL."""
+    answer = client.request("POST", ARCHIVE_PATH, json.dumps(archive_body(ids)).encode())
+    if answer.status != 202:
+        raise RuntimeError(f"POST answered {answer.status}: {answer.body[:300]!r}")
+    return answer.headers["location"]
