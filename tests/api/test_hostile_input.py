@@ -175,7 +175,7 @@ def test_two_authorization_headers_are_refused(client: TestClient) -> None:
         # An integer of 5,000 digits: past Python's int-from-text limit, not a crash.
         (b'{"lead_ids": [' + b"9" * 5000 + b"]}", 400),
         # Duplicate keys: refused, whichever of the two a parser would keep (issue 13).
-        (b'{"lead_ids": [1], "lead_ids": "1"}', 400),
+        (b'{"lead_ids": [1], "lead_ids": "1"}', 422),
         # Truncated or trailing garbage.
         (b'{"lead_ids": [1]', 400),
         (b'{"lead_ids": [1]}{"lead_ids": [2]}', 400),
@@ -208,7 +208,7 @@ def test_a_key_named_twice_is_refused_not_read_as_either_value(
         URL, content=content, headers={**ALICE, "Content-Type": "application/json"}
     )
 
-    body = _problem(answer, 400)
+    body = _problem(answer, 422)
     assert body["type"].endswith("duplicate-key")
     assert f'"{key}"' in body["detail"]
 
