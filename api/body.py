@@ -40,14 +40,19 @@ async def read_json_object(request: Request, cap: int) -> dict[str, Any]:
     named_twice: list[_Twice] = []
 
     def unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        obj: dict[str, Any] = {}
-        for key, value in pairs:
-            if key in obj:
-                twice = _Twice(key)
-                named_twice.append(twice)
-                return twice
-            obj[key] = value
-        return obj
+        obj = dict(pairs)
+        if len(obj) == len(pairs):
+            return obj
+        seen: set[str] = set()
+        keys_twice: dict[str, None] = {}  # ordered, each once
+        for key, _ in pairs:
+            if key in seen:
+                keys_twice[key] = None
+            seen.add(key)
+        twice = _Twice(keys_twice)
+        twice.update(obj)
+        named_twice.append(twice)
+        return twice
 
     try:
         payload = json.loads(body.decode("utf-8"), object_pairs_hook=unique_members)
@@ -61,23 +66,22 @@ async def read_json_object(request: Request, cap: int) -> dict[str, Any]:
 
 
 class _Twice(dict[str, Any]):
-    """Stands, in the parsed document, for an object that named ``key`` twice."""
+    """Stands, in the parsed document, for an object that names ``keys`` more than once."""
 
-    def __init__(self, key: str) -> None:
+    def __init__(self, keys: dict[str, None]) -> None:
         super().__init__()
-        self.key = key
+        self.keys_twice = list(keys)
 
 
 def _named_twice(document: Any) -> Problem:
-    """The 422 for the first object (in document order) that names a member twice."""
-    loc: list[str | int] = []
+    """The 422 naming every member named twice, in document order, each with its place."""
+    locs: list[list[str | int]] = []
     # Depth first, without recursion (the parser accepted the nesting; this must not fail on it).
     stack: list[tuple[list[str | int], Any]] = [([], document)]
     while stack:
         path, node = stack.pop()
         if isinstance(node, _Twice):
-            loc = [*path, node.key]
-            break
+            locs.extend([*path, key] for key in node.keys_twice)
         if isinstance(node, dict):
             children: list[tuple[str | int, Any]] = list(node.items())
         elif isinstance(node, list):
@@ -85,11 +89,18 @@ def _named_twice(document: Any) -> Problem:
         else:
             continue
         stack.extend(([*path, name], child) for name, child in reversed(children))
-    name = json.dumps(loc[-1])
+    names = ", ".join(dict.fromkeys(json.dumps(loc[-1]) for loc in locs))
     return Problem(
         422,
         "duplicate-key",
         "Unprocessable Content",
-        f"the body names {name} more than once in one object",
-        errors=[{"loc": loc, "msg": f"{name} is named more than once", "type": "duplicate_key"}],
+        f"the body names {names} more than once in one object",
+        errors=[
+            {
+                "loc": loc,
+                "msg": f"{json.dumps(loc[-1])} is named more than once",
+                "type": "duplicate_key",
+            }
+            for loc in locs
+        ],
     )
