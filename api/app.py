@@ -1,18 +1,17 @@
 """The HTTP front end: validate, authenticate, refuse or enqueue; and report jobs by ID.
 
 ``create_app`` only assembles: the collaborators (``api.services.Services``), the routers of
-``api.routes``, problem+json errors, metrics and the OpenAPI document. /docs and /redoc load their
-scripts and styles from the installed ``fastapi_offline`` package, never from a CDN: a call-center
-server often has no internet access.
+``api.routes``, problem+json errors, metrics and the OpenAPI document. /docs and /redoc load
+nothing from outside this server (``api.docs``): a call-center server often has no internet access.
 """
 
 from __future__ import annotations
 
 from celery import Celery
 from fastapi import FastAPI
-from fastapi_offline import FastAPIOffline
 
 from api import metrics, openapi, problems
+from api.docs import documented_app
 from api.routes import archive, operations
 from api.services import Services
 from tasks import runtime as runtime_module
@@ -38,7 +37,7 @@ def create_app(
         runtime or runtime_module.Runtime(settings),
         celery or create_celery(settings),
     )
-    app = FastAPIOffline(
+    app = documented_app(
         title="LeadArchive",
         version="0.1.0",
         description=(
