@@ -9,7 +9,6 @@ request it makes (from Chrome's own network log, failed ones included) must be t
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,7 +48,7 @@ def api(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 
 @pytest.fixture
-def browser(tmp_path: Path) -> Iterator[WebDriver]:
+def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[WebDriver]:
     for program in (CHROMIUM, CHROMEDRIVER):
         assert shutil.which(program), f"{program} is missing: scripts/bootstrap installs it"
     options = webdriver.ChromeOptions()
@@ -73,7 +72,7 @@ def browser(tmp_path: Path) -> Iterator[WebDriver]:
         options.add_argument(argument)
     options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
     # The driver is Debian's: Selenium Manager must not look for (or download) one.
-    os.environ.setdefault("SE_OFFLINE", "true")
+    monkeypatch.setenv("SE_OFFLINE", "true")
     driver = webdriver.Chrome(
         options=options, service=Service(CHROMEDRIVER, log_output=str(tmp_path / "driver.log"))
     )
