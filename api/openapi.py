@@ -1,13 +1,15 @@
-"""The OpenAPI document: every answer each operation gives, errors included, and the API key.
+"""The OpenAPI document: every answer each operation gives, errors included.
 
 FastAPI documents only the success answer (and a 422 shaped like its own validation errors, which
 this API never sends). Clients and fuzzers read this document, so it states what really comes back:
-each operation's problem+json errors with their headers, the job status body, and the
-``Authorization: Key=<API key>`` scheme.
+each operation's problem+json errors with their headers, the job status body, and this server's
+limit on lead IDs. What FastAPI generates (the ``ApiKey`` scheme, from ``api.auth.Owner``; the
+routes' own declarations) is left as generated; only what it cannot generate is added here.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from fastapi import FastAPI
@@ -18,8 +20,6 @@ from pydantic.json_schema import models_json_schema
 from api.problems import PROBLEM_JSON
 from api.schemas import Health, JobView, ProblemDetails, Readiness
 
-API_KEY_SCHEME = "ApiKey"
-SECURED: list[dict[str, Any]] = [{API_KEY_SCHEME: []}]
 _REF = "#/components/schemas/{model}"
 
 _ERRORS: dict[int, str] = {
@@ -29,8 +29,8 @@ _ERRORS: dict[int, str] = {
     409: "The job has started or ended and can no longer be cancelled",
     413: "The body is larger than the configured cap",
     415: "The Content-Type is not application/json",
-    422: "Invalid fields, more lead IDs than the limit, no action true, or an Idempotency-Key"
-    " reused with a different body",
+    422: "Invalid fields, a member named twice, more lead IDs than the limit, no action true, or an"
+    " Idempotency-Key reused with a different body",
     429: "Too many requests for this key",
     503: "Inside office hours (see opens_at), or the job queue (Redis) is unreachable",
 }
@@ -62,8 +62,12 @@ def body(model: type[BaseModel], description: str) -> dict[str, Any]:
     }
 
 
-def install(app: FastAPI) -> None:
-    """Serve the completed document at /openapi.json (and so in /docs)."""
+def install(app: FastAPI, max_lead_ids: int) -> None:
+    """Serve the completed document at /openapi.json (and so in /docs).
+
+    ``max_lead_ids`` is a setting: the document states this server's, and ``leadarchive submit``
+    reads it to size its batches.
+    """
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -73,13 +77,15 @@ def install(app: FastAPI) -> None:
                 description=app.description,
                 routes=app.routes,
             )
-            app.openapi_schema = _complete(document)
+            app.openapi_schema = _complete(document, max_lead_ids)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def _complete(document: dict[str, Any]) -> dict[str, Any]:
+def _complete(document: dict[str, Any], max_lead_ids: int) -> dict[str, Any]:
+    # The routes' declarations are shared by every app: this app's document gets its own copy.
+    document = copy.deepcopy(document)
     components = document.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
     _, definitions = models_json_schema(
@@ -87,16 +93,12 @@ def _complete(document: dict[str, Any]) -> dict[str, Any]:
         ref_template=_REF,
     )
     schemas.update(definitions["$defs"])
-    components["securitySchemes"] = {
-        API_KEY_SCHEME: {
-            "type": "apiKey",
-            "in": "header",
-            "name": "Authorization",
-            "description": "`Key=<API key>` (the key itself, as `leadarchive keys new` printed it)",
-        }
-    }
     for operations in document["paths"].values():
         for operation in operations.values():
+            for content in operation.get("requestBody", {}).get("content", {}).values():
+                lead_ids = content.get("schema", {}).get("properties", {}).get("lead_ids")
+                if lead_ids is not None:
+                    lead_ids["maxItems"] = max_lead_ids
             answer = operation.get("responses", {}).get("422", {})
             schema = answer.get("content", {}).get("application/json", {}).get("schema", {})
             if schema.get("$ref", "").endswith("/HTTPValidationError"):

@@ -259,7 +259,8 @@ def test_unreachable_redis_is_503_with_a_clear_message(database_url: str, clock:
     )
     with TestClient(app, raise_server_exceptions=False) as offline:
         submitted = offline.post(URL, json=SEED_REQUEST, headers=ALICE)
-        polled = offline.get(f"{URL}/some-job", headers=ALICE)
+        # A well-formed ID: a malformed one is answered 404 without asking Redis.
+        polled = offline.get(f"{URL}/{'x' * 22}", headers=ALICE)
 
     for answer in (submitted, polled):
         problem = _problem(answer, 503)

@@ -175,7 +175,7 @@ def test_two_authorization_headers_are_refused(client: TestClient) -> None:
         # An integer of 5,000 digits: past Python's int-from-text limit, not a crash.
         (b'{"lead_ids": [' + b"9" * 5000 + b"]}", 400),
         # Duplicate keys: refused, whichever of the two a parser would keep (issue 13).
-        (b'{"lead_ids": [1], "lead_ids": "1"}', 400),
+        (b'{"lead_ids": [1], "lead_ids": "1"}', 422),
         # Truncated or trailing garbage.
         (b'{"lead_ids": [1]', 400),
         (b'{"lead_ids": [1]}{"lead_ids": [2]}', 400),
@@ -208,9 +208,87 @@ def test_a_key_named_twice_is_refused_not_read_as_either_value(
         URL, content=content, headers={**ALICE, "Content-Type": "application/json"}
     )
 
-    body = _problem(answer, 400)
+    body = _problem(answer, 422)
     assert body["type"].endswith("duplicate-key")
     assert f'"{key}"' in body["detail"]
+
+
+@pytest.mark.usefixtures("unchanged")
+@pytest.mark.parametrize(
+    ("content", "locs"),
+    [
+        (b'{"lead_ids": [1], "delete_leads": false, "delete_leads": true}', [["delete_leads"]]),
+        (b'{"lead_ids": [1], "x": {"a": 1, "a": 2}}', [["x", "a"]]),
+        (b'{"lead_ids": [1], "x": [{}, {"b": 1, "b": 1, "b": 2}]}', [["x", 1, "b"]]),
+        (
+            b'{"lead_ids": [1], "x": {"a": {"c": 1, "c": 1}}, "lead_ids": [1]}',
+            [["lead_ids"], ["x", "a", "c"]],
+        ),
+    ],
+)
+def test_a_member_named_twice_is_422_naming_it_in_detail_and_errors(
+    client: TestClient, content: bytes, locs: list
+) -> None:
+    """Issue 13's strict input: each member named twice is named where a client looks for it
+    (``errors[].loc``, from the body's top, as for any invalid field), in document order."""
+    answer = client.post(
+        URL, content=content, headers={**ALICE, "Content-Type": "application/json"}
+    )
+
+    body = _problem(answer, 422)
+    assert body["type"] == "urn:leadarchive:problem:duplicate-key"
+    assert all(json.dumps(loc[-1]) in body["detail"] for loc in locs)
+    assert [e["loc"] for e in body["errors"]] == locs
+
+
+MALFORMED_JOB_IDS = [
+    "anything",
+    "x" * 21,
+    "x" * 23,
+    "x" * 21 + "!",
+    "x" * 21 + "%00",
+    "x" * 21 + "%2A",
+    "leadarchive:job:*",
+    "%2A" * 22,
+    "1%3B%20DROP%20TABLE%20vicidial_list",
+    "%C3%A9" * 11,
+]
+
+
+@pytest.mark.parametrize("method", ["GET", "DELETE"])
+def test_a_malformed_job_id_is_404_before_redis_is_asked(
+    database_url: str, clock, method: str
+) -> None:
+    """On an app whose Redis does not answer: a job ID the API could not have given is 404 (Redis
+    was not asked), while every ID it gives (tasks.jobs.new_job_id) reaches Redis (503). The key is
+    still checked first."""
+    from api.app import create_app
+    from tasks.celery_config import create_celery
+    from tasks.jobs import new_job_id
+    from tasks.runtime import Runtime
+
+    # Nothing listens on port 1.
+    settings = make_settings(database_url, "redis://127.0.0.1:1/0")
+    runtime = Runtime(settings, clock=clock)
+    app = create_app(settings, runtime=runtime, celery=create_celery(settings))
+    try:
+        with TestClient(app, raise_server_exceptions=False) as offline:
+            malformed = [
+                offline.request(method, f"{URL}/{job_id}", headers=ALICE)
+                for job_id in MALFORMED_JOB_IDS
+            ]
+            keyless = offline.request(method, f"{URL}/anything")
+            well_formed = [
+                offline.request(method, f"{URL}/{new_job_id()}", headers=ALICE) for _ in range(20)
+            ]
+    finally:
+        runtime.close()
+
+    for answer in malformed:
+        assert _problem(answer, 404)["type"] == "urn:leadarchive:problem:not-found"
+    _problem(keyless, 401)
+    for answer in well_formed:
+        assert "Redis" in _problem(answer, 503)["detail"]
 
 
 @pytest.mark.usefixtures("unchanged")
