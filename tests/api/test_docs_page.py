@@ -23,7 +23,7 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
-from bench.load import Live, live_services
+from testkit.services import Live, live_services
 from tests.api.conftest import SEED_REQUEST
 from tests.conftest import claim_redis_database
 

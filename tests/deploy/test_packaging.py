@@ -24,10 +24,11 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 from sqlalchemy import Connection
 
-from api.auth import new_key
-from bench.api import RawHTTP, free_port, start_process, stop_process, wait_until
-from bench.load import service_env
+from api.auth import hash_key, new_key
 from tasks.seed import insert_leads, lead_rows
+from testkit.http import RawHTTP
+from testkit.polling import wait_until
+from testkit.processes import free_port, service_env, start, stop_group
 from tests.conftest import claim_redis_database
 from tests.helpers import archive, live
 
@@ -199,31 +200,34 @@ def installed_service(
     key = new_key()
     port = free_port()
     with claim_redis_database() as redis_url:
-        env = service_env(database_url, redis_url, key)
+        env = service_env(database_url, redis_url, api_keys=f"installed:{hash_key(key)}")
         processes = []
         try:
-            api = start_process(
-                "api", [str(installed / "leadarchive"), "api", "--port", str(port)], env, tmp_path
+            api = start(
+                [str(installed / "leadarchive"), "api", "--port", str(port)],
+                env,
+                tmp_path / "api.log",
             )
             processes.append(api)
             worker = [str(installed / "leadarchive"), "worker", "--concurrency", "1"]
             worker += ["--metrics-port", str(free_port())]
-            processes.append(start_process("worker", worker, env, tmp_path))
+            processes.append(start(worker, env, tmp_path / "worker.log"))
             probe = RawHTTP("127.0.0.1", port, {})
             try:
                 wait_until(
                     lambda: probe.request("GET", "/healthz").status == 200,
                     60,
                     "installed API",
-                    api,
-                    tmp_path / "api.log",
+                    process=api,
+                    log=tmp_path / "api.log",
+                    ignore=(OSError,),
                 )
             finally:
                 probe.close()
             yield f"http://127.0.0.1:{port}", key
         finally:
             for process in reversed(processes):
-                stop_process(process)
+                stop_group(process)
 
 
 @pytest.mark.slow
