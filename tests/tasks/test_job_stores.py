@@ -53,7 +53,7 @@ def test_a_new_job_is_queued_with_its_request(store: JobStore) -> None:
     assert record is not None
     assert record["status"] == "queued"
     assert record["owner"] == "alice"
-    assert record["lead_ids"] == "[3, 1, 2]"
+    assert JobRecord.from_fields(record).lead_ids == [3, 1, 2]
     assert store.get("no-such-job") is None
 
 

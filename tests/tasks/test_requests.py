@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 
 import pytest
 
@@ -68,9 +69,53 @@ def test_a_record_round_trips_through_its_stored_fields() -> None:
 
     fields = record.to_fields()
 
-    assert fields["lead_ids"] == "[2, 1]"
+    assert JobRecord.from_fields(fields).lead_ids == [2, 1]
     assert fields["attempts"] == "2"
     assert json.loads(fields["error"]) == {"type": "OperationalError", "detail": "lost"}
     assert "result" not in fields and "started_at" not in fields
     assert JobRecord.from_fields(fields) == record
     assert "owner" not in record.view() and record.view()["attempts"] == 2
+
+
+def finished_500_lead_job() -> JobRecord:
+    """A finished job of 500 leads spread over two million IDs, each archived and deleted."""
+    lead_ids = sorted(random.Random(7).sample(range(1, 2_000_000), 500))
+    leads = [
+        {"lead_id": lead_id, "insert": "inserted", "delete": "deleted", "archived": True}
+        | {"live": False}
+        for lead_id in lead_ids
+    ]
+    counts = {"insert": {"inserted": 500}, "delete": {"deleted": 500}}
+    return JobRecord(
+        job_id="j",
+        owner="alice",
+        status="succeeded",
+        submitted_at="2026-12-02T03:00:00.000+00:00",
+        request=ArchiveRequest(lead_ids=lead_ids, delete_leads=True),
+        started_at="2026-12-02T03:00:00.100+00:00",
+        finished_at="2026-12-02T03:00:00.400+00:00",
+        attempts=1,
+        result={"counts": counts, "duplicates": [], "leads": leads},
+    )
+
+
+def test_a_finished_500_lead_job_is_stored_in_under_8_kb() -> None:
+    record = finished_500_lead_job()
+
+    fields = record.to_fields()
+
+    stored_bytes = sum(len(name) + len(value) for name, value in fields.items())
+    assert stored_bytes < 6 * 1024  # Redis' own overhead stays within the 8 KB target
+    assert len(json.dumps(record.result)) > 40_000  # what the client reads is all there
+    assert JobRecord.from_fields(fields) == record
+    assert JobRecord.from_fields(fields).view()["result"] == record.result
+
+
+def test_records_stored_as_plain_json_before_compression_still_read() -> None:
+    record = finished_500_lead_job()
+    assert record.result is not None
+    fields = record.to_fields()
+    fields["lead_ids"] = json.dumps(record.lead_ids)
+    fields["result"] = json.dumps(record.result)
+
+    assert JobRecord.from_fields(fields) == record
