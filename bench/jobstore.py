@@ -19,8 +19,8 @@ database of its own, no rate limit.
 
 Run it from the repository root::
 
-    .venv/bin/python bench/queue.py                               # 20 jobs, 10,000 queued
-    .venv/bin/python bench/queue.py --jobs 5 --queued 1000 --json /tmp/queue.json
+    .venv/bin/python bench/jobstore.py                               # 20 jobs, 10,000 queued
+    .venv/bin/python bench/jobstore.py --jobs 5 --queued 1000 --json /tmp/queue.json
 """
 
 # ruff: noqa: E402 - the imports below must follow the sys.path fix
