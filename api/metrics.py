@@ -26,6 +26,11 @@ LATENCY = Histogram(
 JOBS_SUBMITTED = Counter(
     "leadarchive_jobs_submitted_total", "Archive jobs accepted and enqueued.", registry=REGISTRY
 )
+STORE_FULL = Counter(
+    "leadarchive_store_full_total",
+    "Submissions refused because the job store (Redis) kept its room for accepted jobs.",
+    registry=REGISTRY,
+)
 
 
 class _Measure:

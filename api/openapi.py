@@ -31,8 +31,9 @@ _ERRORS: dict[int, str] = {
     415: "The Content-Type is not application/json",
     422: "Invalid fields, a member named twice, more lead IDs than the limit, no action true, or an"
     " Idempotency-Key reused with a different body",
-    429: "Too many requests for this key",
-    503: "Inside office hours (see opens_at), or the job queue (Redis) is unreachable",
+    429: "Too many requests for this key, or too many of its jobs not finished yet",
+    503: "Inside office hours (see opens_at), the job store is nearly full (store-full), or the"
+    " job queue (Redis) is unreachable",
 }
 _RETRY_AFTER = {"description": "Seconds to wait", "schema": {"type": "integer", "minimum": 0}}
 _HEADERS: dict[int, dict[str, Any]] = {

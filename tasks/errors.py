@@ -12,7 +12,10 @@ LeadArchiveError
 │   ├── ConcurrentChangeError a row changed between the batch's check and its statement
 │   └── BatchBusyError        another batch held the batch lock too long (retried)
 ├── SeedError                 seed-demo refused, or stopped part-way (says how to clean up)
-└── IdempotencyConflict       an idempotency key used before with a different request
+├── IdempotencyConflict       an idempotency key used before with a different request
+└── AdmissionError            a new job refused before anything is written: try again later
+    ├── TooManyPendingJobs    the key has LEADARCHIVE_MAX_PENDING_JOBS jobs not finished yet
+    └── StoreFullError        the job store has no room left for another job's result
 """
 
 from __future__ import annotations
@@ -90,6 +93,32 @@ class WholeWeekError(OfficeHoursError):
 
 class IdempotencyConflict(LeadArchiveError):
     """The idempotency key was used before with a different request."""
+
+
+class AdmissionError(LeadArchiveError):
+    """A new job is refused before anything is written; ``retry_after`` seconds is a fair wait."""
+
+    retry_after = 30
+
+
+class TooManyPendingJobs(AdmissionError):
+    """The key has as many unfinished jobs as it may have (``LEADARCHIVE_MAX_PENDING_JOBS``)."""
+
+    def __init__(self, pending: int, limit: int) -> None:
+        self.pending, self.limit = pending, limit
+        super().__init__(
+            f"this key has {pending} jobs not finished yet; the limit is {limit}:"
+            " wait for some to finish"
+        )
+
+
+class StoreFullError(AdmissionError):
+    """The job store keeps too little memory free for every accepted job to record its result.
+
+    Refused while there is still room, so no job already accepted ever meets a full Redis.
+    """
+
+    retry_after = 60
 
 
 # MariaDB's "connection was killed" (KILL CONNECTION from another session): MySQL has no such

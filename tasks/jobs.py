@@ -7,9 +7,17 @@ record holds, and how it is written as the hash's fields, is ``tasks.records``' 
 
     queued ──▶ running ──▶ succeeded | failed
       │  ▲        │
-      │  └────────┘ (retry after an operational error)
+      │  └────────┘ (retry after an operational error; lease expired: handed back)
       ├──▶ deferred ──▶ queued (the office-hours window opened)
-      └──▶ cancelled (also from deferred)
+      └──▶ cancelled (also from deferred; never once a run has begun)
+
+A run holds a running job under a lease with a run token (``start``): a duplicate delivery finds
+the lease live and leaves the record alone, every change a run makes carries its token and is
+refused ("lost") once the lease has expired and the job was handed back (``hand_back_expired``)
+and taken by another run. A job is created in one step with its idempotency claim (``_CREATE``),
+after the admission checks: the key's cap on unfinished jobs, and room in Redis for the result of
+every job not finished yet (``StoreFullError`` while there is still headroom, never a full Redis
+under an accepted job).
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ from typing import Any, Protocol
 
 import redis
 
-from tasks.errors import IdempotencyConflict
+from tasks.errors import IdempotencyConflict, StoreFullError, TooManyPendingJobs
 from tasks.records import JobRecord, Status, encode, now_iso
 from tasks.requests import ArchiveRequest
 
@@ -31,22 +39,90 @@ _PREFIX = "leadarchive"
 DEFERRED_KEY = f"{_PREFIX}:deferred"
 # Every queued job, by when it was last (re)queued: the sweep for lost messages reads it.
 QUEUED_KEY = f"{_PREFIX}:queued"
+# Every job not finished yet (queued, deferred or running), by submission time: the room the
+# store keeps for results is counted from it. And the same per key, for its cap.
+UNFINISHED_KEY = f"{_PREFIX}:unfinished"
+_PENDING_PREFIX = f"{_PREFIX}:pending:"
+# Memory kept free for each unfinished job: what its result adds when it ends (a finished 500-lead
+# job keeps about 7 KB, tasks.records) and its message while it waits (about 7 KB), with margin.
+RESERVE_PER_JOB = 16 * 1024
+# And for Redis itself (client buffers, the append-only file's rewrite): a twentieth of
+# maxmemory, at least 1 MB.
+RESERVE_SHARE, RESERVE_FLOOR = 20, 1024 * 1024
 
-# KEYS[1] job hash, KEYS[2] the queued index; ARGV[1] JSON list of statuses allowed now; ARGV[2]
-# new status; ARGV[3] the job ID; ARGV[4..] field/value pairs to set. Returns the status found (the
-# change applied only if it was allowed), or false when the job does not exist.
+# Create a job in one step: the idempotency claim and the record together, so no stall between
+# two writes can leave a claim that answers for a job that never existed (a claim whose record is
+# missing is taken over). Before writing, the admission checks: the key's unfinished jobs under
+# its cap, and room in Redis for every unfinished job's result.
+# KEYS: job hash, idempotency claim (unused without one), queued index, unfinished set, the key's
+# pending set. ARGV: job ID, TTL s, now (epoch s), cap (0: none), "1" with an idempotency key,
+# the claim (JSON), the request's fingerprint, reserve per job, reserve share, reserve floor, then
+# the record's field/value pairs. Returns {"created"|"existing"|"conflict", job ID} or
+# {"too_many", pending} or {"full", used, maxmemory}.
+_CREATE = """
+local job_id, ttl, now = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+if ARGV[5] == '1' then
+  local existing = redis.call('GET', KEYS[2])
+  if existing then
+    local found = cjson.decode(existing)
+    if redis.call('EXISTS', 'leadarchive:job:' .. found.job_id) == 1 then
+      if found.fingerprint ~= ARGV[7] then return {'conflict', found.job_id} end
+      return {'existing', found.job_id}
+    end
+  end
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - ttl)
+local pending = redis.call('ZCARD', KEYS[5])
+local cap = tonumber(ARGV[4])
+if cap > 0 and pending >= cap then return {'too_many', tostring(pending)} end
+local info = redis.call('INFO', 'memory')
+local maxmemory = tonumber(string.match(info, 'maxmemory:(%d+)'))
+if maxmemory > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - ttl)
+  local used = tonumber(string.match(info, 'used_memory:(%d+)'))
+  local unfinished = redis.call('ZCARD', KEYS[4]) + 1
+  local reserve = math.max(tonumber(ARGV[10]), maxmemory / tonumber(ARGV[9]))
+  if used + unfinished * tonumber(ARGV[8]) + reserve > maxmemory then
+    return {'full', tostring(used), tostring(maxmemory)}
+  end
+end
+for i = 11, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('ZADD', KEYS[3], now, job_id)
+redis.call('ZADD', KEYS[4], now, job_id)
+redis.call('ZADD', KEYS[5], now, job_id)
+if ARGV[5] == '1' then redis.call('SET', KEYS[2], ARGV[6], 'EX', ttl) end
+return {'created', job_id}
+"""
+
+# KEYS[1] job hash, KEYS[2] the queued index, KEYS[3] the unfinished set, KEYS[4] the leases;
+# ARGV[1] JSON list of statuses allowed now; ARGV[2] new status; ARGV[3] the job ID; ARGV[4] the
+# run's token ('' for none: a change that is not a run's); ARGV[5..] field/value pairs to set.
+# Returns the status found (the change applied only if it was allowed), "lost" when the token is
+# not the one holding the job (its lease expired and another run took it), or false when the job
+# does not exist. A job that leaves `running` drops its lease; one that ends leaves the unfinished
+# set and its key's pending set.
 _TRANSITION = """
 local current = redis.call('HGET', KEYS[1], 'status')
 if not current then return false end
+if ARGV[4] ~= '' and redis.call('HGET', KEYS[1], 'run_token') ~= ARGV[4] then return 'lost' end
 local allowed = cjson.decode(ARGV[1])
 for _, status in ipairs(allowed) do
   if status == current then
     redis.call('HSET', KEYS[1], 'status', ARGV[2])
-    for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+    for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+    if ARGV[2] ~= 'running' then
+      redis.call('HDEL', KEYS[1], 'run_token', 'lease_until')
+      redis.call('ZREM', KEYS[4], ARGV[3])
+    end
     if ARGV[2] == 'queued' then
       redis.call('ZADD', KEYS[2], redis.call('TIME')[1], ARGV[3])
     else
       redis.call('ZREM', KEYS[2], ARGV[3])
+    end
+    if ARGV[2] == 'succeeded' or ARGV[2] == 'failed' or ARGV[2] == 'cancelled' then
+      redis.call('ZREM', KEYS[3], ARGV[3])
+      redis.call('ZREM', 'leadarchive:pending:' .. redis.call('HGET', KEYS[1], 'owner'), ARGV[3])
     end
     return current
   end
@@ -69,6 +145,78 @@ return 1
 """
 
 
+# Running jobs by when their lease ends: the sweep hands back the ones past it.
+LEASES_KEY = f"{_PREFIX}:leases"
+
+# Start a run: a queued job (or a running one whose lease has expired: its worker froze, died or
+# lost Redis) becomes running under this run's token and lease. A running job with a live lease
+# is another run's: this delivery is a duplicate and leaves the record alone. KEYS: job hash,
+# queued index, leases. ARGV: job ID, token, now (epoch s), lease s, now (ISO). Returns
+# "started", "leased", "missing", or the status that cannot start (deferred, or one that ended).
+_START = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return 'missing' end
+local now, lease = tonumber(ARGV[3]), tonumber(ARGV[4])
+if status == 'running' then
+  if tonumber(redis.call('HGET', KEYS[1], 'lease_until') or '0') > now then return 'leased' end
+elseif status ~= 'queued' then
+  return status
+end
+redis.call('HSET', KEYS[1], 'status', 'running', 'run_token', ARGV[2],
+  'lease_until', tostring(now + lease), 'started_at', ARGV[5])
+redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZADD', KEYS[3], now + lease, ARGV[1])
+return 'started'
+"""
+
+# Renew a run's lease while its batch runs. KEYS: job hash, leases. ARGV: job ID, token, now,
+# lease s. 1 when renewed; 0 when the run no longer holds the job.
+_RENEW = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
+if redis.call('HGET', KEYS[1], 'run_token') ~= ARGV[2] then return 0 end
+local expires = tonumber(ARGV[3]) + tonumber(ARGV[4])
+redis.call('HSET', KEYS[1], 'lease_until', tostring(expires))
+redis.call('ZADD', KEYS[2], expires, ARGV[1])
+return 1
+"""
+
+# Hand a job back to the queue when its lease has expired. KEYS: job hash, leases, queued index.
+# ARGV: job ID, now. 1 when handed back; the entry alone goes when the job is no longer running
+# or its lease was renewed meanwhile (a later score stays).
+_HAND_BACK = """
+local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if not score or tonumber(score) > tonumber(ARGV[2]) then return 0 end
+redis.call('ZREM', KEYS[2], ARGV[1])
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
+if tonumber(redis.call('HGET', KEYS[1], 'lease_until') or '0') > tonumber(ARGV[2]) then
+  redis.call('ZADD', KEYS[2], redis.call('HGET', KEYS[1], 'lease_until'), ARGV[1])
+  return 0
+end
+redis.call('HSET', KEYS[1], 'status', 'queued')
+redis.call('HDEL', KEYS[1], 'run_token', 'lease_until')
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
+return 1
+"""
+
+# Cancel a job that has not started: queued or deferred, and never run (a job queued again after
+# a transient error has run chunks already). KEYS: job hash, queued index, deferred set,
+# unfinished set. ARGV: job ID, finished_at. Returns the status found, "started" when it has run,
+# or false when the job does not exist.
+_CANCEL = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return false end
+if status ~= 'queued' and status ~= 'deferred' then return status end
+if redis.call('HEXISTS', KEYS[1], 'started_at') == 1 then return 'started' end
+redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[2])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('ZREM', 'leadarchive:pending:' .. redis.call('HGET', KEYS[1], 'owner'), ARGV[1])
+return status
+"""
+
+
 def new_job_id() -> str:
     """An unguessable job ID (a job is visible only to its key, but IDs still must not leak)."""
     return secrets.token_urlsafe(16)
@@ -86,15 +234,25 @@ class JobStore(Protocol):
         fingerprint: str = "",
         now: datetime | None = None,
         client_ip: str = "",
+        max_pending: int | None = None,
     ) -> tuple[str, bool]: ...
     def get(self, job_id: str) -> JobRecord | None: ...
     def transition(
-        self, job_id: str, allowed: tuple[str, ...], status: Status, **fields: Any
+        self,
+        job_id: str,
+        allowed: tuple[str, ...],
+        status: Status,
+        *,
+        token: str | None = None,
+        **fields: Any,
     ) -> str | None: ...
+    def start(self, job_id: str, token: str, lease: timedelta) -> str: ...
+    def renew(self, job_id: str, token: str, lease: timedelta) -> bool: ...
+    def hand_back_expired(self) -> list[str]: ...
     def count_attempt(self, job_id: str) -> None: ...
     def refresh_ttl(self, job_id: str) -> None: ...
     def forget(self, job_id: str) -> None: ...
-    def defer(self, job_id: str, not_before: datetime) -> bool: ...
+    def defer(self, job_id: str, not_before: datetime, *, token: str | None = None) -> bool: ...
     def cancel(self, job_id: str) -> str | None: ...
     def take_due(self, now: datetime) -> list[str]: ...
     def ping(self) -> None: ...
@@ -106,7 +264,12 @@ class RedisJobStore:
     def __init__(self, client: redis.Redis, ttl: timedelta) -> None:
         self.redis = client
         self.ttl = ttl
+        self._create = client.register_script(_CREATE)
         self._transition = client.register_script(_TRANSITION)
+        self._start = client.register_script(_START)
+        self._renew = client.register_script(_RENEW)
+        self._hand_back = client.register_script(_HAND_BACK)
+        self._cancel = client.register_script(_CANCEL)
         self._release = client.register_script(_RELEASE)
 
     @staticmethod
@@ -122,12 +285,15 @@ class RedisJobStore:
         fingerprint: str = "",
         now: datetime | None = None,
         client_ip: str = "",
+        max_pending: int | None = None,
     ) -> tuple[str, bool]:
-        """Record a new queued job; returns ``(job_id, created)``.
+        """Record a new queued job; returns ``(job_id, created)``. One atomic step (``_CREATE``).
 
         With an idempotency key seen before for this owner, returns that job instead
         (``created`` False), or raises ``IdempotencyConflict`` when the request differs.
         ``client_ip`` is the submitter's address, for Vicidial's admin log (never shown).
+        Raises ``TooManyPendingJobs`` when the owner has ``max_pending`` jobs unfinished, and
+        ``StoreFullError`` when Redis has not room for every unfinished job's result.
         """
         job_id = new_job_id()
         ttl = int(self.ttl.total_seconds())
@@ -135,26 +301,42 @@ class RedisJobStore:
         if idempotency_key is not None:
             digest = hashlib.sha256(idempotency_key.encode()).hexdigest()
             idem_key = f"{_PREFIX}:idem:{owner}:{digest}"
-            claim = json.dumps({"job_id": job_id, "fingerprint": fingerprint})
-            if not self.redis.set(idem_key, claim, nx=True, ex=ttl):
-                existing: bytes | None = self.redis.get(idem_key)  # type: ignore[assignment]
-                if existing is not None:
-                    found = json.loads(existing)
-                    if found["fingerprint"] != fingerprint:
-                        raise IdempotencyConflict(idempotency_key)
-                    return str(found["job_id"]), False
-                # The earlier claim expired between the two calls: claim it now.
-                self.redis.set(idem_key, claim, ex=ttl)
-        key = self._key(job_id)
         record = JobRecord.queued(
             job_id, owner, request, now=now, client_ip=client_ip, idempotency=idem_key
         )
-        pipe = self.redis.pipeline()
-        pipe.hset(key, mapping=record.to_fields())
-        pipe.expire(key, ttl)
-        pipe.zadd(QUEUED_KEY, {job_id: time.time()})
-        pipe.execute()
-        return job_id, True
+        args: list[str | int | float] = [
+            job_id,
+            ttl,
+            time.time(),
+            max_pending or 0,
+            "1" if idem_key else "0",
+            json.dumps({"job_id": job_id, "fingerprint": fingerprint}),
+            fingerprint,
+            RESERVE_PER_JOB,
+            RESERVE_SHARE,
+            RESERVE_FLOOR,
+        ]
+        for name, value in record.to_fields().items():
+            args += [name, value]
+        keys = [
+            self._key(job_id),
+            idem_key or f"{_PREFIX}:idem:-",
+            QUEUED_KEY,
+            UNFINISHED_KEY,
+            _PENDING_PREFIX + owner,
+        ]
+        outcome, *details = (part.decode() for part in self._create(keys=keys, args=args))
+        if outcome == "conflict":
+            raise IdempotencyConflict(idempotency_key)
+        if outcome == "too_many":
+            raise TooManyPendingJobs(int(details[0]), max_pending or 0)
+        if outcome == "full":
+            used, maxmemory = (int(value) for value in details)
+            raise StoreFullError(
+                f"the job store is full: Redis uses {used:,} of its {maxmemory:,} bytes"
+                " (maxmemory) and keeps the rest for the results of jobs not finished yet"
+            )
+        return details[0], outcome == "created"
 
     def count_attempt(self, job_id: str) -> None:
         """Count one more start of the batch (retries and redeliveries show up here)."""
@@ -170,11 +352,19 @@ class RedisJobStore:
 
     def forget(self, job_id: str) -> None:
         """Remove a record whose task could not be enqueued, and its idempotency claim."""
-        idem_key = self.redis.hget(self._key(job_id), "idempotency")
+        found: list[bytes | None] = self.redis.hmget(  # type: ignore[assignment]
+            self._key(job_id), ["idempotency", "owner"]
+        )
+        idem_key, owner = found
+        pipe = self.redis.pipeline()
         if idem_key:
-            self.redis.delete(idem_key)  # type: ignore[arg-type]
-        self.redis.delete(self._key(job_id))
-        self.redis.zrem(QUEUED_KEY, job_id)
+            pipe.delete(idem_key)
+        if owner:
+            pipe.zrem(_PENDING_PREFIX + owner.decode(), job_id)
+        pipe.delete(self._key(job_id))
+        pipe.zrem(QUEUED_KEY, job_id)
+        pipe.zrem(UNFINISHED_KEY, job_id)
+        pipe.execute()
 
     def get(self, job_id: str) -> JobRecord | None:
         """The record, or None when it does not exist or has expired."""
@@ -184,44 +374,94 @@ class RedisJobStore:
         return JobRecord.from_fields({k.decode(): v.decode() for k, v in stored.items()})
 
     def transition(
-        self, job_id: str, allowed: tuple[str, ...], status: Status, **fields: Any
+        self,
+        job_id: str,
+        allowed: tuple[str, ...],
+        status: Status,
+        *,
+        token: str | None = None,
+        **fields: Any,
     ) -> str | None:
-        """Set ``status`` (and ``fields``) if the job is in one of ``allowed``.
+        """Set ``status`` (and ``fields``) if the job is in one of ``allowed`` and, with a
+        ``token``, still held by that run.
 
         ``fields`` are typed as ``JobRecord``'s (``records.encode`` stores them). Returns the
-        status the job had (the change was made only if it is in ``allowed``), or
-        None when the job does not exist.
+        status the job had (the change was made only if it is in ``allowed``), ``"lost"`` when
+        another run holds the job, or None when the job does not exist.
         """
-        args: list[str] = [json.dumps(list(allowed)), status, job_id]
+        args: list[str] = [json.dumps(list(allowed)), status, job_id, token or ""]
         for name, value in encode(fields).items():
             args += [name, value]
-        found = self._transition(keys=[self._key(job_id), QUEUED_KEY], args=args)
+        keys = [self._key(job_id), QUEUED_KEY, UNFINISHED_KEY, LEASES_KEY]
+        found = self._transition(keys=keys, args=args)
         return found.decode() if isinstance(found, bytes) else None
 
-    def defer(self, job_id: str, not_before: datetime) -> bool:
+    def defer(self, job_id: str, not_before: datetime, *, token: str | None = None) -> bool:
         """Park a job until ``not_before``: no message waits in a worker meanwhile."""
         # Scheduled first: a crash between the two steps leaves a harmless entry (take_due
         # skips a job that is not deferred), never a deferred job that nothing will release.
         self.redis.zadd(DEFERRED_KEY, {job_id: not_before.timestamp()})
+        # A queued job; or, with the run's token, one this run took over (it ran before).
+        allowed = ("running",) if token else ("queued",)
         before = self.transition(
-            job_id, ("queued", "running"), "deferred", not_before=now_iso(not_before)
+            job_id, allowed, "deferred", token=token, not_before=now_iso(not_before)
         )
-        return before in ("queued", "running")
+        return before in allowed
 
     def cancel(self, job_id: str) -> str | None:
-        """Cancel a job that has not started; returns the status it had (None: no such job)."""
-        before = self.transition(job_id, ("queued", "deferred"), "cancelled", finished_at=now_iso())
-        if before in ("queued", "deferred"):
-            self.redis.zrem(DEFERRED_KEY, job_id)
-        return before
+        """Cancel a job that has not started; returns the status it had, ``"started"`` for a
+        queued or deferred job that has run before (None: no such job)."""
+        keys = [self._key(job_id), QUEUED_KEY, DEFERRED_KEY, UNFINISHED_KEY]
+        found = self._cancel(keys=keys, args=[job_id, now_iso()])
+        return found.decode() if isinstance(found, bytes) else None
 
-    def queued_before(self, cutoff: float) -> list[str]:
-        """Jobs queued (or queued again) before ``cutoff`` (epoch seconds) and still queued.
+    def start(self, job_id: str, token: str, lease: timedelta) -> str:
+        """Take the job for a run (``_START``): ``"started"``, ``"leased"`` (another run holds
+        it), ``"missing"``, or the status it is in."""
+        keys = [self._key(job_id), QUEUED_KEY, LEASES_KEY]
+        args: list[str | float] = [job_id, token, time.time(), lease.total_seconds(), now_iso()]
+        found: bytes = self._start(keys=keys, args=args)
+        return found.decode()
+
+    def renew(self, job_id: str, token: str, lease: timedelta) -> bool:
+        """Extend the run's lease; False when the run no longer holds the job."""
+        args: list[str | float] = [job_id, token, time.time(), lease.total_seconds()]
+        return bool(self._renew(keys=[self._key(job_id), LEASES_KEY], args=args))
+
+    def hand_back_expired(self) -> list[str]:
+        """Queue again every running job whose lease has expired (at most 100 a call); their
+        IDs, each to one caller. Leases are in real time, whatever clock the service reads."""
+        now = time.time()
+        due: list[bytes] = self.redis.zrangebyscore(  # type: ignore[assignment]
+            LEASES_KEY, "-inf", now, start=0, num=100
+        )
+        handed = []
+        for raw in due:
+            job_id = raw.decode()
+            keys = [self._key(job_id), LEASES_KEY, QUEUED_KEY]
+            if self._hand_back(keys=keys, args=[job_id, now]):
+                handed.append(job_id)
+        return handed
+
+    def any_queued_before(self, cutoff: float) -> bool:
+        """Whether any job was queued (or queued again) before ``cutoff`` (epoch seconds)."""
+        return bool(self.redis.zrangebyscore(QUEUED_KEY, "-inf", f"({cutoff}", start=0, num=1))
+
+    def queued_scores(self, job_ids: list[str]) -> list[float | None]:
+        """When each job was last queued (epoch seconds), None for one not queued."""
+        if not job_ids:
+            return []
+        found: list[float | None] = self.redis.zmscore(QUEUED_KEY, job_ids)  # type: ignore[assignment]
+        return found
+
+    def queued_before(self, cutoff: float, limit: int | None = None) -> list[str]:
+        """Jobs queued (or queued again) before ``cutoff`` (epoch seconds, excluded) and still
+        queued, oldest first, at most ``limit``.
 
         Entries whose record has expired are dropped from the index on the way.
         """
         found: list[bytes] = self.redis.zrangebyscore(  # type: ignore[assignment]
-            QUEUED_KEY, "-inf", cutoff
+            QUEUED_KEY, "-inf", f"({cutoff}", start=0 if limit else None, num=limit
         )
         ids = [raw.decode() for raw in found]
         pipe = self.redis.pipeline(transaction=False)

@@ -4,11 +4,17 @@ A thin wrapper: the batch is ``tasks.archive.run_batch``, the request ``tasks.re
 ``tasks.records``; this module only moves the job record along its states (``tasks.jobs``) around
 one run of the batch. Invariants:
 
+- the job record is the truth: the batch runs the request the record holds, and a message whose
+  request differs from it is refused (logged, acknowledged, the record left alone);
+- a run holds the job under a lease with a run token (``JobStore.start``), renewed while the
+  batch runs; every later change checks the token, so a run whose lease expired (its worker
+  froze or lost Redis, and the sweep handed the job to another run) changes nothing; a duplicate
+  delivery that finds a live lease leaves the record alone;
 - a job that has ended, or is deferred, is never run again by a late or duplicate message;
 - inside office hours a job is deferred (parked in the job store), never run;
-- a lost job store hands the message back to the queue (the record would otherwise stay
-  ``running`` forever); a transient database error is retried with backoff, anything else fails
-  the job once;
+- a job store that cannot serve (unreachable, OOM, READONLY, ...) hands the message back to the
+  queue (the record would otherwise stay ``running`` forever); a transient database error is
+  retried with backoff, anything else fails the job once;
 - the admin log's row is written at most once per job, and a failure to write it never fails the
   job.
 """
@@ -16,11 +22,15 @@ one run of the batch. Invariants:
 from __future__ import annotations
 
 import logging
+import secrets
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any
 
 import kombu.exceptions
-import redis.exceptions
 from celery import Task
 from celery.exceptions import Reject
 from celery.utils.time import get_exponential_backoff_interval
@@ -29,7 +39,14 @@ from pydantic import ValidationError
 from tasks import admin_log, metrics
 from tasks.admin_log import JobOutcome
 from tasks.archive import run_batch
-from tasks.errors import MYSQL_ACCESS_DENIED, LeadArchiveError, is_transient, mysql_error_code
+from tasks.errors import (
+    MYSQL_ACCESS_DENIED,
+    LeadArchiveError,
+    is_transient,
+    mysql_error_code,
+    redis_unavailable,
+)
+from tasks.jobs import JobStore
 from tasks.records import FINAL, JobRecord, Status, now_iso
 from tasks.requests import ArchiveRequest
 from tasks.runtime import Runtime, runtime_of
@@ -43,28 +60,67 @@ MAX_RETRIES = 24
 
 log = logging.getLogger("leadarchive.worker")
 
-# Redis (the job store, or the broker a retry is sent through) could not be reached.
-_REDIS_DOWN = (
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    kombu.exceptions.OperationalError,
-)
+
+def _store_cannot_serve(exc: BaseException) -> bool:
+    """Redis (the job store, or the broker a retry is sent through) cannot be reached or cannot
+    serve now (OOM, READONLY, MISCONF, BUSY, LOADING: ``tasks.errors.redis_unavailable``)."""
+    return redis_unavailable(exc) or isinstance(exc, kombu.exceptions.OperationalError)
 
 
 def archive_leads(task: Task, job_id: str, **payload: Any) -> dict[str, Any]:
     """Run one archive job: defer it inside office hours, else run the batch and record it.
 
-    ``payload`` is ``ArchiveRequest.payload()``: the message's keyword arguments.
+    ``payload`` is ``ArchiveRequest.payload()``: the message's keyword arguments, checked
+    against the job record's request.
     """
     try:
         return _archive_leads(task, runtime_of(task.app), job_id, payload)
-    except _REDIS_DOWN as exc:
+    except Exception as exc:
+        if not _store_cannot_serve(exc):
+            raise
         # The job's record could not be read or written. Acknowledged, the message would be
         # gone and the record left `running` forever: hand it back to the queue instead (or,
         # while Redis is still down, leave it unacknowledged for the visibility timeout). The
-        # batch is idempotent, so running it again is safe.
-        log.warning("job store unreachable, job requeued", extra={"job_id": job_id})
+        # batch is idempotent, so running it again is safe; a lease taken meanwhile expires and
+        # the sweep hands the job back too.
+        log.warning(
+            "job store cannot serve, job requeued",
+            extra={"job_id": job_id, "error": type(exc).__name__},
+        )
         raise Reject(exc, requeue=True) from exc
+
+
+class _Lease:
+    """The run's hold on its job: renewed every third of its length by a thread while the batch
+    runs. ``lost`` turns true when the store says another run holds the job."""
+
+    def __init__(self, jobs: JobStore, job_id: str, token: str, length: timedelta) -> None:
+        self.jobs, self.job_id, self.token, self.length = jobs, job_id, token, length
+        self.lost = False
+        self._stop = threading.Event()
+
+    @contextmanager
+    def kept(self) -> Iterator[None]:
+        thread = threading.Thread(target=self._renew, name=f"lease {self.job_id}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            self._stop.set()
+            thread.join(timeout=5)
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.length.total_seconds() / 3):
+            try:
+                if not self.jobs.renew(self.job_id, self.token, self.length):
+                    self.lost = True
+                    log.warning("job lease lost to another run", extra={"job_id": self.job_id})
+                    return
+            except Exception as exc:  # Redis away for a moment: the next renewal may succeed
+                log.warning(
+                    "job lease not renewed",
+                    extra={"job_id": self.job_id, "error": type(exc).__name__},
+                )
 
 
 def _archive_leads(task: Task, rt: Runtime, job_id: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -76,26 +132,33 @@ def _archive_leads(task: Task, rt: Runtime, job_id: str, payload: dict[str, Any]
         # Delivered again after it ended, or a duplicate of a parked job: nothing to do.
         return {"job_id": job_id, "status": record.status}
     fields = {"job_id": job_id, "key_name": record.owner}
-    try:
-        request = ArchiveRequest.model_validate(payload)
-    except ValidationError as exc:
-        # Only a message not sent by this service can hold a request the API would refuse.
-        _fail(rt, job_id, exc, fields)
-        return {"job_id": job_id, "status": "failed", "error": type(exc).__name__}
-    now = rt.clock()
-    opens_at = rt.office_hours.window_opens_at(now)
-    if opens_at is not None:
+    request = record.request
+    if _message_request(payload) != request:
+        # Whatever wrote this message (Flower's task API, anything that can write to the
+        # broker) did not take it from the record: the record is the truth, nothing runs.
+        log.error("job message differs from its job record: refused", extra=fields)
+        return {"job_id": job_id, "status": "refused"}
+    opens_at = rt.office_hours.window_opens_at(rt.clock())
+    if opens_at is not None and record.status == "queued":
         jobs.defer(job_id, opens_at)
         log.info("job deferred", extra={**fields, "not_before": now_iso(opens_at)})
         return {"job_id": job_id, "status": "deferred", "not_before": now_iso(opens_at)}
-    before = jobs.transition(job_id, ("queued", "running"), "running", started_at=now_iso())
-    if before not in ("queued", "running"):
-        return {"job_id": job_id, "status": before or "expired"}
-    jobs.count_attempt(job_id)
+    lease = _Lease(jobs, job_id, secrets.token_urlsafe(12), rt.settings.visibility_timeout)
+    taken = jobs.start(job_id, lease.token, lease.length)
+    if taken == "leased":
+        log.info("job delivered again while another run holds it: left alone", extra=fields)
+        return {"job_id": job_id, "status": "running"}
+    if taken != "started":
+        return {"job_id": job_id, "status": "expired" if taken == "missing" else taken}
+    if opens_at is not None:
+        # A run whose lease expired, taken over inside office hours: parked, not run.
+        jobs.defer(job_id, opens_at, token=lease.token)
+        log.info("job deferred", extra={**fields, "not_before": now_iso(opens_at)})
+        return {"job_id": job_id, "status": "deferred", "not_before": now_iso(opens_at)}
     log.info("job started", extra={**fields, "lead_count": len(request.lead_ids)})
     started = time.perf_counter()
     try:
-        with rt.engine.connect() as conn:
+        with lease.kept(), rt.engine.connect() as conn:
             try:
                 report = run_batch(conn, request.lead_ids, request.actions(), rt.tuning)
             except BaseException:
@@ -103,12 +166,15 @@ def _archive_leads(task: Task, rt: Runtime, job_id: str, payload: dict[str, Any]
                 conn.invalidate()
                 raise
     except Exception as exc:
+        if _store_cannot_serve(exc):
+            raise
         if is_transient(exc) and task.request.retries < MAX_RETRIES:
             log.warning(
                 "job will be retried",
                 extra={**fields, "error": type(exc).__name__, "retry": task.request.retries + 1},
             )
-            jobs.transition(job_id, ("running",), "queued")
+            if jobs.transition(job_id, ("running",), "queued", token=lease.token) == "lost":
+                return _lost(job_id, fields)
             # Backoff with full jitter, capped well below the visibility timeout.
             countdown = get_exponential_backoff_interval(
                 factor=1,
@@ -117,7 +183,8 @@ def _archive_leads(task: Task, rt: Runtime, job_id: str, payload: dict[str, Any]
                 full_jitter=True,
             )
             raise task.retry(exc=exc, countdown=countdown) from exc
-        _fail(rt, job_id, exc, fields)
+        if not _fail(rt, job_id, exc, fields, lease.token):
+            return _lost(job_id, fields)
         if not request.dry_run:
             # A batch commits chunk by chunk, and an earlier attempt may have committed some
             # before a retry: a failed job may have changed data, so it is logged too. After
@@ -130,7 +197,7 @@ def _archive_leads(task: Task, rt: Runtime, job_id: str, payload: dict[str, Any]
                 request.requested(),
                 error=type(exc).__name__,
             )
-            _record_in_admin_log(rt, record, failed, "failed")
+            _record_in_admin_log(rt, record, failed, "failed", None)
         if isinstance(exc, LeadArchiveError | ValueError) or is_transient(exc):
             return {"job_id": job_id, "status": "failed", "error": type(exc).__name__}
         raise
@@ -140,10 +207,17 @@ def _archive_leads(task: Task, rt: Runtime, job_id: str, payload: dict[str, Any]
         done = JobOutcome(
             job_id, record.owner, len(request.lead_ids), request.requested(), report.counts
         )
-        _record_in_admin_log(rt, record, done, "running")
-    jobs.transition(
-        job_id, ("running",), "succeeded", finished_at=now_iso(), result=report.as_json()
+        _record_in_admin_log(rt, record, done, "running", lease.token)
+    ended = jobs.transition(
+        job_id,
+        ("running",),
+        "succeeded",
+        token=lease.token,
+        finished_at=now_iso(),
+        result=report.as_json(),
     )
+    if ended == "lost":
+        return _lost(job_id, fields)
     jobs.refresh_ttl(job_id)
     seconds = time.perf_counter() - started
     metrics.BATCH_SECONDS.observe(seconds)
@@ -159,17 +233,39 @@ def _archive_leads(task: Task, rt: Runtime, job_id: str, payload: dict[str, Any]
     return {"job_id": job_id, "status": "succeeded", "counts": report.counts}
 
 
-def _fail(rt: Runtime, job_id: str, exc: BaseException, fields: dict[str, str]) -> None:
-    """Mark the job failed with ``exc`` as its reason, count it and log it."""
+def _message_request(payload: dict[str, Any]) -> ArchiveRequest | None:
+    """The request a message carries, or None when it is not one this service sends."""
+    try:
+        return ArchiveRequest.model_validate(payload)
+    except ValidationError:
+        return None
+
+
+def _lost(job_id: str, fields: dict[str, str]) -> dict[str, Any]:
+    """This run's lease expired and another run holds the job: leave the record to it."""
+    log.warning(
+        "job lease expired during the run: the record is left to the run holding it", extra=fields
+    )
+    return {"job_id": job_id, "status": "lost"}
+
+
+def _fail(rt: Runtime, job_id: str, exc: BaseException, fields: dict[str, str], token: str) -> bool:
+    """Mark the job failed with ``exc`` as its reason, count it and log it; False when another
+    run holds the job (nothing changed)."""
     error = {"type": type(exc).__name__, "detail": str(exc) or type(exc).__name__}
-    rt.jobs.transition(job_id, ("running", "queued"), "failed", finished_at=now_iso(), error=error)
+    before = rt.jobs.transition(
+        job_id, ("running",), "failed", token=token, finished_at=now_iso(), error=error
+    )
+    if before == "lost":
+        return False
     rt.jobs.refresh_ttl(job_id)
     metrics.JOBS.labels("failed").inc()
     log.error("job failed", extra={**fields, "error": type(exc).__name__, "detail": str(exc)})
+    return True
 
 
 def _record_in_admin_log(
-    rt: Runtime, record: JobRecord, outcome: JobOutcome, status: Status
+    rt: Runtime, record: JobRecord, outcome: JobOutcome, status: Status, token: str | None
 ) -> None:
     """Write the job's row in Vicidial's admin log once; a failure is logged, never raised.
 
@@ -206,4 +302,4 @@ def _record_in_admin_log(
     if not written:
         log.debug("no vicidial_admin_log table: the admin log is not written", extra=fields)
         return
-    rt.jobs.transition(outcome.job_id, (status,), status, admin_logged=now_iso())
+    rt.jobs.transition(outcome.job_id, (status,), status, token=token, admin_logged=now_iso())

@@ -14,7 +14,7 @@ Invariants:
   before compression was introduced stay readable);
 - a field that is not set is absent from the stored fields, never an empty or ``null`` value;
 - ``view`` never shows the owner or the internals (client address, idempotency claim, the admin
-  log's mark).
+  log's mark, the run's token and lease).
 """
 
 from __future__ import annotations
@@ -80,6 +80,10 @@ class JobRecord:
     error: dict[str, str] | None = None
     # When the job's row was written to vicidial_admin_log (never shown).
     admin_logged: str | None = None
+    # The run that holds the job (``status`` running): its token, and until when its lease
+    # lasts (epoch seconds, as text); never shown.
+    run_token: str | None = None
+    lease_until: str | None = None
 
     @classmethod
     def queued(
@@ -147,6 +151,8 @@ class JobRecord:
             result=_load(stored["result"]) if "result" in stored else None,
             error=_load(stored["error"]) if "error" in stored else None,
             admin_logged=stored.get("admin_logged"),
+            run_token=stored.get("run_token"),
+            lease_until=stored.get("lease_until"),
         )
 
     def view(self) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from tasks.errors import IdempotencyConflict
+from tasks.errors import IdempotencyConflict, TooManyPendingJobs
 from tasks.jobs import new_job_id
 from tasks.records import JobRecord, Status, encode, now_iso
 from tasks.requests import ArchiveRequest
@@ -29,7 +29,9 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS idempotency (claim TEXT PRIMARY KEY, job_id TEXT NOT NULL,"
     " fingerprint TEXT NOT NULL, expires_at REAL NOT NULL)",
     "CREATE TABLE IF NOT EXISTS deferred (job_id TEXT PRIMARY KEY, not_before REAL NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs (expires_at)",
 )
+_UNFINISHED = "('queued', 'deferred', 'running')"
 
 
 class SqliteJobStore:
@@ -75,11 +77,14 @@ class SqliteJobStore:
         fingerprint: str = "",
         now: datetime | None = None,
         client_ip: str = "",
+        max_pending: int | None = None,
     ) -> tuple[str, bool]:
-        """Record a new queued job; see ``RedisJobStore.create``."""
+        """Record a new queued job; see ``RedisJobStore.create``. Expired jobs and claims are
+        deleted on the way, so the file holds no more than the result lifetime's jobs."""
         job_id = new_job_id()
         claim = ""
         with self._write() as db:
+            self._purge(db)
             if idempotency_key is not None:
                 claim = owner + ":" + hashlib.sha256(idempotency_key.encode()).hexdigest()
                 row = db.execute(
@@ -91,6 +96,15 @@ class SqliteJobStore:
                     if row[1] != fingerprint:
                         raise IdempotencyConflict(idempotency_key)
                     return str(row[0]), False
+            if max_pending:
+                (pending,) = db.execute(
+                    f"SELECT COUNT(*) FROM jobs WHERE status IN {_UNFINISHED}"  # noqa: S608 - constant
+                    " AND json_extract(record, '$.owner') = ?",
+                    (owner,),
+                ).fetchone()
+                if pending >= max_pending:
+                    raise TooManyPendingJobs(pending, max_pending)
+            if claim:
                 db.execute(
                     "INSERT OR REPLACE INTO idempotency VALUES (?, ?, ?, ?)",
                     (claim, job_id, fingerprint, self._expiry()),
@@ -104,6 +118,14 @@ class SqliteJobStore:
             )
         return job_id, True
 
+    @staticmethod
+    def _purge(db: sqlite3.Connection) -> None:
+        """Delete expired jobs and claims, and deferrals of jobs that are gone."""
+        now = time.time()
+        db.execute("DELETE FROM jobs WHERE expires_at <= ?", (now,))
+        db.execute("DELETE FROM idempotency WHERE expires_at <= ?", (now,))
+        db.execute("DELETE FROM deferred WHERE job_id NOT IN (SELECT job_id FROM jobs)")
+
     def get(self, job_id: str) -> JobRecord | None:
         """The record, or None when it does not exist or has expired."""
         row = (
@@ -116,24 +138,97 @@ class SqliteJobStore:
         return None if row is None else JobRecord.from_fields(json.loads(row[0]))
 
     def transition(
-        self, job_id: str, allowed: tuple[str, ...], status: Status, **fields: Any
+        self,
+        job_id: str,
+        allowed: tuple[str, ...],
+        status: Status,
+        *,
+        token: str | None = None,
+        **fields: Any,
     ) -> str | None:
-        """Set ``status`` and ``fields`` if the job is in one of ``allowed``; the old status."""
+        """Set ``status`` and ``fields`` if the job is in one of ``allowed`` (and held by the
+        run with ``token``, if given); the old status, or ``"lost"``, as in ``RedisJobStore``."""
         with self._write() as db:
-            row = db.execute(
-                "SELECT status, record FROM jobs WHERE job_id = ? AND expires_at > ?",
-                (job_id, time.time()),
-            ).fetchone()
-            if row is None:
+            found = self._read(db, job_id)
+            if found is None:
                 return None
-            before = str(row[0])
+            before, record = found
+            if token is not None and record.get("run_token") != token:
+                return "lost"
             if before in allowed:
-                record = json.loads(row[1]) | encode(fields) | {"status": status}
-                db.execute(
-                    "UPDATE jobs SET status = ?, record = ? WHERE job_id = ?",
-                    (status, json.dumps(record), job_id),
-                )
+                record = record | encode(fields) | {"status": status}
+                if status != "running":
+                    record.pop("run_token", None)
+                    record.pop("lease_until", None)
+                self._store(db, job_id, status, record)
             return before
+
+    @staticmethod
+    def _read(db: sqlite3.Connection, job_id: str) -> tuple[str, dict[str, str]] | None:
+        row = db.execute(
+            "SELECT status, record FROM jobs WHERE job_id = ? AND expires_at > ?",
+            (job_id, time.time()),
+        ).fetchone()
+        return None if row is None else (str(row[0]), json.loads(row[1]))
+
+    @staticmethod
+    def _store(db: sqlite3.Connection, job_id: str, status: str, record: dict[str, str]) -> None:
+        db.execute(
+            "UPDATE jobs SET status = ?, record = ? WHERE job_id = ?",
+            (status, json.dumps(record), job_id),
+        )
+
+    def start(self, job_id: str, token: str, lease: timedelta) -> str:
+        """Take the job for a run; see ``RedisJobStore.start``."""
+        now = time.time()
+        with self._write() as db:
+            found = self._read(db, job_id)
+            if found is None:
+                return "missing"
+            status, record = found
+            if status == "running" and float(record.get("lease_until", "0")) > now:
+                return "leased"
+            if status not in ("queued", "running"):
+                return status
+            record |= {
+                "status": "running",
+                "run_token": token,
+                "lease_until": str(now + lease.total_seconds()),
+                "started_at": now_iso(),
+                "attempts": str(int(record.get("attempts", "0")) + 1),
+            }
+            self._store(db, job_id, "running", record)
+        return "started"
+
+    def renew(self, job_id: str, token: str, lease: timedelta) -> bool:
+        """Extend the run's lease; see ``RedisJobStore.renew``."""
+        with self._write() as db:
+            found = self._read(db, job_id)
+            if found is None or found[0] != "running" or found[1].get("run_token") != token:
+                return False
+            record = found[1] | {"lease_until": str(time.time() + lease.total_seconds())}
+            self._store(db, job_id, "running", record)
+        return True
+
+    def hand_back_expired(self) -> list[str]:
+        """Queue again every running job whose lease has expired (after the demo stopped with
+        a job running, too); see ``RedisJobStore.hand_back_expired``."""
+        handed = []
+        with self._write() as db:
+            rows = db.execute(
+                "SELECT job_id, record FROM jobs WHERE status = 'running' AND expires_at > ?",
+                (time.time(),),
+            ).fetchall()
+            for job_id, text in rows:
+                record = json.loads(text)
+                if float(record.get("lease_until", "0")) > time.time():
+                    continue
+                record["status"] = "queued"
+                record.pop("run_token", None)
+                record.pop("lease_until", None)
+                self._store(db, job_id, "queued", record)
+                handed.append(str(job_id))
+        return handed
 
     def count_attempt(self, job_id: str) -> None:
         """Count one more start of the batch."""
@@ -157,23 +252,33 @@ class SqliteJobStore:
             db.execute("DELETE FROM idempotency WHERE job_id = ?", (job_id,))
             db.execute("DELETE FROM jobs WHERE job_id = ?", (job_id,))
 
-    def defer(self, job_id: str, not_before: datetime) -> bool:
+    def defer(self, job_id: str, not_before: datetime, *, token: str | None = None) -> bool:
         """Park a job until ``not_before`` (scheduled first, as in ``RedisJobStore.defer``)."""
         with self._write() as db:
             db.execute(
                 "INSERT OR REPLACE INTO deferred VALUES (?, ?)", (job_id, not_before.timestamp())
             )
+        # A queued job; or, with the run's token, one this run took over (it ran before).
+        allowed = ("running",) if token else ("queued",)
         before = self.transition(
-            job_id, ("queued", "running"), "deferred", not_before=now_iso(not_before)
+            job_id, allowed, "deferred", token=token, not_before=now_iso(not_before)
         )
-        return before in ("queued", "running")
+        return before in allowed
 
     def cancel(self, job_id: str) -> str | None:
-        """Cancel a job that has not started; the status it had."""
-        before = self.transition(job_id, ("queued", "deferred"), "cancelled", finished_at=now_iso())
-        if before in ("queued", "deferred"):
-            with self._write() as db:
-                db.execute("DELETE FROM deferred WHERE job_id = ?", (job_id,))
+        """Cancel a job that has not started; see ``RedisJobStore.cancel``."""
+        with self._write() as db:
+            found = self._read(db, job_id)
+            if found is None:
+                return None
+            before, record = found
+            if before not in ("queued", "deferred"):
+                return before
+            if "started_at" in record:
+                return "started"
+            record |= {"status": "cancelled", "finished_at": now_iso()}
+            self._store(db, job_id, "cancelled", record)
+            db.execute("DELETE FROM deferred WHERE job_id = ?", (job_id,))
         return before
 
     def take_due(self, now: datetime) -> list[str]:

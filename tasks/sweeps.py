@@ -2,10 +2,18 @@
 messages of queued jobs that were lost.
 
 Both run every few seconds in every worker (``worker.steps``) and send through
-``tasks.publishing.publish``. Sending a job twice is safe: batches are idempotent, and a job that
-has ended ignores a second message. The lost-message sweep reads kombu's Redis envelopes (a Lua
-pattern on their JSON): the format of the kombu versions pyproject.toml pins, which
-``tests/worker/test_messages.py`` covers.
+``tasks.publishing.publish``. Sending a job twice is safe: batches are idempotent, a job that
+has ended ignores a second message, and one that is running keeps its lease. The lost-message
+sweep reads kombu's Redis envelopes (a Lua pattern on their JSON): the format of the kombu
+versions pyproject.toml pins, which ``tests/worker/test_messages.py`` covers.
+
+The lost-message sweep costs O(stale jobs), not O(queue): it never reads the whole queue. The
+queue is first in, first out, and a job's score in the queued index is when its message was
+last sent, so a queued job whose score is below that of every message still waiting cannot have
+one waiting. Only the few messages at the consuming end are read (those kombu put back there
+after a worker died included), and only the jobs queued before the oldest of them, and before
+the cutoff, are candidates; of those, the ones a worker holds unacknowledged (a short list)
+are not lost.
 """
 
 from __future__ import annotations
@@ -22,20 +30,31 @@ from tasks.runtime import runtime_of
 
 log = logging.getLogger("leadarchive.worker")
 
-# KEYS[1] the queue's list, KEYS[2] kombu's hash of unacknowledged messages. Returns the task
-# ID of every message in either (the first "id" of an envelope is its headers' task ID).
-_MESSAGE_IDS = """
-local ids = {}
-for _, message in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
-  local id = string.match(message, ', "id": "([^"]+)"')
-  if id then table.insert(ids, id) end
-end
-for _, message in ipairs(redis.call('HVALS', KEYS[2])) do
+# KEYS[1] the queue's list, KEYS[2] kombu's hash of unacknowledged messages; ARGV[1] how many
+# messages to read at the queue's consuming end (kombu pops the list's right end), besides as
+# many as are unacknowledged (what a dead worker's restore may have put there). Returns the
+# queue's length, then the task IDs of those messages (an envelope's first "id" is its task ID).
+_WAITING_NEXT = """
+local ids = {redis.call('LLEN', KEYS[1])}
+local count = tonumber(ARGV[1]) + redis.call('HLEN', KEYS[2])
+for _, message in ipairs(redis.call('LRANGE', KEYS[1], -count, -1)) do
   local id = string.match(message, ', "id": "([^"]+)"')
   if id then table.insert(ids, id) end
 end
 return ids
 """
+# KEYS[1] kombu's hash of unacknowledged messages: their task IDs.
+_UNACKED_IDS = """
+local ids = {}
+for _, message in ipairs(redis.call('HVALS', KEYS[1])) do
+  local id = string.match(message, ', "id": "([^"]+)"')
+  if id then table.insert(ids, id) end
+end
+return ids
+"""
+NEXT_MESSAGES = 64
+# At most this many lost jobs are sent again per pass.
+SWEEP_BATCH = 200
 UNACKED_KEY = "unacked"  # kombu's Redis transport's default
 SWEEP_LOCK = "leadarchive:sweep"
 
@@ -53,6 +72,21 @@ def release_due_jobs(app: Celery) -> list[str]:
     return released
 
 
+def hand_back_expired_runs(app: Celery) -> list[str]:
+    """Send again every job whose run's lease expired: its worker froze, died or lost Redis
+    (``JobStore.start``). A run that wakes up later finds its token refused and changes nothing."""
+    rt = runtime_of(app)
+    handed = []
+    for job_id in rt.jobs.hand_back_expired():
+        record = rt.jobs.get(job_id)
+        if record is None:
+            continue
+        publish(app, job_id, record.request, rt.broker)
+        log.warning("job lease expired, job handed back to the queue", extra={"job_id": job_id})
+        handed.append(job_id)
+    return handed
+
+
 def requeue_lost_jobs(app: Celery) -> list[str]:
     """Send again every job queued for long whose message is neither queued nor being worked on.
 
@@ -67,13 +101,23 @@ def requeue_lost_jobs(app: Celery) -> list[str]:
         return []
     # Long enough for a message to be taken off the queue and recorded as unacknowledged.
     cutoff = time.time() - 2 * rt.settings.visibility_timeout.total_seconds()
-    stale = jobs.queued_before(cutoff)
     # One sweeper at a time, so that two workers never both send a lost job again.
-    if not stale or not broker.set(SWEEP_LOCK, "1", nx=True, ex=30):
+    if not jobs.any_queued_before(cutoff) or not broker.set(SWEEP_LOCK, "1", nx=True, ex=30):
         return []
     try:
-        found: list[bytes] = broker.eval(_MESSAGE_IDS, 2, QUEUE, UNACKED_KEY)  # type: ignore[assignment]
-        present = {raw.decode() for raw in found}
+        found: list[bytes] = broker.eval(  # type: ignore[assignment]
+            _WAITING_NEXT, 2, QUEUE, UNACKED_KEY, str(NEXT_MESSAGES)
+        )
+        length, next_ids = int(found[0]), [raw.decode() for raw in found[1:]]
+        scores = [s for s in jobs.queued_scores(next_ids) if s is not None]
+        if length and not scores:
+            return []  # no waiting message to compare with: judge nothing this pass
+        limit = min([cutoff, *scores])
+        stale = jobs.queued_before(limit, SWEEP_BATCH)
+        if not stale:
+            return []
+        held: list[bytes] = broker.eval(_UNACKED_IDS, 1, UNACKED_KEY)  # type: ignore[assignment]
+        present = {raw.decode() for raw in held}
         lost = [job_id for job_id in stale if job_id not in present]
         for job_id in lost:
             record = jobs.get(job_id)

@@ -8,13 +8,14 @@ from celery import Celery, bootsteps
 
 from tasks.lifecycle import ARCHIVE_TASK
 from tasks.runtime import runtime_of
-from tasks.sweeps import release_due_jobs, requeue_lost_jobs
+from tasks.sweeps import hand_back_expired_runs, release_due_jobs, requeue_lost_jobs
 from worker.broker import BrokerConsumer, JobMessageRequest
 
 
 class ReleaseDeferredJobs(bootsteps.StartStopStep):
-    """Every few seconds, send again the deferred jobs whose office-hours window has opened,
-    and the queued jobs whose message was lost (``requeue_lost_jobs``).
+    """Every few seconds, send again the deferred jobs whose office-hours window has opened, the
+    jobs whose run's lease expired (``hand_back_expired_runs``), and the queued jobs whose message
+    was lost (``requeue_lost_jobs``).
 
     Deferred jobs wait in a Redis sorted set rather than as countdown messages, which would sit
     unacknowledged in a worker for hours and be delivered twice after the visibility timeout.
@@ -37,6 +38,7 @@ class ReleaseDeferredJobs(bootsteps.StartStopStep):
     @staticmethod
     def _release(celery_app: Celery) -> None:
         release_due_jobs(celery_app)
+        hand_back_expired_runs(celery_app)
         requeue_lost_jobs(celery_app)
 
 

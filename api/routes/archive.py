@@ -26,7 +26,7 @@ from api.problems import Problem
 from api.schemas import SEED_EXAMPLE, Accepted, ArchiveRequest, JobView
 from api.services import Services, Svc, guard
 from tasks.admin_log import client_address
-from tasks.errors import IdempotencyConflict
+from tasks.errors import IdempotencyConflict, StoreFullError, TooManyPendingJobs
 from tasks.publishing import publish
 from tasks.records import JobRecord, now_iso
 
@@ -141,6 +141,7 @@ def _create_and_enqueue(
             idempotency_key=idempotency_key,
             fingerprint=fingerprint,
             client_ip=client_ip,
+            max_pending=services.settings.max_pending_jobs,
         )
     except IdempotencyConflict:
         raise Problem(
@@ -148,6 +149,25 @@ def _create_and_enqueue(
             "idempotency-conflict",
             "Unprocessable Content",
             "this Idempotency-Key was used with a different request",
+        ) from None
+    except TooManyPendingJobs as exc:
+        raise Problem(
+            429,
+            "too-many-pending-jobs",
+            "Too Many Requests",
+            str(exc),
+            headers={"Retry-After": str(exc.retry_after)},
+            pending=exc.pending,
+            limit=exc.limit,
+        ) from None
+    except StoreFullError as exc:
+        metrics.STORE_FULL.inc()
+        raise Problem(
+            503,
+            "store-full",
+            "Service Unavailable",
+            f"{exc}; try again later",
+            headers={"Retry-After": str(exc.retry_after)},
         ) from None
     if created:
         try:
@@ -228,6 +248,15 @@ async def cancel(_job: OwnedJob, job_id: JobId, services: Svc) -> dict[str, Any]
     # The job first: its key is checked (401) before its ID (404).
     jobs = services.runtime.jobs
     before = await guard(run_in_threadpool(jobs.cancel, job_id))
+    if before == "started":
+        # Queued or deferred again after a run began: some of its chunks may have run.
+        raise Problem(
+            409,
+            "not-cancellable",
+            "Conflict",
+            "the job has started (it waits to run again) and can no longer be cancelled;"
+            " its report will say what ran",
+        )
     if before not in ("queued", "deferred", "cancelled"):
         raise Problem(
             409,

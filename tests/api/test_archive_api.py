@@ -376,6 +376,28 @@ def test_a_finished_job_cannot_be_cancelled(client: TestClient, vicidial: Connec
     assert "succeeded" in problem["detail"]
 
 
+def test_a_job_queued_again_after_its_run_began_cannot_be_cancelled(
+    client: TestClient, rt, redis_client: redis.Redis
+) -> None:
+    """A transient error hands a running job back to the queue after some of its chunks ran:
+    cancelling it then would report a job that changed data as cancelled."""
+    from datetime import timedelta
+
+    from tasks.requests import ArchiveRequest
+
+    job_id, _ = rt.jobs.create("alice", ArchiveRequest(lead_ids=[1], delete_leads=True))
+    rt.jobs.start(job_id, "run", timedelta(seconds=30))
+    rt.jobs.transition(job_id, ("running",), "queued", token="run")
+
+    answer = client.delete(f"{URL}/{job_id}", headers=ALICE)
+    after = client.get(f"{URL}/{job_id}", headers=ALICE).json()
+    rt.jobs.forget(job_id)  # it has no message: the session's worker would never end it
+
+    problem = _problem(answer, 409)
+    assert "has started" in problem["detail"]
+    assert (after["status"], after["attempts"]) == ("queued", 1)
+
+
 # --- office hours on the worker side ----------------------------------------------------------
 
 
@@ -672,9 +694,87 @@ def test_a_redis_that_answers_but_cannot_write_gives_503_never_500(
             broker.close()
             runtime.close()
 
+    # Out of memory, the admission check sees it first (nothing written either way).
+    expected = "store-full" if state.startswith("out of memory") else "broker-unavailable"
     for answer in answers:
         problem = _problem(answer, 503)
-        assert problem["type"] == "urn:leadarchive:problem:broker-unavailable"
+        assert problem["type"] == f"urn:leadarchive:problem:{expected}"
         assert int(answer.headers["retry-after"]) >= 1
     assert queued == 0
     assert after.status_code == 202  # served again once Redis can write
+
+
+def test_a_key_with_too_many_unfinished_jobs_gets_429_until_one_ends(
+    database_url: str, clock: FakeClock, tmp_path: Path
+) -> None:
+    """LEADARCHIVE_MAX_PENDING_JOBS: a key's submissions beyond it are refused with 429 and
+    Retry-After, nothing enqueued; another key is not held back; a job that ends makes room."""
+    from api.app import create_app
+    from tasks.celery_config import create_celery
+    from tasks.runtime import Runtime
+    from tests.api.conftest import make_settings
+
+    with claim_redis_database() as redis_url:
+        settings = make_settings(database_url, redis_url, max_pending_jobs=2)
+        runtime = Runtime(settings, clock=clock)
+        app = create_app(settings, runtime=runtime, celery=create_celery(settings))
+        broker = redis.Redis.from_url(redis_url)
+        try:
+            with TestClient(app) as api:  # no worker: the jobs stay queued
+                first, second = (submit(api, {"lead_ids": [n]}) for n in (1, 2))
+                refused = api.post(URL, json={"lead_ids": [3]}, headers=ALICE)
+                queued = broker.llen("leadarchive")
+                other = api.post(URL, json={"lead_ids": [3]}, headers=BOB)
+                api.delete(first.headers["location"], headers=ALICE)
+                after = api.post(URL, json={"lead_ids": [3]}, headers=ALICE)
+        finally:
+            broker.close()
+            runtime.close()
+
+    assert (first.status_code, second.status_code) == (202, 202)
+    problem = _problem(refused, 429)
+    assert problem["type"] == "urn:leadarchive:problem:too-many-pending-jobs"
+    assert (problem["pending"], problem["limit"]) == (2, 2)
+    assert "limit is 2" in problem["detail"]
+    assert int(refused.headers["retry-after"]) >= 1
+    assert queued == 2
+    assert other.status_code == 202
+    assert after.status_code == 202
+
+
+def test_a_nearly_full_job_store_answers_503_store_full_and_enqueues_nothing(
+    database_url: str, clock: FakeClock, tmp_path: Path
+) -> None:
+    from api.app import create_app
+    from tasks.celery_config import create_celery
+    from tasks.runtime import Runtime
+    from tests.api.conftest import make_settings
+
+    with claim_redis_database() as broker_url, private_redis(tmp_path) as store:
+        settings = make_settings(database_url, store.url, broker_url=broker_url, rate_limit="")
+        runtime = Runtime(settings, clock=clock)
+        app = create_app(settings, runtime=runtime, celery=create_celery(settings))
+        broker = redis.Redis.from_url(broker_url)
+        admin = redis.Redis.from_url(store.url)
+        try:
+            with TestClient(app) as api:
+                accepted = submit(api, {"lead_ids": [1]})
+                used = int(admin.info("memory")["used_memory"])
+                # Room for the accepted job's result, not for one more and Redis' own share.
+                admin.config_set("maxmemory", used + 1024 * 1024 + 20 * 1024)
+                refused = api.post(URL, json={"lead_ids": [2]}, headers=ALICE)
+                queued = broker.llen("leadarchive")
+                admin.config_set("maxmemory", 0)
+                after = api.post(URL, json={"lead_ids": [2]}, headers=ALICE)
+        finally:
+            admin.close()
+            broker.close()
+            runtime.close()
+
+    assert accepted.status_code == 202
+    problem = _problem(refused, 503)
+    assert problem["type"] == "urn:leadarchive:problem:store-full"
+    assert "maxmemory" in problem["detail"]
+    assert int(refused.headers["retry-after"]) >= 1
+    assert queued == 1
+    assert after.status_code == 202

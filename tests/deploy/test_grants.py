@@ -455,7 +455,7 @@ def test_compose_init_script_creates_a_user_that_can_archive_and_seed() -> None:
         # prove its escaping.
         scratch_user(host="%", create=False) as (user, _, host),
     ):
-        password = "it's a \\ pass"  # noqa: S105 - a throwaway user's, dropped below
+        password = "it's a \\ pass"
         root = make_engine(database_url(database))
         try:
             with root.connect() as conn:

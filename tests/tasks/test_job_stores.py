@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 import redis
 
-from tasks.errors import IdempotencyConflict
-from tasks.jobs import DEFERRED_KEY, JobStore, RedisJobStore
+from tasks.errors import IdempotencyConflict, StoreFullError, TooManyPendingJobs
+from tasks.jobs import DEFERRED_KEY, RESERVE_PER_JOB, JobStore, RedisJobStore
 from tasks.records import JobRecord
 from tasks.requests import ArchiveRequest
 from tasks.sql_jobs import SqliteJobStore
+from testkit.servers import private_redis
 from tests.conftest import claim_redis_database
 from tests.helpers import stored, wait_for
 
@@ -200,3 +201,129 @@ def test_a_leftover_deferred_entry_is_dropped_and_a_job_deferred_again_stays(
     assert own_redis.zscore(DEFERRED_KEY, again) == (LATER + timedelta(days=1)).timestamp()
     assert stored(store.get(again))["status"] == "deferred"  # type: ignore[index]
     assert stored(store.get(queued))["status"] == "queued"  # type: ignore[index]
+
+
+def test_a_key_may_have_only_so_many_unfinished_jobs(store: JobStore) -> None:
+    first, _ = store.create("alice", REQUEST, max_pending=2)
+    second, _ = store.create("alice", REQUEST, max_pending=2)
+
+    with pytest.raises(TooManyPendingJobs) as refused:
+        store.create("alice", REQUEST, max_pending=2)
+
+    assert (refused.value.pending, refused.value.limit) == (2, 2)
+    assert refused.value.retry_after > 0
+    # Another key has its own count; a deferred or running job still counts.
+    store.create("bob", REQUEST, max_pending=2)
+    store.defer(first, LATER)
+    store.transition(second, ("queued",), "running")
+    with pytest.raises(TooManyPendingJobs):
+        store.create("alice", REQUEST, max_pending=2)
+    # A job that ends makes room.
+    store.transition(second, ("running",), "succeeded")
+    third, created = store.create("alice", REQUEST, max_pending=2)
+    assert created and third not in (first, second)
+    # A replayed idempotent submission is the same job, never refused.
+    store.cancel(first)
+    kept, _ = store.create("alice", REQUEST, idempotency_key="k", max_pending=2)
+    again, created = store.create("alice", REQUEST, idempotency_key="k", max_pending=2)
+    assert (again, created) == (kept, False)
+
+
+def test_an_idempotency_claim_whose_record_is_gone_is_taken_over(own_redis: redis.Redis) -> None:
+    store = RedisJobStore(own_redis, timedelta(days=7))
+    lost, _ = store.create("alice", REQUEST, idempotency_key="k")
+    # What a stall between two writes used to leave: a claim, and no record.
+    own_redis.delete(f"leadarchive:job:{lost}")
+
+    job_id, created = store.create("alice", REQUEST, idempotency_key="k")
+
+    assert created and job_id != lost
+    assert store.get(job_id) is not None
+    assert store.create("alice", REQUEST, idempotency_key="k") == (job_id, False)
+
+
+def test_a_nearly_full_redis_refuses_new_jobs_and_keeps_room_for_the_accepted(
+    tmp_path: Path,
+) -> None:
+    with private_redis(tmp_path) as server:
+        client = redis.Redis(port=server.port)
+        client.config_set("maxmemory", 8 * 1024 * 1024)
+        store = RedisJobStore(client, timedelta(days=7))
+        accepted: list[str] = []
+        with pytest.raises(StoreFullError, match="job store is full"):
+            for _ in range(2000):
+                accepted.append(store.create("alice", REQUEST)[0])
+        keys = client.dbsize()
+        used = int(client.info("memory")["used_memory"])
+
+        # Refused before anything was written, with room left for every accepted job.
+        with pytest.raises(StoreFullError):
+            store.create("bob", REQUEST)
+        assert client.dbsize() == keys
+        assert 100 < len(accepted) < 2000
+        assert used + len(accepted) * RESERVE_PER_JOB < 8 * 1024 * 1024
+        # Jobs that end make room again.
+        for job_id in accepted[:50]:
+            store.transition(job_id, ("queued",), "cancelled")
+        assert store.create("bob", REQUEST)[1]
+
+
+def test_a_run_holds_its_job_under_a_lease_and_a_duplicate_leaves_it_alone(
+    store: JobStore,
+) -> None:
+    job_id, _ = store.create("alice", REQUEST)
+
+    assert store.start(job_id, "run-1", timedelta(seconds=30)) == "started"
+    assert store.start(job_id, "run-2", timedelta(seconds=30)) == "leased"
+    assert store.renew(job_id, "run-1", timedelta(seconds=30))
+    assert not store.renew(job_id, "run-2", timedelta(seconds=30))
+    # Only the holder's token changes the record.
+    assert store.transition(job_id, ("running",), "succeeded", token="run-2") == "lost"
+    assert store.transition(job_id, ("running",), "succeeded", token="run-1") == "running"
+    record = store.get(job_id)
+    assert record is not None
+    assert (record.status, record.attempts, record.run_token) == ("succeeded", 1, None)
+    assert store.start(job_id, "run-3", timedelta(seconds=30)) == "succeeded"
+
+
+def test_an_expired_lease_hands_the_job_back_and_the_old_run_changes_nothing(
+    store: JobStore,
+) -> None:
+    job_id, _ = store.create("alice", REQUEST)
+    other, _ = store.create("alice", REQUEST)
+    assert store.start(job_id, "frozen", timedelta(seconds=1)) == "started"
+    assert store.start(other, "alive", timedelta(seconds=60)) == "started"
+
+    handed = wait_for(store.hand_back_expired, timeout=10, interval=0.2)
+
+    assert handed == [job_id]  # the live lease stays
+    record = store.get(job_id)
+    assert record is not None and (record.status, record.run_token) == ("queued", None)
+    assert store.start(job_id, "second", timedelta(seconds=60)) == "started"
+    # The frozen run wakes up: its renewal and every change it tries are refused.
+    assert not store.renew(job_id, "frozen", timedelta(seconds=60))
+    assert store.transition(job_id, ("running",), "failed", token="frozen") == "lost"
+    assert store.transition(job_id, ("running",), "succeeded", token="second") == "running"
+    record = store.get(job_id)
+    assert record is not None and (record.status, record.attempts) == ("succeeded", 2)
+
+
+def test_a_lease_found_expired_is_taken_over_by_the_next_delivery(store: JobStore) -> None:
+    job_id, _ = store.create("alice", REQUEST)
+    assert store.start(job_id, "dead", timedelta(seconds=1)) == "started"
+
+    wait_for(lambda: store.start(job_id, "next", timedelta(seconds=60)) == "started", 10, 0.2)
+
+    assert store.transition(job_id, ("running",), "succeeded", token="dead") == "lost"
+
+
+def test_a_job_that_has_started_can_no_longer_be_cancelled(store: JobStore) -> None:
+    started, _ = store.create("alice", REQUEST)
+    store.start(started, "run", timedelta(seconds=30))
+    # A transient error: queued again to be retried, some chunks already done.
+    assert store.transition(started, ("running",), "queued", token="run") == "running"
+    waiting, _ = store.create("alice", REQUEST)
+
+    assert store.cancel(started) == "started"
+    assert store.cancel(waiting) == "queued"
+    assert [store.get(j).status for j in (started, waiting)] == ["queued", "cancelled"]  # type: ignore[union-attr]

@@ -90,25 +90,35 @@ def test_the_broker_sweeps_for_lost_messages_every_5_s_under_a_short_lock(
             assert channel.unacked_restore_interval * channel.unacked_restore_throttle == 5
 
 
-def test_the_lost_message_sweep_finds_queued_and_unacknowledged_messages(
+def test_the_lost_message_sweep_reads_the_next_and_the_unacknowledged_messages(
     database_url: str,
 ) -> None:
-    from tasks.sweeps import _MESSAGE_IDS, UNACKED_KEY
+    """The sweep's two scripts find task IDs in both kinds of envelope (Celery's own and the
+    one the service pushes), at the queue's consuming end and among unacknowledged messages."""
+    from tasks.sweeps import _UNACKED_IDS, _WAITING_NEXT, UNACKED_KEY
 
     with claim_redis_database() as url:
         app = create_celery(make_settings(database_url, url))
         client = redis.Redis.from_url(url)
         try:
+            publish(app, "first", ArchiveRequest(lead_ids=[1], **REQUEST), client)
             publish(app, "sent-by-celery", ArchiveRequest(lead_ids=[1], **REQUEST))
             publish(app, "pushed", ArchiveRequest(lead_ids=[2], **REQUEST), client)
             # What kombu keeps for a message a worker has taken: [message, exchange, key].
             taken = client.rpop(QUEUE)
             client.hset(UNACKED_KEY, "tag-1", json.dumps([json.loads(taken), "", QUEUE]))
-            found = client.eval(_MESSAGE_IDS, 2, QUEUE, UNACKED_KEY)
+            # One message read at the consuming end, plus one per unacknowledged message.
+            waiting = client.eval(_WAITING_NEXT, 2, QUEUE, UNACKED_KEY, "1")
+            held = client.eval(_UNACKED_IDS, 1, UNACKED_KEY)
         finally:
             client.close()
 
-    assert sorted(raw.decode() for raw in found) == ["pushed", "sent-by-celery"]
+    assert [raw if isinstance(raw, int) else raw.decode() for raw in waiting] == [
+        2,
+        "pushed",
+        "sent-by-celery",
+    ]
+    assert [raw.decode() for raw in held] == ["first"]
 
 
 @pytest.mark.parametrize("action", ["acknowledge", "reject"])

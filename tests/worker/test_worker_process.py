@@ -7,12 +7,17 @@ batch at its first delete, after its archive copies are written, so the kill lan
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
+import redis
 from sqlalchemy import Connection, Engine
 
 from tasks.celery_config import create_celery
@@ -23,7 +28,7 @@ from tasks.runtime import Runtime
 from tasks.seed import insert_leads, lead_rows
 from testkit.processes import kill_group, service_env, start_worker
 from tests.conftest import claim_redis_database
-from tests.helpers import archive, live, make_settings, stored, wait_for
+from tests.helpers import archive, live, make_settings, private_redis, stored, wait_for
 
 LEADS = 300
 
@@ -109,3 +114,143 @@ def test_a_killed_worker_job_runs_again_and_succeeds_within_a_minute(
     for lead_id, row in before.items():
         assert live_after.get(lead_id) == row or archive_after.get(lead_id) == row
     assert live_after == {}
+
+
+def _pinned_job(
+    engine: Engine, jobs: JobStore, settings: Any, request: ArchiveRequest, dialer: Connection
+) -> str:
+    """A job whose batch has written its archive copies and waits to delete: the "dialer"
+    (``dialer``) holds a read lock on vicidial_list."""
+    dialer.exec_driver_sql("LOCK TABLES vicidial_list READ")
+    job_id, _ = jobs.create("alice", request)
+    publish(create_celery(settings), job_id, request)
+    wait_for(lambda: (stored(jobs.get(job_id)) or {}).get("status") == "running", timeout=60)
+    return job_id
+
+
+def test_a_duplicate_delivery_of_a_running_job_leaves_its_record_alone(
+    engine: Engine, vicidial: Connection, database_url: str, own_redis: str, tmp_path: Path
+) -> None:
+    """A second message for a job that is running (kombu re-queues in-flight messages after a
+    reconnect; a retry's countdown can outlast the visibility timeout) meets the run's live
+    lease: it is acknowledged and changes nothing, and the job ends once."""
+    insert_leads(vicidial, lead_rows(LEADS, seed=22))
+    settings = make_settings(database_url, own_redis, office_hours="", lock_wait_timeout="PT5S")
+    env = service_env(database_url, own_redis, lock_wait_timeout="PT5S")
+    rt = Runtime(settings)
+    request = ArchiveRequest(lead_ids=list(range(1, LEADS + 1)), delete_leads=True)
+    log_path = tmp_path / "worker.log"
+    worker = start_worker(env, log_path, concurrency=2)
+    try:
+        with engine.connect() as dialer:
+            try:
+                job_id = _pinned_job(engine, rt.jobs, settings, request, dialer)
+                publish(create_celery(settings), job_id, request)  # the duplicate
+                wait_for(lambda: "left alone" in log_path.read_text(errors="replace"), 60)
+                during = rt.jobs.get(job_id)
+            finally:
+                dialer.exec_driver_sql("UNLOCK TABLES")
+        record = wait_for(
+            lambda: (r := rt.jobs.get(job_id)) and r.status in ("succeeded", "failed") and r,
+            timeout=120,
+        )
+    finally:
+        kill_group(worker)
+        rt.close()
+
+    assert during is not None and (during.status, during.attempts) == ("running", 1)
+    assert (record.status, record.attempts) == ("succeeded", 1), log_path.read_text()[-3000:]
+    assert live(vicidial) == {}
+
+
+def _text(log: Path) -> str:
+    return log.read_text("utf-8", "replace")
+
+
+def test_a_frozen_worker_past_its_lease_is_replaced_and_changes_nothing_when_it_wakes(
+    engine: Engine, vicidial: Connection, database_url: str, own_redis: str, tmp_path: Path
+) -> None:
+    """A worker stopped (SIGSTOP) in the middle of a batch for longer than its lease: another
+    worker takes the job over and finishes it; the frozen one, woken, finds its run token
+    refused and leaves the record as the other run wrote it. Every lead stays live or
+    identically archived."""
+    insert_leads(vicidial, lead_rows(LEADS, seed=23))
+    before = live(vicidial)
+    short = {"visibility_timeout": "PT6S", "task_time_limit": "PT4S", "lock_wait_timeout": "PT2S"}
+    settings = make_settings(database_url, own_redis, office_hours="", **short)
+    env = service_env(database_url, own_redis, release_interval="PT1S", **short)
+    rt = Runtime(settings)
+    request = ArchiveRequest(lead_ids=list(range(1, LEADS + 1)), delete_leads=True)
+    frozen_log, other_log = tmp_path / "frozen.log", tmp_path / "other.log"
+    frozen = start_worker(env, frozen_log)
+    workers = [frozen]
+    try:
+        with engine.connect() as dialer:
+            try:
+                job_id = _pinned_job(engine, rt.jobs, settings, request, dialer)
+                os.killpg(frozen.pid, signal.SIGSTOP)
+                held = rt.jobs.get(job_id)
+            finally:
+                dialer.exec_driver_sql("UNLOCK TABLES")
+        workers.append(start_worker(env, other_log))
+        record = wait_for(
+            lambda: (r := rt.jobs.get(job_id)) and r.status in ("succeeded", "failed") and r,
+            timeout=120,
+        )
+        # Its pool process wakes first (its parent, still stopped, cannot end it for the time
+        # limit it outlived): the batch goes on, and its ending is refused for the run token.
+        for child in psutil.Process(frozen.pid).children():
+            child.resume()
+        wait_for(lambda: "lease expired during the run" in _text(frozen_log), 60)
+        after = rt.jobs.get(job_id)
+    finally:
+        for process in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGCONT)
+            kill_group(process)
+        rt.close()
+
+    assert held is not None and held.run_token is not None
+    assert record.status == "succeeded", other_log.read_text()[-3000:]
+    assert record.attempts is not None and record.attempts >= 2
+    assert after == record
+    live_after, archive_after = live(vicidial), archive(vicidial)
+    for lead_id, row in before.items():
+        assert live_after.get(lead_id) == row or archive_after.get(lead_id) == row
+    assert live_after == {}
+
+
+def test_a_job_store_that_answers_readonly_hands_the_job_back_and_it_runs_later(
+    vicidial: Connection, database_url: str, own_redis: str, tmp_path: Path
+) -> None:
+    """Redis answers READONLY (a replica after a failover) as an error reply, not a lost
+    connection: the worker neither acknowledges the job nor leaves it `running`; it hands the
+    message back, and the job runs once the store takes writes again."""
+    insert_leads(vicidial, lead_rows(5, seed=24))
+    request = ArchiveRequest(lead_ids=[1, 2, 3, 4, 5], delete_leads=True)
+    log_path = tmp_path / "worker.log"
+    with private_redis(tmp_path) as store:
+        settings = make_settings(database_url, own_redis, result_backend=store.url, office_hours="")
+        env = service_env(database_url, own_redis, result_backend=store.url)
+        rt = Runtime(settings)
+        admin = redis.Redis.from_url(store.url)
+        worker = start_worker(env, log_path)
+        try:
+            job_id, _ = rt.jobs.create("alice", request)
+            admin.execute_command("REPLICAOF", "127.0.0.1", "1")
+            publish(create_celery(settings), job_id, request)
+            wait_for(lambda: "job store cannot serve" in log_path.read_text(errors="replace"), 60)
+            during = rt.jobs.get(job_id)
+            admin.execute_command("REPLICAOF", "NO", "ONE")
+            record = wait_for(
+                lambda: (r := rt.jobs.get(job_id)) and r.status in ("succeeded", "failed") and r,
+                timeout=120,
+            )
+        finally:
+            kill_group(worker)
+            admin.close()
+            rt.close()
+
+    assert during is not None and (during.status, during.run_token) == ("queued", None)
+    assert record.status == "succeeded", log_path.read_text()[-3000:]
+    assert live(vicidial) == {} and set(archive(vicidial)) == {1, 2, 3, 4, 5}

@@ -1,0 +1,55 @@
+"""The lost-message sweep on a backlog sends again exactly the jobs whose message is neither
+waiting nor held by a worker (what it costs Redis per pass: bench/jobstore.py)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import redis
+
+from tasks.celery_config import QUEUE, create_celery
+from tasks.jobs import QUEUED_KEY
+from tasks.publishing import publish
+from tasks.requests import ArchiveRequest
+from tasks.runtime import Runtime
+from tasks.sweeps import UNACKED_KEY, requeue_lost_jobs
+from tests.conftest import claim_redis_database
+from tests.helpers import make_settings
+
+BACKLOG = 300
+
+
+def test_the_sweep_sends_again_only_the_lost_jobs_of_a_backlog(database_url: str) -> None:
+    with claim_redis_database() as url:
+        rt = Runtime(make_settings(database_url, url, office_hours=""))
+        app = create_celery(rt.settings, rt)
+        client = redis.Redis.from_url(url)
+        try:
+            request = ArchiveRequest(lead_ids=[1], insert_leads=True)
+            ids = []
+            for _ in range(BACKLOG):
+                job_id, _ = rt.jobs.create("alice", request)
+                publish(app, job_id, request, rt.broker)
+                ids.append(job_id)
+            # Queued an hour ago, in order: a backlog that has waited for long.
+            hour_ago = time.time() - 3600
+            client.zadd(QUEUED_KEY, {j: hour_ago + n / 1000 for n, j in enumerate(ids)})
+            # The two next messages taken by workers: one died before kombu recorded it (lost),
+            # the other is recorded as unacknowledged (held, not lost).
+            client.rpop(QUEUE)
+            held = client.rpop(QUEUE)
+            client.hset(UNACKED_KEY, "tag-1", json.dumps([json.loads(held), "", QUEUE]))
+            fresh, _ = rt.jobs.create("alice", request)  # queued just now, message lost too
+
+            sent = requeue_lost_jobs(app)
+            again = requeue_lost_jobs(app)
+            waiting = client.llen(QUEUE)
+        finally:
+            client.close()
+            rt.close()
+
+    assert sent == [ids[0]]
+    assert again == []  # sent just now: no longer before the cutoff
+    assert waiting == BACKLOG - 2 + 1
+    assert fresh not in sent
