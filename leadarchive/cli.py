@@ -72,13 +72,12 @@ def _run(args: argparse.Namespace) -> int:
     env = dict(os.environ)
     key = ""
     if settings.embedded:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        _private_folder(settings.data_dir)
         _prepare_embedded(settings.database_url, args.demo_leads)
         if not settings.api_keys:
             key_file = settings.data_dir / "demo-api-key"
             if not key_file.exists():
-                key_file.write_text(new_key() + "\n", encoding="ascii")
-                key_file.chmod(0o600)
+                _write_private(key_file, new_key() + "\n")
             key = key_file.read_text(encoding="ascii").strip()
             settings = settings.model_copy(update={"api_keys": f"demo:{hash_key(key)}"})
     if not settings.api_keys:
@@ -130,6 +129,23 @@ def _run(args: argparse.Namespace) -> int:
         except subprocess.TimeoutExpired:
             worker.kill()
     return 0
+
+
+def _private_folder(folder: Path) -> None:
+    """Make the embedded demo's folder readable by its owner only, and everything this process
+    and the worker it starts create from now on (umask 077): the leads, the job store, the
+    broker's messages, the results and the demo key are nobody else's to read."""
+    os.umask(0o077)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    folder.chmod(0o700)  # one made by an earlier version, or with another umask
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Create ``path`` as 0600 from its first byte on (never readable by others, not even
+    between a write and a chmod)."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w", encoding="ascii") as out:
+        out.write(text)
 
 
 def _prepare_embedded(database_url: str, demo_leads: int) -> None:

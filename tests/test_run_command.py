@@ -9,11 +9,15 @@ import sqlite3
 import subprocess
 import time
 from contextlib import closing
+from datetime import timedelta
 from pathlib import Path
 
 import httpx2 as httpx
 
 from tasks.db import make_engine
+from tasks.records import FINAL
+from tasks.requests import ArchiveRequest
+from tasks.sql_jobs import SqliteJobStore
 from testkit.processes import start, stop_group
 from tests.helpers import Row, archive, free_port, live, wait_for
 
@@ -134,3 +138,45 @@ def _healthy(base: str) -> bool:
 def _printed_key(output: Path) -> str | None:
     match = re.search(r"Demo API key: (\S+)", output.read_text())
     return match.group(1) if match else None
+
+
+def _start_demo(folder: Path, port: int, output: Path) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADARCHIVE_")}
+    process = start([str(REPO / "scripts" / "run"), "--port", str(port)], env, output, folder)
+    wait_for(lambda: _healthy(f"http://127.0.0.1:{port}"), timeout=120, interval=0.2)
+    return process
+
+
+def test_the_demo_keeps_its_data_private_and_runs_again_a_job_it_was_running_when_stopped(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "leadarchive-data"
+    port = free_port()
+    process = _start_demo(tmp_path, port, tmp_path / "run-1.log")
+    stop_group(process, grace=30)
+
+    # Private from the first byte: the folder 0700, every file in it 0600 (the key included).
+    assert data.stat().st_mode & 0o777 == 0o700
+    files = [path for path in data.rglob("*")]
+    assert (data / "demo-api-key") in files and (data / "jobs.db") in files
+    for path in files:
+        assert path.stat().st_mode & 0o077 == 0, f"{path} is {oct(path.stat().st_mode & 0o777)}"
+
+    # The demo stopped while a job was running: its record says running, under a lease that
+    # nobody renews any more.
+    store = SqliteJobStore(data / "jobs.db", timedelta(days=7))
+    request = ArchiveRequest(lead_ids=[7], insert_leads=True, update_leads=True, delete_leads=True)
+    job_id, _ = store.create("demo", request)
+    assert store.start(job_id, "the stopped run", timedelta(seconds=2)) == "started"
+
+    process = _start_demo(tmp_path, port, tmp_path / "run-2.log")
+    try:
+        record = wait_for(
+            lambda: (r := store.get(job_id)) is not None and r.status in FINAL and r, timeout=90
+        )
+    finally:
+        stop_group(process, grace=30)
+
+    assert (record.status, record.attempts) == ("succeeded", 2)
+    live_after, archive_after = _tables(tmp_path)
+    assert 7 in archive_after and 7 not in live_after

@@ -18,10 +18,13 @@ import random
 import signal
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import redis
 
 from tasks.records import FINAL
 from testkit.checksum import Row, live
@@ -491,6 +494,91 @@ def redis_restart(
     return figures
 
 
+# -- 4b. Redis full ------------------------------------------------------------------------------
+
+
+def _store_full(answer: Answer) -> bool:
+    body = answer.body if isinstance(answer.body, dict) else {}
+    return answer.status == 503 and str(body.get("type", "")).endswith(":store-full")
+
+
+def redis_full(
+    servers: Servers,
+    *,
+    submissions: int = 600,
+    maxmemory_mb: int = 4,
+    leads: int = 6_000,
+    job_size: int = 500,
+    clients: int = 4,
+    seed: int = 6,
+) -> Figures:
+    """A Redis with a small ``maxmemory`` and ``noeviction`` (as deploy/ sets it, only smaller)
+    filled by real submissions, sent back to back by ``clients`` clients: every answer must be
+    202, 429 or the store-full 503, every accepted job must end (its result needs room too), and
+    no lead may be lost. Jobs of ``job_size`` leads cycle over the seeded leads, so most find
+    their leads archived already and end fast, as a night's backlog of resubmissions would."""
+    figures = Figures("redis-full", runs=1, notes={"seed": seed, "maxmemory": f"{maxmemory_mb} MB"})
+    admin = redis.Redis.from_url(servers.redis.url)
+    admin.config_set("maxmemory", maxmemory_mb * 1024 * 1024)
+    try:
+        with servers.stack("redis-full") as stack:
+            original = stack.seed(leads, seed=seed)
+            stack.start_api()
+            stack.start_worker(concurrency=2)
+            chunks = _jobs_for(sorted(original), job_size)
+            rng = random.Random(seed)
+            plan = [rng.choice(chunks) for _ in range(submissions)]
+            accepted: dict[str, list[int]] = {}
+            answers: Counter[str] = Counter()
+            lock = threading.Lock()
+            work = iter(plan)
+
+            def client() -> None:
+                while True:
+                    with lock:
+                        chunk = next(work, None)
+                    if chunk is None:
+                        return
+                    answer = stack.submit(chunk)
+                    kind = "store-full" if _store_full(answer) else str(answer.status)
+                    with lock:
+                        answers[kind] += 1
+                        if answer.status == 202:
+                            accepted[answer.body["job_id"]] = chunk
+
+            threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=600)
+            memory: dict[str, Any] = admin.info("memory")  # type: ignore[assignment]
+            used = int(memory["used_memory"])
+            figures.notes.update(
+                {
+                    "submissions": submissions,
+                    "answers": dict(sorted(answers.items())),
+                    "accepted": len(accepted),
+                    "Redis used at the end of the submissions (MB)": round(used / 2**20, 2),
+                }
+            )
+            if set(answers) - {"202", "429", "store-full"}:
+                figures.problems.append(f"answers other than 202, 429, store-full: {answers}")
+            if not answers["store-full"]:
+                figures.problems.append("Redis never filled: no submission answered store-full")
+            _finish(
+                stack,
+                figures,
+                accepted,
+                original,
+                AFTER_LAST_FAULT + 120,
+                expected_503=_store_full,
+            )
+    finally:
+        admin.config_set("maxmemory", 0)
+        admin.close()
+    return figures
+
+
 # -- 5. Workers running overlapping jobs -------------------------------------------------------
 
 
@@ -653,6 +741,7 @@ SCENARIOS: dict[str, Callable[..., Figures]] = {
     "kill-connection": kill_connection,
     "mariadb-restart": mariadb_restart,
     "redis-restart": redis_restart,
+    "redis-full": redis_full,
     "overlapping-workers": overlapping_workers,
     "busy-dialer": busy_dialer,
 }
@@ -663,6 +752,7 @@ CI_SIZES: dict[str, dict[str, Any]] = {
     "kill-connection": {"kills": 10, "leads": 6_000},
     "mariadb-restart": {"outages": 2, "leads": 6_000, "down": (1.0, 5.0)},
     "redis-restart": {"outages": 2, "leads": 6_000, "down": (2.0, 4.0)},
+    "redis-full": {"submissions": 600, "maxmemory_mb": 4, "leads": 6_000},
     "overlapping-workers": {"leads": 2_000, "job_size": 250},
     "busy-dialer": {"leads": 5_000, "rate": 250, "threads": 16},
 }
@@ -673,6 +763,7 @@ FULL_SIZES: dict[str, dict[str, Any]] = {
     "kill-connection": {"kills": 30, "leads": 20_000},
     "mariadb-restart": {"outages": 6, "leads": 15_000, "down": (1.0, 15.0)},
     "redis-restart": {"outages": 6, "leads": 15_000, "down": (1.0, 10.0)},
+    "redis-full": {"submissions": 10_000, "maxmemory_mb": 24, "leads": 20_000},
     "overlapping-workers": {"leads": 10_000, "job_size": 500},
     "busy-dialer": {"leads": 50_000, "rate": 600, "threads": 48, "min_rate": 200},
 }

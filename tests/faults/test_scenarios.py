@@ -94,3 +94,13 @@ def test_a_busy_dialer_loses_no_write_and_every_lead_not_refused_is_archived(
         figures.archived + figures.left_live.get("mismatch", 0) == CI_SIZES["busy-dialer"]["leads"]
     )
     assert figures.notes["leads written by the dialer"] > 100
+
+
+def test_a_redis_filled_by_submissions_answers_store_full_and_every_accepted_job_ends(
+    servers: Servers,
+) -> None:
+    figures = _run("redis-full", servers)
+    _all_archived(figures)
+    answers = figures.notes["answers"]
+    assert set(answers) <= {"202", "429", "store-full"}
+    assert answers["store-full"] > 0 and answers["202"] > 0

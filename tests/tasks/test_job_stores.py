@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -327,3 +328,19 @@ def test_a_job_that_has_started_can_no_longer_be_cancelled(store: JobStore) -> N
     assert store.cancel(started) == "started"
     assert store.cancel(waiting) == "queued"
     assert [store.get(j).status for j in (started, waiting)] == ["queued", "cancelled"]  # type: ignore[union-attr]
+
+
+def test_the_sqlite_store_deletes_expired_jobs_and_claims(tmp_path: Path) -> None:
+    """The embedded demo's file holds no more than the result lifetime's jobs."""
+    store = SqliteJobStore(tmp_path / "jobs.db", timedelta(seconds=1))
+    old, _ = store.create("alice", REQUEST, idempotency_key="k")
+    store.defer(old, LATER)
+    time.sleep(1.2)
+
+    new, _ = store.create("alice", REQUEST)
+
+    with sqlite3.connect(tmp_path / "jobs.db") as db:
+        jobs = [row[0] for row in db.execute("SELECT job_id FROM jobs")]
+        claims = db.execute("SELECT COUNT(*) FROM idempotency").fetchone()[0]
+        deferred = db.execute("SELECT COUNT(*) FROM deferred").fetchone()[0]
+    assert (jobs, claims, deferred) == ([new], 0, 0)
