@@ -149,7 +149,12 @@ def sweep_time(args: argparse.Namespace, database_url: str, folder: Path) -> dic
     redis_url = f"{args.redis.rstrip('/')}/{number}"
     try:
         with live_services(
-            database_url, redis_url, folder / "sweep", worker=False, rate_limit=""
+            database_url,
+            redis_url,
+            folder / "sweep",
+            worker=False,
+            rate_limit="",
+            max_pending_jobs=str(args.queued + 1),
         ) as live:
             for i in range(args.queued):
                 submit(live, [1_000_000 + i * args.leads_per_job + n for n in range(3)])

@@ -85,7 +85,7 @@ class Settings(BaseSettings):
     max_lead_ids: int = Field(default=500, ge=1, le=100_000)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     # Jobs one API key may have queued, deferred or running at once; more are refused with 429.
-    max_pending_jobs: int = Field(default=1000, ge=1, le=1_000_000)
+    max_pending_jobs: int = Field(default=10_000, ge=1, le=1_000_000)
     # Empty: the server's local zone, as Vicidial's own schedules use. Declared before
     # office_hours, whose validator reads it.
     timezone: str = Field(default="", validate_default=True)

@@ -153,7 +153,15 @@ def test_the_demo_keeps_its_data_private_and_runs_again_a_job_it_was_running_whe
     data = tmp_path / "leadarchive-data"
     port = free_port()
     process = _start_demo(tmp_path, port, tmp_path / "run-1.log")
-    stop_group(process, grace=30)
+    try:
+        key = wait_for(lambda: _printed_key(tmp_path / "run-1.log"), timeout=10)
+        headers = {"Authorization": f"Key={key}"}
+        base = f"http://127.0.0.1:{port}"
+        answer = httpx.post(f"{base}/vicidial/leads/archive", json=SEED_REQUEST, headers=headers)
+        status_url = base + answer.headers["location"]
+        wait_for(lambda: httpx.get(status_url, headers=headers).json()["status"] in FINAL, 60)
+    finally:
+        stop_group(process, grace=30)
 
     # Private from the first byte: the folder 0700, every file in it 0600 (the key included).
     assert data.stat().st_mode & 0o777 == 0o700
