@@ -21,13 +21,14 @@ one run of the batch. Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import kombu.exceptions
@@ -150,6 +151,28 @@ def _archive_leads(task: Task, rt: Runtime, job_id: str, payload: dict[str, Any]
         return {"job_id": job_id, "status": "running"}
     if taken != "started":
         return {"job_id": job_id, "status": "expired" if taken == "missing" else taken}
+    try:
+        return _run(task, rt, record, lease, opens_at, fields)
+    except Exception as exc:
+        if _store_cannot_serve(exc):
+            # The message goes back to the queue (``archive_leads``): give the job back with
+            # it, so that its next delivery need not wait for this lease to expire. With Redis
+            # still away this fails too, and the lease expires by itself.
+            with contextlib.suppress(Exception):
+                jobs.transition(job_id, ("running",), "queued", token=lease.token)
+        raise
+
+
+def _run(
+    task: Task,
+    rt: Runtime,
+    record: JobRecord,
+    lease: _Lease,
+    opens_at: datetime | None,
+    fields: dict[str, str],
+) -> dict[str, Any]:
+    """The run that holds the job: defer it, or run the batch and record how it ended."""
+    jobs, job_id, request = rt.jobs, record.job_id, record.request
     if opens_at is not None:
         # A run whose lease expired, taken over inside office hours: parked, not run.
         jobs.defer(job_id, opens_at, token=lease.token)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import json
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,7 +40,8 @@ PATH = "/vicidial/leads/archive"
 
 
 def redis_values(client: redis.Redis) -> list[bytes]:
-    """Every key name and value in the database, and the decoded body of every Celery message."""
+    """Every key name and value in the database, the decoded body of every Celery message, and
+    the compressed fields of job records decompressed."""
     found: list[bytes] = []
     for key in client.scan_iter(count=1000):
         found.append(key)
@@ -49,6 +51,8 @@ def redis_values(client: redis.Redis) -> list[bytes]:
         elif kind == "hash":
             for field, value in client.hgetall(key).items():
                 found += [field, value]
+                if value.startswith(b"z:"):  # a job record's compressed field: read it too
+                    found.append(zlib.decompress(base64.b64decode(value[2:])))
         elif kind == "list":
             found += client.lrange(key, 0, -1)
         elif kind == "set":
