@@ -67,7 +67,7 @@ from testkit.checksum import lost_leads, snapshot_leads
 from testkit.polling import WaitTimeout, tail, wait_until
 from testkit.services import Live, live_services, wait_for_job
 
-# bench/jobstore.py and tests/hostile/test_load.py import these from here; the live service harness
+# tests/hostile/test_load.py (this command at CI size) imports from here; the live service harness
 # itself is testkit.services.
 __all__ = ["Live", "live_services", "load_and_expire", "main", "wait_for_job", "warm_up"]
 
