@@ -23,6 +23,7 @@ from tasks.jobs import JobStore, RedisJobStore
 from tasks.office_hours import Clock, OfficeHours, system_clock
 from tasks.settings import Settings
 from tasks.sql_jobs import SqliteJobStore
+from tasks.throttle import Throttles
 
 
 @dataclass
@@ -61,6 +62,16 @@ class Runtime:
     @cached_property
     def office_hours(self) -> OfficeHours:
         return self.settings.schedule()
+
+    @cached_property
+    def throttles(self) -> Throttles:
+        """When a selection job's next batch must wait (replica lag, server load)."""
+        settings = self.settings
+        return Throttles(
+            max_threads_running=settings.max_threads_running or None,
+            max_lag=settings.max_replica_lag if settings.replica_urls else None,
+            replicas=tuple(make_engine(url, pool_size=1) for url in settings.replicas()),
+        )
 
     @cached_property
     def tuning(self) -> Tuning:

@@ -86,6 +86,13 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     # Jobs one API key may have queued, deferred or running at once; more are refused with 429.
     max_pending_jobs: int = Field(default=10_000, ge=1, le=1_000_000)
+    # Archive by selection waits before a batch while the server runs more statements than this
+    # (gh-ost's --max-load on Threads_running); 0: no limit.
+    max_threads_running: int = Field(default=0, ge=0)
+    # Replicas a selection job watches (comma-separated MySQL URLs) and the lag it tolerates
+    # (pt-archiver's --max-lag); a replica of unknown lag makes it wait too.
+    replica_urls: str = ""
+    max_replica_lag: timedelta = timedelta(seconds=10)
     # Empty: the server's local zone, as Vicidial's own schedules use. Declared before
     # office_hours, whose validator reads it.
     timezone: str = Field(default="", validate_default=True)
@@ -117,6 +124,7 @@ class Settings(BaseSettings):
         "task_time_limit",
         "lock_wait_timeout",
         "release_interval",
+        "max_replica_lag",
         mode="before",
     )
     @classmethod
@@ -126,7 +134,9 @@ class Settings(BaseSettings):
             return timedelta(seconds=float(match[1]) * _UNIT_SECONDS[match[2]])
         return value
 
-    @field_validator("chunk_time", "task_time_limit", "lock_wait_timeout", "release_interval")
+    @field_validator(
+        "chunk_time", "task_time_limit", "lock_wait_timeout", "release_interval", "max_replica_lag"
+    )
     @classmethod
     def _positive(cls, value: timedelta) -> timedelta:
         if value <= timedelta(0):
@@ -210,6 +220,20 @@ class Settings(BaseSettings):
             return value
         # PyMySQL is the driver installed, and it speaks to MySQL and MariaDB alike.
         return url.set(drivername="mysql+pymysql").render_as_string(hide_password=False)
+
+    @field_validator("replica_urls")
+    @classmethod
+    def _replicas(cls, value: str) -> str:
+        urls = [url.strip() for url in value.split(",") if url.strip()]
+        for url in urls:
+            checked = cls._database(url)
+            if not checked.startswith("mysql+pymysql://"):
+                raise ValueError(f"each must be a MySQL/MariaDB URL: {_DATABASE_EXAMPLE}")
+        return ",".join(cls._database(url) for url in urls)
+
+    def replicas(self) -> list[str]:
+        """The replica URLs, one by one."""
+        return [url for url in self.replica_urls.split(",") if url]
 
     @field_validator("broker_url")
     @classmethod

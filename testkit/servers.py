@@ -111,6 +111,9 @@ class PrivateMariaDB:
     folder: Path
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    # Server options beside this class's own (later ones win: ``--log-bin`` over
+    # ``--skip-log-bin`` for a replication primary).
+    options: tuple[str, ...] = ()
 
     @property
     def url(self) -> str:
@@ -156,6 +159,7 @@ class PrivateMariaDB:
             # Repair a MyISAM table a crash left marked as crashed when it is next opened, as
             # MariaDB's default does; spelled out because this server reads no config file.
             "--myisam-recover-options=BACKUP,QUICK",
+            *self.options,
         ]
         if os.geteuid() == 0:
             args.append("--user=root")
