@@ -4,6 +4,7 @@ and ``leadarchive submit --dearchive``'s client against it."""
 from __future__ import annotations
 
 import io
+import json
 
 import pytest
 from fastapi.testclient import TestClient
@@ -160,3 +161,28 @@ def test_the_client_submits_dearchive_batches(client: TestClient, vicidial: Conn
     print_summary(summary, table)
     assert "restore" in table.getvalue() and "restored" in table.getvalue()
     assert Submitter(client, ALICE_KEY, path=DEARCHIVE_PATH).server_limit() == 500
+
+
+def test_the_command_line_submit_dearchive(
+    client: TestClient,
+    vicidial: Connection,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import httpx2
+
+    from leadarchive.cli import main
+
+    before = archived(vicidial, 3, [1, 2])
+    # `leadarchive submit` opens its own HTTP client: here, the test's client of the real API.
+    monkeypatch.setattr(httpx2, "Client", lambda **_: client)
+    argv = ["submit", "--dearchive", "--url", "http://testserver", "--key", ALICE_KEY]
+    assert main([*argv, "--delete", "1"]) == 2  # archive flags do not apply to a restore
+    assert (live(vicidial), archive(vicidial)) != (before, {})
+    code = main([*argv, "--json", "--batch-size", "2", "1", "2", "3", "99"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == EXIT_OK
+    assert len(report["jobs"]) == 2
+    assert report["counts"] == {"restore": {"restored": 2, "already_live": 1, "not_archived": 1}}
+    assert report["left_live"] == [] and report["failed"] == []
+    assert (live(vicidial), archive(vicidial)) == (before, {})
