@@ -18,11 +18,12 @@ How a chunk runs (the unique lead IDs, sorted, in chunks sized to the target loc
    itself: a lead the dialer changed in between keeps its archive row (both rows kept, nothing
    lost; the outcome is still ``restored``). No archive row is ever deleted without it.
 
-Both steps run under the batch lock (``batch_lock``, MySQL/MariaDB): a restore and an archive
-batch never interleave on one database. Before its first write a restore checks, with statements
-that change nothing, that its user may INSERT into ``vicidial_list`` and DELETE from the archive
-(the archive's least-privilege user may not; ``deploy/grants.sql``'s ``[restore]`` block): without
-them it fails with ``RestoreGrantError`` and nothing changed. A dry run only reads.
+Both steps run under the batch lock (``batch_lock``, MySQL/MariaDB; taken once per window of
+``LOCK_WINDOW`` leads): a restore and an archive batch never interleave on one database. Before its
+first write a restore checks, with statements that change nothing, that its user may INSERT into
+``vicidial_list`` and DELETE from the archive (the archive's least-privilege user may not;
+``deploy/grants.sql``'s ``[restore]`` block): without them it fails with ``RestoreGrantError`` and
+nothing changed. A dry run only reads.
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ T = TypeVar("T")
 
 RestoreOutcome = Literal["restored", "already_live", "not_archived"]
 RESTORE_OUTCOMES: tuple[RestoreOutcome, ...] = ("restored", "already_live", "not_archived")
+
+# The batch lock is held for at most this many leads at a time (SNAPSHOT_WINDOW's size).
+LOCK_WINDOW = 500
 
 # An observer of run_restore: called with a chunk's restored lead IDs between the INSERT (its
 # locks released) and the DELETE of their archive rows.
@@ -204,20 +208,24 @@ def run_restore(
         min_size=max(1, min(tuning.min_chunk, tuning.max_chunk)),
     )
     results: dict[int, RestoreResult] = {}
-    position = 0
-    while position < len(unique):
-        chunk = unique[position : position + sizer.size]
-        started = time.perf_counter()
-        if dry_run:
-            results.update(_plan(chunk, _read(cursor, rsql, chunk), dry_run=True))
-        else:
-            lock: AbstractContextManager[None] = (
-                nullcontext() if sqlite else batch_lock(cursor, conn, tuning)
-            )
-            with lock:
-                results.update(_run_chunk(cursor, dbapi, rsql, chunk, tuning, after_insert))
-        sizer.record(len(chunk), time.perf_counter() - started)
-        position += len(chunk)
+    for start in range(0, len(unique), LOCK_WINDOW):
+        window = unique[start : start + LOCK_WINDOW]
+        # The batch lock, once per window (as the archive's snapshot path takes it): other
+        # batches wait at most one window; the dialer never waits for it.
+        lock: AbstractContextManager[None] = (
+            nullcontext() if sqlite or dry_run else batch_lock(cursor, conn, tuning)
+        )
+        with lock:
+            position = 0
+            while position < len(window):
+                chunk = window[position : position + sizer.size]
+                started = time.perf_counter()
+                if dry_run:
+                    results.update(_plan(chunk, _read(cursor, rsql, chunk), dry_run=True))
+                else:
+                    results.update(_run_chunk(cursor, dbapi, rsql, chunk, tuning, after_insert))
+                sizer.record(len(chunk), time.perf_counter() - started)
+                position += len(chunk)
     return _report(ids, results)
 
 
