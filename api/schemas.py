@@ -1,21 +1,29 @@
 """Request and response bodies, strict: no coercion, no unknown fields.
 
-The request body is ``tasks.requests.ArchiveRequest`` itself (re-exported here): the API adds no
-rule of its own to it.
+The request bodies are ``tasks.requests.ArchiveRequest`` and ``RestoreRequest`` themselves
+(re-exported here): the API adds no rule of its own to them.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.archive import BatchReport
+from tasks.archive.restore import RestoreReport
 
 # The request body and its summary in a job's status are the job's own model, declared once.
-from tasks.requests import SEED_EXAMPLE, ArchiveRequest, RequestSummary
+from tasks.requests import (
+    SEED_EXAMPLE,
+    ArchiveRequest,
+    RequestSummary,
+    RestoreRequest,
+    RestoreSummary,
+)
 
 __all__ = [
+    "RESTORE_EXAMPLE",
     "SEED_EXAMPLE",
     "Accepted",
     "ArchiveRequest",
@@ -26,7 +34,13 @@ __all__ = [
     "ProblemDetails",
     "Readiness",
     "RequestSummary",
+    "RestoreReport",
+    "RestoreRequest",
+    "RestoreSummary",
 ]
+
+# The OpenAPI document's example of a restore request.
+RESTORE_EXAMPLE: dict[str, Any] = {"lead_ids": [0, 1], "dry_run": False}
 
 
 class Accepted(BaseModel):
@@ -84,8 +98,10 @@ class JobView(BaseModel):
         default=None, description="deferred: the job waits for the office-hours window until then"
     )
     attempts: int | None = Field(default=None, ge=1, description="batch runs so far (retries)")
-    request: RequestSummary
-    result: BatchReport | None = None
+    request: RequestSummary | RestoreSummary
+    result: BatchReport | RestoreReport | None = Field(
+        default=None, description="An archive job's report, or a restore job's (under restore)"
+    )
     error: JobError | None = None
 
 

@@ -18,6 +18,8 @@
 --   -e 's/^-- \[create-archive-table\] //'    CREATE, ALTER on vicidial_list_archive only, for a
 --                                             one-time `leadarchive create-archive-table`
 --                                             (tasks.schema.create_archive_table)
+--   -e 's/^-- \[restore\] //'                 INSERT on vicidial_list, DELETE on the archive, for
+--                                             restore jobs (see [restore] below)
 --
 -- What the service runs, and so all it gets (least privilege by capability):
 --   * the archive batch: SELECT, DELETE on vicidial_list (read the leads, delete the verified
@@ -48,7 +50,8 @@
 --   * restore (`POST /vicidial/leads/dearchive`, Vicidial's lead_dearchive): INSERT on
 --     vicidial_list (the lead comes back) and DELETE on vicidial_list_archive (its archive row
 --     goes, by a statement that compares it with the live copy). These are exactly the two
---     privileges the archive role lacks on purpose: give them to a separate restore user;
+--     privileges the archive role lacks on purpose: give them to a separate restore user
+--     (the optional [restore] block below);
 --   * archive by selection with `campaign_ids`: SELECT on vicidial_lists (a list's campaign);
 --   * `leadarchive seed-demo` on a test database: see [seed-demo] at the end.
 --
@@ -93,6 +96,18 @@ GRANT LOCK TABLES, CREATE TEMPORARY TABLES ON `@@DATABASE@@`.* TO '@@USER@@'@'@@
 -- [seed-demo] GRANT SELECT, INSERT, DELETE ON `@@DATABASE@@`.`vicidial_lists` TO '@@USER@@'@'@@HOST@@';
 -- [seed-demo] GRANT INSERT, DELETE ON `@@DATABASE@@`.`vicidial_list` TO '@@USER@@'@'@@HOST@@';
 -- [seed-demo] GRANT DELETE ON `@@DATABASE@@`.`vicidial_list_archive` TO '@@USER@@'@'@@HOST@@';
+
+-- [restore]: restore jobs (`POST /vicidial/leads/dearchive`, `leadarchive submit --dearchive`,
+-- Vicidial's lead_dearchive) copy an archived lead back into vicidial_list (INSERT) and then remove
+-- its archive row by a DELETE that compares it with the live copy, column by column (DELETE on the
+-- archive). Only for deployments that allow restore, and preferably for a user (or a key's role) of
+-- its own: these are exactly the two privileges the archive user lacks on purpose. Without them a
+-- restore job fails at once ("a restore needs INSERT on vicidial_list and DELETE on
+-- vicidial_list_archive") and has changed nothing; archiving is unaffected. Take them back with:
+--   REVOKE INSERT ON `asterisk`.`vicidial_list` FROM 'leadarchive'@'127.0.0.1';
+--   REVOKE DELETE ON `asterisk`.`vicidial_list_archive` FROM 'leadarchive'@'127.0.0.1';
+-- [restore] GRANT INSERT ON `@@DATABASE@@`.`vicidial_list` TO '@@USER@@'@'@@HOST@@';
+-- [restore] GRANT DELETE ON `@@DATABASE@@`.`vicidial_list_archive` TO '@@USER@@'@'@@HOST@@';
 
 -- Vicidial's Administration Change Log: each finished job that is not a dry run adds one row
 -- (section LEADS, code LEAD ARCHIVE API), as Vicidial's own scripts do. INSERT only: the service

@@ -185,6 +185,8 @@ def _submit(args: argparse.Namespace) -> int:
     import httpx2 as httpx
 
     from leadarchive.client import (
+        ARCHIVE_PATH,
+        DEARCHIVE_PATH,
         EXIT_FAILED,
         SubmitError,
         Submitter,
@@ -217,10 +219,20 @@ def _submit(args: argparse.Namespace) -> int:
         "delete_leads": args.delete,
         "dry_run": args.dry_run,
     }
+    if args.dearchive:
+        if args.no_insert or args.no_update or args.delete:
+            err.print("--dearchive restores leads: --no-insert, --no-update, --delete do not apply")
+            return EXIT_FAILED
+        flags = {"dry_run": args.dry_run}
     with httpx.Client(base_url=args.url, verify=not args.insecure, timeout=30) as http:
         try:
             summary = submit_all(
-                Submitter(http, key, max_wait=args.max_wait),
+                Submitter(
+                    http,
+                    key,
+                    max_wait=args.max_wait,
+                    path=DEARCHIVE_PATH if args.dearchive else ARCHIVE_PATH,
+                ),
                 ids,
                 flags,
                 batch_size=args.batch_size,
@@ -433,6 +445,11 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--no-update", action="store_true", help="do not refresh copies")
     submit.add_argument("--delete", action="store_true", help="delete verified live leads")
     submit.add_argument("--dry-run", action="store_true", help="report only, change nothing")
+    submit.add_argument(
+        "--dearchive",
+        action="store_true",
+        help="restore the leads from the archive (POST /vicidial/leads/dearchive)",
+    )
     submit.add_argument("--batch-size", type=int, help="default: the server's limit")
     submit.add_argument(
         "--window",

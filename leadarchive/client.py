@@ -8,6 +8,10 @@ Batches go out in a sliding window: at most ``window`` of the run's jobs are unf
 time, so a long run never fills the server's queue (or its per-key cap on unfinished jobs). A
 ``429`` or ``503`` is waited out as its ``Retry-After`` says, for up to ``max_wait`` seconds; a
 ``503`` for office hours is not: whether to wait hours is the operator's call.
+
+``--dearchive`` sends the IDs to the restore endpoint instead (``Submitter(path=DEARCHIVE_PATH)``),
+with the same batching, window and waiting; its summary counts each lead's outcome under
+``restore``.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 ARCHIVE_PATH = "/vicidial/leads/archive"
+DEARCHIVE_PATH = "/vicidial/leads/dearchive"
 FINAL = ("succeeded", "failed", "cancelled")
 # Leads the run wanted deleted but that stay in vicidial_list.
 LEFT_LIVE = ("not_archived", "mismatch", "in_use", "id_reused")
@@ -114,8 +119,11 @@ class Submitter:
         *,
         poll_interval: float = 0.5,
         max_wait: float = 600.0,
+        path: str = ARCHIVE_PATH,
     ) -> None:
         self.http = http
+        # Where batches go: the archive endpoint, or the restore one (DEARCHIVE_PATH).
+        self.path = path
         self.headers = {"Authorization": f"Key={key}"}
         self.poll_interval = poll_interval
         self.max_wait = max_wait
@@ -123,14 +131,14 @@ class Submitter:
     def server_limit(self) -> int:
         """The server's per-request limit, from its OpenAPI document."""
         spec = self._call("GET", "/openapi.json").json()
-        post = spec["paths"][ARCHIVE_PATH]["post"]
+        post = spec["paths"][self.path]["post"]
         schema = post["requestBody"]["content"]["application/json"]["schema"]
         return int(schema["properties"]["lead_ids"]["maxItems"])
 
     def submit(self, body: dict[str, Any], idempotency_key: str) -> str:
         """Submit one batch; the status URL. Retries network errors with the same key."""
         answer = self._call(
-            "POST", ARCHIVE_PATH, json=body, headers={"Idempotency-Key": idempotency_key}
+            "POST", self.path, json=body, headers={"Idempotency-Key": idempotency_key}
         )
         if answer.status_code != 202:
             raise SubmitError(f"batch refused ({answer.status_code}): {_detail(answer)}")
@@ -212,7 +220,8 @@ def submit_all(
     console = console or Console(stderr=True)
     size = batch_size or submitter.server_limit()
     parts = list(batches(ids, size))
-    run = run_key(ids, flags, salt)
+    # A restore run's keys differ from an archive run's on the same input.
+    run = run_key(ids, flags, salt if submitter.path == ARCHIVE_PATH else f"{submitter.path}{salt}")
     summary = Summary()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
     with Progress(*columns, console=console, transient=False) as progress:

@@ -4,8 +4,9 @@ The row reads like the ones Vicidial writes itself (VICIDIAL.md), so an administ
 jobs in Vicidial's Admin Change Log next to everything else:
 
 - ``event_section`` LEADS, ``event_type`` MODIFY, ``record_id`` the job ID, ``event_code``
-  ``LEAD ARCHIVE API``, ``user_group`` ``---ALL---`` (every administrator sees it), ``event_date``
-  the database server's local time, as Vicidial's own ``NOW()``;
+  ``LEAD ARCHIVE API`` (``LEAD DEARCHIVE API`` for a restore job), ``user_group`` ``---ALL---``
+  (every administrator sees it), ``event_date`` the database server's local time, as Vicidial's
+  own ``NOW()``;
 - ``event_notes`` name the API key and give the counts; nothing in the row is lead data, and
   ``event_sql`` stays empty (a batch runs many parametrised statements; the job's status has the
   detail, lead by lead);
@@ -35,6 +36,7 @@ TABLE = "vicidial_admin_log"
 EVENT_SECTION = "LEADS"
 EVENT_TYPE = "MODIFY"
 EVENT_CODE = "LEAD ARCHIVE API"
+RESTORE_EVENT_CODE = "LEAD DEARCHIVE API"
 USER_GROUP = "---ALL---"
 # Vicidial's column sizes in characters (VICIDIAL.md, from Vicidial 2.14's create script).
 SIZES = {
@@ -71,6 +73,8 @@ class JobOutcome:
     counts: dict[str, dict[str, int]] | None = None
     # For a job that failed: the error's type (never its message, which may quote data).
     error: str = ""
+    # The row's event_code: which kind of job (archive, or restore).
+    event_code: str = EVENT_CODE
 
     def notes(self) -> str:
         """``event_notes``: the key's name, the lead count, the status and every count."""
@@ -136,7 +140,7 @@ def write(
         "event_section": fit("event_section", EVENT_SECTION),
         "event_type": EVENT_TYPE,
         "record_id": fit("record_id", outcome.job_id),
-        "event_code": fit("event_code", EVENT_CODE),
+        "event_code": fit("event_code", outcome.event_code),
         "event_sql": "",
         "event_notes": outcome.notes()[:NOTES_LIMIT],
         "user_group": fit("user_group", USER_GROUP),

@@ -12,7 +12,7 @@ from typing import Any
 
 from celery import Celery
 
-from tasks.lifecycle import ARCHIVE_TASK, MAX_RETRIES, archive_leads
+from tasks.lifecycle import ARCHIVE_TASK, MAX_RETRIES, RESTORE_TASK, archive_leads, restore_leads
 from tasks.runtime import Runtime, attach
 from tasks.settings import Settings
 
@@ -21,8 +21,8 @@ QUEUE = "leadarchive"
 
 
 def create_celery(settings: Settings, runtime: Runtime | None = None) -> Celery:
-    """A Celery app for ``settings``, with the archive task registered on it and ``runtime``
-    (built from ``settings`` on first use unless given) attached for its tasks."""
+    """A Celery app for ``settings``, with the archive and restore tasks registered on it and
+    ``runtime`` (built from ``settings`` on first use unless given) attached for its tasks."""
     app = Celery("leadarchive", set_as_current=False)
     attach(app, runtime or Runtime(settings))
     visibility = settings.visibility_timeout.total_seconds()
@@ -77,13 +77,14 @@ def create_celery(settings: Settings, runtime: Runtime | None = None) -> Celery:
         },
         worker_hijack_root_logger=False,
     )
-    app.task(
-        name=ARCHIVE_TASK,
-        bind=True,
-        max_retries=MAX_RETRIES,
-        acks_late=True,
-        reject_on_worker_lost=True,
-    )(archive_leads)
+    for name, task in ((ARCHIVE_TASK, archive_leads), (RESTORE_TASK, restore_leads)):
+        app.task(
+            name=name,
+            bind=True,
+            max_retries=MAX_RETRIES,
+            acks_late=True,
+            reject_on_worker_lost=True,
+        )(task)
     return app
 
 

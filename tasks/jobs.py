@@ -33,7 +33,7 @@ import redis
 
 from tasks.errors import IdempotencyConflict, StoreFullError, TooManyPendingJobs
 from tasks.records import JobRecord, Status, encode, now_iso
-from tasks.requests import ArchiveRequest
+from tasks.requests import JobRequest
 
 _PREFIX = "leadarchive"
 DEFERRED_KEY = f"{_PREFIX}:deferred"
@@ -228,7 +228,7 @@ class JobStore(Protocol):
     def create(
         self,
         owner: str,
-        request: ArchiveRequest,
+        request: JobRequest,
         *,
         idempotency_key: str | None = None,
         fingerprint: str = "",
@@ -279,7 +279,7 @@ class RedisJobStore:
     def create(
         self,
         owner: str,
-        request: ArchiveRequest,
+        request: JobRequest,
         *,
         idempotency_key: str | None = None,
         fingerprint: str = "",

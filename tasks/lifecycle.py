@@ -1,8 +1,10 @@
-"""The archive job's lifecycle, as one Celery task: run, retry, defer, fail, and its admin-log row.
+"""The jobs' lifecycle, one Celery task per kind: run, retry, defer, fail, and its admin-log row.
 
-A thin wrapper: the batch is ``tasks.archive.run_batch``, the request ``tasks.requests``, the record
-``tasks.records``; this module only moves the job record along its states (``tasks.jobs``) around
-one run of the batch. Invariants:
+Thin wrappers: the batches are ``tasks.archive.run_batch`` (``archive_leads``) and
+``tasks.archive.restore.run_restore`` (``restore_leads``), the requests ``tasks.requests``, the
+record ``tasks.records``; this module only moves the job record along its states (``tasks.jobs``)
+around one run of the batch, the same for every kind (a ``JobKind``: the request model and the
+batch that runs it). Invariants, for every kind:
 
 - the job record is the truth: the batch runs the request the record holds, and a message whose
   request differs from it is refused (logged, acknowledged, the record left alone);
@@ -26,20 +28,23 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import kombu.exceptions
 from celery import Task
 from celery.exceptions import Reject
 from celery.utils.time import get_exponential_backoff_interval
 from pydantic import ValidationError
+from sqlalchemy import Connection
 
 from tasks import admin_log, metrics
 from tasks.admin_log import JobOutcome
-from tasks.archive import run_batch
+from tasks.archive import Tuning, run_batch
+from tasks.archive.restore import run_restore
 from tasks.errors import (
     MYSQL_ACCESS_DENIED,
     LeadArchiveError,
@@ -49,11 +54,12 @@ from tasks.errors import (
 )
 from tasks.jobs import JobStore
 from tasks.records import FINAL, JobRecord, Status, now_iso
-from tasks.requests import ArchiveRequest
+from tasks.requests import ArchiveRequest, JobRequest, RestoreRequest
 from tasks.runtime import Runtime, runtime_of
 
 # Stable names: in-flight messages and Flower refer to tasks by these, not by module paths.
 ARCHIVE_TASK = ArchiveRequest.task_name
+RESTORE_TASK = RestoreRequest.task_name
 # Retries after a lost connection, deadlock or lock wait, with full-jitter backoff capped at a
 # third of the visibility timeout (10 s): about 100 s in all on average, so a job outlives a
 # MariaDB restart (8 retries, about 30 s, failed jobs in docs/RELIABILITY.md's restart runs).
@@ -68,14 +74,58 @@ def _store_cannot_serve(exc: BaseException) -> bool:
     return redis_unavailable(exc) or isinstance(exc, kombu.exceptions.OperationalError)
 
 
+class Report(Protocol):
+    """What a batch reports: counts per action and outcome, and the job's result."""
+
+    @property
+    def counts(self) -> dict[str, dict[str, int]]: ...
+
+    def as_json(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class JobKind:
+    """One kind of job: the request its messages carry, and the batch that runs it."""
+
+    model: type[ArchiveRequest] | type[RestoreRequest]
+    run: Callable[[Connection, Any, Tuning], Report]
+    # The admin log row's event_code (tasks.admin_log).
+    event_code: str = admin_log.EVENT_CODE
+
+
+def _run_archive(conn: Connection, request: ArchiveRequest, tuning: Tuning) -> Report:
+    return run_batch(conn, request.lead_ids, request.actions(), tuning)
+
+
+def _run_restore(conn: Connection, request: RestoreRequest, tuning: Tuning) -> Report:
+    return run_restore(conn, request.lead_ids, request.dry_run, tuning)
+
+
+ARCHIVE = JobKind(ArchiveRequest, _run_archive)
+RESTORE = JobKind(RestoreRequest, _run_restore, admin_log.RESTORE_EVENT_CODE)
+
+
 def archive_leads(task: Task, job_id: str, **payload: Any) -> dict[str, Any]:
     """Run one archive job: defer it inside office hours, else run the batch and record it.
 
     ``payload`` is ``ArchiveRequest.payload()``: the message's keyword arguments, checked
     against the job record's request.
     """
+    return _job_task(task, job_id, payload, ARCHIVE)
+
+
+def restore_leads(task: Task, job_id: str, **payload: Any) -> dict[str, Any]:
+    """Run one restore job, exactly as ``archive_leads`` runs an archive job.
+
+    ``payload`` is ``RestoreRequest.payload()``, checked against the job record's request.
+    """
+    return _job_task(task, job_id, payload, RESTORE)
+
+
+def _job_task(task: Task, job_id: str, payload: dict[str, Any], kind: JobKind) -> dict[str, Any]:
+    """Any kind's task: run the job, handing its message back when the job store cannot serve."""
     try:
-        return _archive_leads(task, runtime_of(task.app), job_id, payload)
+        return _run_job(task, runtime_of(task.app), job_id, payload, kind)
     except Exception as exc:
         if not _store_cannot_serve(exc):
             raise
@@ -124,7 +174,9 @@ class _Lease:
                 )
 
 
-def _archive_leads(task: Task, rt: Runtime, job_id: str, payload: dict[str, Any]) -> dict[str, Any]:
+def _run_job(
+    task: Task, rt: Runtime, job_id: str, payload: dict[str, Any], kind: JobKind
+) -> dict[str, Any]:
     jobs = rt.jobs
     record = jobs.get(job_id)
     if record is None:
@@ -134,7 +186,7 @@ def _archive_leads(task: Task, rt: Runtime, job_id: str, payload: dict[str, Any]
         return {"job_id": job_id, "status": record.status}
     fields = {"job_id": job_id, "key_name": record.owner}
     request = record.request
-    if _message_request(payload) != request:
+    if _message_request(payload, kind) != request:
         # Whatever wrote this message (Flower's task API, anything that can write to the
         # broker) did not take it from the record: the record is the truth, nothing runs.
         log.error("job message differs from its job record: refused", extra=fields)
@@ -152,10 +204,10 @@ def _archive_leads(task: Task, rt: Runtime, job_id: str, payload: dict[str, Any]
     if taken != "started":
         return {"job_id": job_id, "status": "expired" if taken == "missing" else taken}
     try:
-        return _run(task, rt, record, lease, opens_at, fields)
+        return _run(task, rt, record, lease, opens_at, fields, kind)
     except Exception as exc:
         if _store_cannot_serve(exc):
-            # The message goes back to the queue (``archive_leads``): give the job back with
+            # The message goes back to the queue (``_job_task``): give the job back with
             # it, so that its next delivery need not wait for this lease to expire. With Redis
             # still away this fails too, and the lease expires by itself.
             with contextlib.suppress(Exception):
@@ -170,6 +222,7 @@ def _run(
     lease: _Lease,
     opens_at: datetime | None,
     fields: dict[str, str],
+    kind: JobKind,
 ) -> dict[str, Any]:
     """The run that holds the job: defer it, or run the batch and record how it ended."""
     jobs, job_id, request = rt.jobs, record.job_id, record.request
@@ -183,7 +236,7 @@ def _run(
     try:
         with lease.kept(), rt.engine.connect() as conn:
             try:
-                report = run_batch(conn, request.lead_ids, request.actions(), rt.tuning)
+                report = kind.run(conn, request, rt.tuning)
             except BaseException:
                 # Never hand a connection back to the pool mid-batch (it may hold LOCK TABLES).
                 conn.invalidate()
@@ -219,6 +272,7 @@ def _run(
                 len(request.lead_ids),
                 request.requested(),
                 error=type(exc).__name__,
+                event_code=kind.event_code,
             )
             _record_in_admin_log(rt, record, failed, "failed", None)
         if isinstance(exc, LeadArchiveError | ValueError) or is_transient(exc):
@@ -228,7 +282,12 @@ def _run(
         # Before the job is marked succeeded: a worker that dies in between runs the job again,
         # and the row is written then (the job record tells whether it was already).
         done = JobOutcome(
-            job_id, record.owner, len(request.lead_ids), request.requested(), report.counts
+            job_id,
+            record.owner,
+            len(request.lead_ids),
+            request.requested(),
+            report.counts,
+            event_code=kind.event_code,
         )
         _record_in_admin_log(rt, record, done, "running", lease.token)
     ended = jobs.transition(
@@ -256,10 +315,10 @@ def _run(
     return {"job_id": job_id, "status": "succeeded", "counts": report.counts}
 
 
-def _message_request(payload: dict[str, Any]) -> ArchiveRequest | None:
+def _message_request(payload: dict[str, Any], kind: JobKind) -> JobRequest | None:
     """The request a message carries, or None when it is not one this service sends."""
     try:
-        return ArchiveRequest.model_validate(payload)
+        return kind.model.model_validate(payload)
     except ValidationError:
         return None
 

@@ -25,13 +25,13 @@ from celery.utils.time import utcoffset
 from kombu import serialization
 
 from tasks.celery_config import QUEUE
-from tasks.requests import ArchiveRequest
+from tasks.requests import JobRequest
 
 EVENT_EXCHANGE = "celeryev"
 
 
 def publish(
-    app: Celery, job_id: str, request: ArchiveRequest, broker: redis.Redis | None = None
+    app: Celery, job_id: str, request: JobRequest, broker: redis.Redis | None = None
 ) -> None:
     """Send the task that runs ``request`` as job ``job_id``.
 

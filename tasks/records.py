@@ -27,7 +27,7 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any, Literal, cast
 
-from tasks.requests import ArchiveRequest
+from tasks.requests import JobRequest, request_from_stored
 
 Status = Literal["queued", "deferred", "running", "succeeded", "failed", "cancelled"]
 FINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
@@ -67,7 +67,7 @@ class JobRecord:
     owner: str
     status: Status
     submitted_at: str
-    request: ArchiveRequest
+    request: JobRequest
     # The submitter's address, for Vicidial's admin log (never shown).
     client_ip: str = ""
     # The idempotency claim's key, removed with the record (never shown).
@@ -90,7 +90,7 @@ class JobRecord:
         cls,
         job_id: str,
         owner: str,
-        request: ArchiveRequest,
+        request: JobRequest,
         *,
         now: datetime | None = None,
         client_ip: str = "",
@@ -133,9 +133,7 @@ class JobRecord:
     @classmethod
     def from_fields(cls, stored: Mapping[str, str]) -> JobRecord:
         """The record from its stored fields (as ``to_fields`` or ``encode`` wrote them)."""
-        request = ArchiveRequest.from_stored(
-            json.loads(stored["request"]), _load(stored["lead_ids"])
-        )
+        request = request_from_stored(json.loads(stored["request"]), _load(stored["lead_ids"]))
         return cls(
             job_id=stored["job_id"],
             owner=stored["owner"],

@@ -10,14 +10,16 @@ lead IDs) and the batch's input (``actions``). Invariants:
 - ``fingerprint`` depends on the request's meaning only (key order, whitespace), so that an
   idempotency key reused with the same body finds its job.
 
-A new kind of job is a new model here, with its own ``task_name``.
+A new kind of job is a new model here, with its own ``task_name``; ``JobRequest`` is every kind,
+and ``request_from_stored`` tells them apart in a job record (a summary with ``kind`` names it;
+one without is an archive request, as every record written before restore existed).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
 
@@ -122,3 +124,68 @@ class RequestSummary(ArchiveFlags):
     model_config = ConfigDict(json_schema_serialization_defaults_required=True)
 
     lead_count: int = Field(ge=1)
+
+
+RESTORE_KIND: Literal["restore"] = "restore"
+
+
+class RestoreRequest(BaseModel):
+    """Restore these leads from the archive (Vicidial's ``lead_dearchive``)."""
+
+    model_config = ConfigDict(
+        extra="forbid", strict=True, json_schema_extra={"examples": [{"lead_ids": [0, 1]}]}
+    )
+
+    # The Celery task that runs it (a stable name: in-flight messages and Flower refer to it).
+    task_name: ClassVar[str] = "leadarchive.restore_leads"
+
+    lead_ids: list[LeadId] = Field(
+        min_length=1,
+        description='JSON integers only: 1.0, "1", true and null are refused, not coerced',
+    )
+    dry_run: StrictBool = False
+
+    def requested(self) -> tuple[str, ...]:
+        """The one action asked for, for the admin log."""
+        return (RESTORE_KIND,)
+
+    def summary(self) -> dict[str, Any]:
+        """The request as the job's status shows it (the IDs themselves are in the result)."""
+        return RestoreSummary(dry_run=self.dry_run, lead_count=len(self.lead_ids)).model_dump()
+
+    def payload(self) -> dict[str, Any]:
+        """The task message's keyword arguments, besides the job ID."""
+        return {"lead_ids": list(self.lead_ids), "dry_run": self.dry_run}
+
+    def fingerprint(self) -> str:
+        """A digest of the request's meaning (its kind included), for idempotency keys."""
+        canonical = json.dumps(
+            {**self.summary(), "lead_ids": self.lead_ids}, sort_keys=True, separators=(",", ":")
+        )
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    @classmethod
+    def from_stored(cls, summary: dict[str, Any], lead_ids: list[int]) -> RestoreRequest:
+        """The request again, from a job record's summary and lead IDs."""
+        return cls.model_validate({"dry_run": summary["dry_run"], "lead_ids": lead_ids})
+
+
+class RestoreSummary(BaseModel):
+    """What the client asked to restore; the IDs themselves are in the result."""
+
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
+    kind: Literal["restore"] = RESTORE_KIND
+    dry_run: bool = False
+    lead_count: int = Field(ge=1)
+
+
+# Every kind of job a record may hold.
+JobRequest = ArchiveRequest | RestoreRequest
+
+
+def request_from_stored(summary: dict[str, Any], lead_ids: list[int]) -> JobRequest:
+    """A job record's request, of the kind its summary names (none: an archive request)."""
+    if summary.get("kind") == RESTORE_KIND:
+        return RestoreRequest.from_stored(summary, lead_ids)
+    return ArchiveRequest.from_stored(summary, lead_ids)

@@ -21,7 +21,7 @@ from typing import Any
 from tasks.errors import IdempotencyConflict, TooManyPendingJobs
 from tasks.jobs import new_job_id
 from tasks.records import JobRecord, Status, encode, now_iso
-from tasks.requests import ArchiveRequest
+from tasks.requests import JobRequest
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS jobs (job_id TEXT PRIMARY KEY, status TEXT NOT NULL,"
@@ -71,7 +71,7 @@ class SqliteJobStore:
     def create(
         self,
         owner: str,
-        request: ArchiveRequest,
+        request: JobRequest,
         *,
         idempotency_key: str | None = None,
         fingerprint: str = "",

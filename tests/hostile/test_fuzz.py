@@ -117,6 +117,8 @@ def test_the_live_server_serves_the_document_fuzzed(live: tuple[Live, Engine]) -
     assert set(DOCUMENT["paths"]) == {
         "/vicidial/leads/archive",
         "/vicidial/leads/archive/{job_id}",
+        "/vicidial/leads/dearchive",
+        "/vicidial/leads/dearchive/{job_id}",
         "/healthz",
         "/readyz",
     }

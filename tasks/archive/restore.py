@@ -1,0 +1,380 @@
+"""The restore batch: archived leads back into ``vicidial_list`` (Vicidial's ``lead_dearchive``).
+
+A plain function over a database connection, like ``run_batch``; no Celery here. It keeps the
+archive's invariant at every instant, for every lead: the lead is in ``vicidial_list``, or its
+identical copy is in ``vicidial_list_archive``.
+
+How a chunk runs (the unique lead IDs, sorted, in chunks sized to the target lock time):
+
+1. with the chunk's rows held still (``LOCK TABLES`` on MyISAM, row locks in ``lead_id`` order
+   on InnoDB, ``BEGIN IMMEDIATE`` on SQLite), read which leads are live and which archived, and
+   copy every archived lead that is not live into ``vicidial_list``: one ``INSERT ... SELECT`` of
+   every column, itself guarded (``NOT EXISTS`` a live row). A lead already live is refused
+   (``already_live``, as ``lead_dearchive`` refuses it), one in neither table is ``not_archived``;
+2. the locks are released (the dialer may write the live copy from here on), ``after_insert`` is
+   told (tests stage the dialer's write there);
+3. the archive rows are removed by one ``DELETE`` that compares each with its live copy, every
+   column, NULL-safe and byte for byte (``tasks.archive.sql.same``), in the deleting statement
+   itself: a lead the dialer changed in between keeps its archive row (both rows kept, nothing
+   lost; the outcome is still ``restored``). No archive row is ever deleted without it.
+
+Both steps run under the batch lock (``batch_lock``, MySQL/MariaDB; taken once per window of
+``LOCK_WINDOW`` leads): a restore and an archive batch never interleave on one database. Before its
+first write a restore checks, with statements that change nothing, that its user may INSERT into
+``vicidial_list`` and DELETE from the archive (the archive's least-privilege user may not;
+``deploy/grants.sql``'s ``[restore]`` block): without them it fails with ``RestoreGrantError`` and
+nothing changed. A dry run only reads.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+from pymysql.constants import ER
+from sqlalchemy import Connection
+
+from tasks.archive.batch import _checked_statements
+from tasks.archive.chunk import Tuning, batch_lock
+from tasks.archive.cursor import Cursor, StatementObserver
+from tasks.archive.innodb import prepare_session
+from tasks.archive.plan import validate_lead_ids
+from tasks.archive.sizing import ChunkSizer
+from tasks.archive.sql import SQL_MODE, Statements, id_list, q
+from tasks.db import autocommit_dbapi
+from tasks.errors import MYSQL_ACCESS_DENIED, BatchError, ConcurrentChangeError, mysql_error_code
+from tasks.schema import ARCHIVE_TABLE, LIVE_TABLE
+
+T = TypeVar("T")
+
+RestoreOutcome = Literal["restored", "already_live", "not_archived"]
+RESTORE_OUTCOMES: tuple[RestoreOutcome, ...] = ("restored", "already_live", "not_archived")
+
+# The batch lock is held for at most this many leads at a time (SNAPSHOT_WINDOW's size).
+LOCK_WINDOW = 500
+
+# An observer of run_restore: called with a chunk's restored lead IDs between the INSERT (its
+# locks released) and the DELETE of their archive rows.
+AfterInsert = Callable[[list[int]], None]
+
+GRANT_HINT = (
+    "a restore needs INSERT on vicidial_list and DELETE on vicidial_list_archive"
+    " (deploy/grants.sql, the [restore] block)"
+)
+
+
+class RestoreGrantError(BatchError):
+    """The database user lacks a privilege a restore needs; nothing was changed."""
+
+
+@dataclass(slots=True)
+class RestoreResult:
+    """One requested lead: its restore outcome and where the lead is at the end."""
+
+    lead_id: int
+    restore: RestoreOutcome
+    archived: bool
+    live: bool
+
+    def as_json(self) -> dict[str, Any]:
+        """The lead as the job status shows it."""
+        return {
+            "lead_id": self.lead_id,
+            "restore": self.restore,
+            "archived": self.archived,
+            "live": self.live,
+        }
+
+
+@dataclass(slots=True)
+class RestoreReport:
+    """What a restore did (or, in a dry run, would do) to every requested lead."""
+
+    counts: dict[str, dict[str, int]]
+    duplicates: list[int]
+    leads: list[RestoreResult]
+
+    def as_json(self) -> dict[str, Any]:
+        """The report as the job status shows it."""
+        return {
+            "counts": self.counts,
+            "duplicates": self.duplicates,
+            "leads": [lead.as_json() for lead in self.leads],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreStatements:
+    """A restore's SQL, from the archive batch's ``Statements`` (same columns, same ``same``)."""
+
+    sql: Statements
+
+    def states(self, ids: str) -> str:
+        """(lead_id, live) rows: 1 for each live lead, 0 for each archived one."""
+        return (
+            f"SELECT l.lead_id, 1 FROM {self.sql.live_by_id} WHERE l.lead_id IN ({ids})"
+            f" UNION ALL SELECT a.lead_id, 0 FROM {self.sql.archive_by_id}"
+            f" WHERE a.lead_id IN ({ids})"
+        )
+
+    def insert(self, ids: str) -> str:
+        """Copy the archive rows of leads with no live row into ``vicidial_list``."""
+        values = ", ".join(f"a.{q(c.name)}" for c in self.sql.pair.columns)
+        return (
+            f"INSERT INTO {q(LIVE_TABLE)} ({self.sql.insert_columns})"
+            f" SELECT {values} FROM {self.sql.archive_by_id} WHERE a.lead_id IN ({ids})"
+            f" AND NOT EXISTS (SELECT 1 FROM {q(LIVE_TABLE)} AS l WHERE l.lead_id = a.lead_id)"
+        )
+
+    def delete(self, ids: str) -> str:
+        """Delete the archive rows whose live copy is identical, column by column."""
+        # The guard is the comparison itself, evaluated by the deleting statement.
+        if self.sql.pair.dialect == "sqlite":
+            return (
+                f"DELETE FROM {self.sql.archive_by_id} WHERE a.lead_id IN ({ids})"
+                f" AND EXISTS (SELECT 1 FROM {self.sql.live_by_id}"
+                f" WHERE l.lead_id = a.lead_id AND {self.sql.identical})"
+            )
+        return (
+            f"DELETE a FROM {self.sql.archive_by_id} JOIN {self.sql.live_by_id}"
+            f" ON l.lead_id = a.lead_id WHERE a.lead_id IN ({ids}) AND {self.sql.identical}"
+        )
+
+    def still_archived(self, ids: str) -> str:
+        """Which of the leads still have an archive row."""
+        return f"SELECT a.lead_id FROM {self.sql.archive_by_id} WHERE a.lead_id IN ({ids})"
+
+    @property
+    def lock_tables(self) -> str:
+        """MyISAM: the insert step's table locks (the live table written, the archive read)."""
+        return (
+            f"LOCK TABLES {q(LIVE_TABLE)} WRITE, {q(LIVE_TABLE)} AS l READ,"
+            f" {q(ARCHIVE_TABLE)} AS a READ"
+        )
+
+    def probes(self) -> tuple[str, str]:
+        """Statements that change nothing but need the restore's two privileges."""
+        return (
+            f"INSERT INTO {q(LIVE_TABLE)} ({self.sql.insert_columns})"
+            f" SELECT {self.sql.insert_columns} FROM {q(ARCHIVE_TABLE)} WHERE 0",
+            f"DELETE FROM {q(ARCHIVE_TABLE)} WHERE 0",
+        )
+
+
+def run_restore(
+    conn: Connection,
+    lead_ids: Sequence[int],
+    dry_run: bool = False,
+    tuning: Tuning | None = None,
+    *,
+    after_insert: AfterInsert | None = None,
+    observer: StatementObserver | None = None,
+) -> RestoreReport:
+    """Restore ``lead_ids`` from the archive and report every lead's outcome, in request order.
+
+    ``after_insert``, an observer, is called with each chunk's restored lead IDs after their
+    live copies are inserted and the locks released, before their archive rows are deleted.
+    Nothing in the product passes one; tests stage the dialer's races there. ``observer`` is
+    told every statement, as ``run_batch``'s.
+    """
+    tuning = tuning or Tuning()
+    ids = validate_lead_ids(lead_ids)
+    unique = sorted(set(ids))
+    dbapi = autocommit_dbapi(conn, BatchError, "the restore")
+    sqlite = conn.dialect.name == "sqlite"
+    cursor = Cursor(dbapi, observer)
+    wait = max(1, int(tuning.lock_wait_timeout.total_seconds()))
+    if sqlite:
+        cursor.run(f"PRAGMA busy_timeout = {wait * 1000}")
+    else:
+        cursor.run(
+            f"SET SESSION sql_mode = '{SQL_MODE}', time_zone = '+00:00', lock_wait_timeout = {wait}"
+        )
+    rsql = RestoreStatements(_checked_statements(conn, cursor))
+    pair = rsql.sql.pair
+    if pair.transactional:
+        prepare_session(cursor, tuning)
+    if not dry_run and not sqlite:
+        _check_grants(cursor, rsql)
+    sizer = ChunkSizer(
+        target=tuning.chunk_time.total_seconds(),
+        size=max(1, min(tuning.first_chunk, tuning.max_chunk)),
+        max_size=tuning.max_chunk,
+        min_size=max(1, min(tuning.min_chunk, tuning.max_chunk)),
+    )
+    results: dict[int, RestoreResult] = {}
+    for start in range(0, len(unique), LOCK_WINDOW):
+        window = unique[start : start + LOCK_WINDOW]
+        # The batch lock, once per window (as the archive's snapshot path takes it): other
+        # batches wait at most one window; the dialer never waits for it.
+        lock: AbstractContextManager[None] = (
+            nullcontext() if sqlite or dry_run else batch_lock(cursor, conn, tuning)
+        )
+        with lock:
+            position = 0
+            while position < len(window):
+                chunk = window[position : position + sizer.size]
+                started = time.perf_counter()
+                if dry_run:
+                    results.update(_plan(chunk, _read(cursor, rsql, chunk), dry_run=True))
+                else:
+                    results.update(_run_chunk(cursor, dbapi, rsql, chunk, tuning, after_insert))
+                sizer.record(len(chunk), time.perf_counter() - started)
+                position += len(chunk)
+    return _report(ids, results)
+
+
+def _check_grants(cursor: Cursor, rsql: RestoreStatements) -> None:
+    """Refuse, before any write, a user without the restore's INSERT and DELETE."""
+    for probe in rsql.probes():
+        try:
+            cursor.write(probe)
+        except Exception as exc:
+            if mysql_error_code(exc) in MYSQL_ACCESS_DENIED:
+                original = getattr(exc, "orig", None) or exc
+                raise RestoreGrantError(f"{GRANT_HINT}: {original}") from exc
+            raise
+
+
+def _read(
+    cursor: Cursor, rsql: RestoreStatements, chunk: list[int]
+) -> dict[int, tuple[bool, bool]]:
+    """Each lead's (live, archived)."""
+    states = {i: (False, False) for i in chunk}
+    for lead_id, is_live in cursor.rows(rsql.states(id_list(chunk))):
+        live, archived = states[int(lead_id)]
+        states[int(lead_id)] = (live or bool(is_live), archived or not is_live)
+    return states
+
+
+def _plan(
+    chunk: list[int], states: dict[int, tuple[bool, bool]], *, dry_run: bool
+) -> dict[int, RestoreResult]:
+    """Each lead's outcome; where it will be once restored (where it is, in a dry run)."""
+    plans = {}
+    for i in chunk:
+        live, archived = states[i]
+        if live:
+            plans[i] = RestoreResult(i, "already_live", archived, live)
+        elif archived:
+            plans[i] = RestoreResult(i, "restored", archived, not dry_run)
+        else:
+            plans[i] = RestoreResult(i, "not_archived", archived, live)
+    return plans
+
+
+def _run_chunk(
+    cursor: Cursor,
+    dbapi: Any,
+    rsql: RestoreStatements,
+    chunk: list[int],
+    tuning: Tuning,
+    after_insert: AfterInsert | None,
+) -> dict[int, RestoreResult]:
+    """Insert the chunk's live copies with its rows held still, then delete the verified
+    archive rows."""
+    pair = rsql.sql.pair
+    if pair.dialect == "sqlite":
+        plans = _in_transaction(cursor, dbapi, "BEGIN IMMEDIATE", rsql, chunk, tuning)
+    elif pair.transactional:
+        plans = _in_transaction(cursor, dbapi, "START TRANSACTION", rsql, chunk, tuning)
+    else:
+        # MyISAM has no transactions: LOCK TABLES makes the check and the INSERT one step.
+        cursor.run(rsql.lock_tables)
+        try:
+            plans = _insert_planned(cursor, rsql, chunk)
+        finally:
+            cursor.run("UNLOCK TABLES")
+    restored = [i for i, p in plans.items() if p.restore == "restored"]
+    if not restored:
+        return plans
+    if after_insert is not None:
+        after_insert(restored)
+    ids = id_list(restored)
+    deleted = _with_retries(lambda: cursor.write(rsql.delete(ids)), tuning)
+    if deleted != len(restored):
+        # The dialer changed these live copies after the INSERT: their archive rows stay.
+        for (lead_id,) in cursor.rows(rsql.still_archived(ids)):
+            plans[int(lead_id)].archived = True
+    return plans
+
+
+def _insert_planned(
+    cursor: Cursor, rsql: RestoreStatements, chunk: list[int]
+) -> dict[int, RestoreResult]:
+    """Read the held chunk's state and insert exactly the live copies it calls for."""
+    plans = _plan(chunk, _read(cursor, rsql, chunk), dry_run=False)
+    targets = [i for i, p in plans.items() if p.restore == "restored"]
+    if targets:
+        done = cursor.write(rsql.insert(id_list(targets)))
+        if done != len(targets):
+            raise ConcurrentChangeError(
+                f"restore inserted {done} rows where the locked check expected {len(targets)}"
+            )
+    for i in targets:
+        # Until the verified DELETE says otherwise, the archive row is there too.
+        plans[i].archived = False
+    return plans
+
+
+def _in_transaction(
+    cursor: Cursor,
+    dbapi: Any,
+    begin: str,
+    rsql: RestoreStatements,
+    chunk: list[int],
+    tuning: Tuning,
+) -> dict[int, RestoreResult]:
+    """The insert step in one transaction (InnoDB: its rows locked in ``lead_id`` order, live
+    table first, as the archive batch locks them), tried again after a deadlock."""
+    ids = id_list(chunk)
+
+    def attempt() -> dict[int, RestoreResult]:
+        cursor.run(begin)
+        try:
+            if rsql.sql.pair.transactional:
+                cursor.rows(rsql.sql.lock_rows(LIVE_TABLE, ids))
+                cursor.rows(rsql.sql.lock_rows(ARCHIVE_TABLE, ids))
+            plans = _insert_planned(cursor, rsql, chunk)
+        except BaseException:
+            dbapi.rollback()
+            raise
+        dbapi.commit()
+        return plans
+
+    return _with_retries(attempt, tuning)
+
+
+def _with_retries(step: Callable[[], T], tuning: Tuning) -> T:
+    """Run ``step``, again after a deadlock, lock wait timeout or concurrent change (InnoDB)."""
+    for tried in range(tuning.chunk_retries + 1):
+        try:
+            return step()
+        except ConcurrentChangeError:
+            if tried == tuning.chunk_retries:
+                raise
+        except Exception as exc:
+            if mysql_error_code(exc) not in (ER.LOCK_DEADLOCK, ER.LOCK_WAIT_TIMEOUT):
+                raise
+            if tried == tuning.chunk_retries:
+                raise
+        time.sleep(random.uniform(0, 0.01 * 2**tried))  # noqa: S311 - jitter, not crypto
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _report(ids: Sequence[int], results: dict[int, RestoreResult]) -> RestoreReport:
+    """Every requested ID once, in request order, with counts under ``restore``."""
+    seen = Counter(ids)
+    order = list(dict.fromkeys(ids))
+    leads = [results[i] for i in order]
+    tally = Counter(lead.restore for lead in leads)
+    return RestoreReport(
+        counts={"restore": {outcome: tally[outcome] for outcome in RESTORE_OUTCOMES}},
+        duplicates=[i for i in order if seen[i] > 1],
+        leads=leads,
+    )
