@@ -183,7 +183,9 @@ def _run(
     try:
         with lease.kept(), rt.engine.connect() as conn:
             try:
-                report = run_batch(conn, request.lead_ids, request.actions(), rt.tuning)
+                report = run_batch(
+                    conn, request.lead_ids, request.actions(), rt.tuning, lists=record.lists
+                )
             except BaseException:
                 # Never hand a connection back to the pool mid-batch (it may hold LOCK TABLES).
                 conn.invalidate()

@@ -3,8 +3,9 @@
 Every route takes an ``Owner``: a job is visible only to the key that submitted it, and any other
 key is told 404, as if it did not exist. A job ID that is not of the form ``tasks.jobs.new_job_id``
 gives is answered 404 before Redis is asked. Submitting checks, in this order: the key, the rate
-limit, the body (media type, size, JSON, fields), office hours, the Idempotency-Key; only then is
-anything written, and a job whose message cannot be enqueued is removed again.
+limit, the body (media type, size, JSON, fields, the key's own lead limit), the actions the key
+may use (403), office hours, the Idempotency-Key; only then is anything written, and a job whose
+message cannot be enqueued is removed again. A key scoped to lists gets them in its job's record.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from api import metrics, openapi, problems
-from api.auth import Owner
+from api.auth import Owner, require_action, scope_of
 from api.body import read_json_object
 from api.openapi import body
 from api.problems import Problem
@@ -29,6 +30,7 @@ from tasks.admin_log import client_address
 from tasks.errors import IdempotencyConflict, StoreFullError, TooManyPendingJobs
 from tasks.publishing import publish
 from tasks.records import JobRecord, now_iso
+from tasks.scopes import ARCHIVE_REQUEST_ACTIONS
 
 log = logging.getLogger("leadarchive.api")
 
@@ -56,7 +58,7 @@ router = APIRouter()
                 }
             }
         },
-        **openapi.problems(400, 401, 413, 415, 422, 429, 503),
+        **openapi.problems(400, 401, 403, 413, 415, 422, 429, 503),
     },
     openapi_extra={
         "requestBody": {
@@ -89,7 +91,10 @@ async def submit(owner: Owner, services: Svc, request: Request) -> JSONResponse:
     if services.limiter.enabled:
         await guard(run_in_threadpool(services.limiter.check, owner))
     payload = await read_json_object(request, settings.max_body_bytes)
-    archive_request = _validate(payload, settings.max_lead_ids)
+    # --- scoped keys: the key's own lead limit (422), then its actions (403) ---
+    archive_request = _validate(payload, scope_of(owner).lead_limit(settings.max_lead_ids))
+    require_action(owner, *(ARCHIVE_REQUEST_ACTIONS[a] for a in archive_request.requested()))
+    # ---
     now = rt.clock()
     opens_at = rt.office_hours.window_opens_at(now)
     if opens_at is not None:
@@ -142,6 +147,7 @@ def _create_and_enqueue(
             fingerprint=fingerprint,
             client_ip=client_ip,
             max_pending=services.settings.max_pending_jobs,
+            lists=scope_of(owner).lists,  # scoped keys: the record carries the allowed lists
         )
     except IdempotencyConflict:
         raise Problem(
@@ -189,6 +195,7 @@ def _validate(payload: dict[str, Any], limit: int) -> ArchiveRequest:
             "Unprocessable Content",
             f"lead_ids has {len(lead_ids)} values; the limit is {limit} per request",
             errors=[{"loc": ["lead_ids"], "msg": f"at most {limit} values", "type": "too_long"}],
+            limit=limit,
         )
     try:
         return ArchiveRequest.model_validate(payload)
