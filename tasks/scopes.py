@@ -149,6 +149,8 @@ def parse_scope(text: str) -> KeyScope:
             "the scope after the hash is empty: write actions=..., lists=... or max=...,"
             " joined by '&', or leave out the second ':'"
         )
+    if any(c.isspace() for c in text):
+        raise ScopeError("a scope has no spaces (join values with '+' and parts with '&')")
     values: dict[str, str] = {}
     for part in text.split("&"):
         match = _PART.fullmatch(part)

@@ -78,6 +78,7 @@ def test_good_scopes(tmp_path: Path, scope: str, expected: KeyScope) -> None:
         (f"acme:{A}:max=ten", "max must be a whole number"),
         (f"acme:{A}:max=501", "entry 1 has a max= above LEADARCHIVE_MAX_LEAD_IDS \\(500\\)"),
         (f"acme:{A}:max=5&max=6", "max is given twice"),
+        (f"acme:{A}:actions=archive + delete", "a scope has no spaces"),
         (f"acme:{A}:owner=me", "a scope is actions=..., lists=... and max=..."),
         (f"acme:{A}:actions=archive,delete", "entry 2 of 2: each entry must be name:sha256hex"),
         (f"acme:{A}:actions=archive;max=3", "actions must be some of"),
