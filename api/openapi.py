@@ -25,6 +25,7 @@ _REF = "#/components/schemas/{model}"
 _ERRORS: dict[int, str] = {
     400: "The body is not JSON or not a JSON object, or the Idempotency-Key is malformed",
     401: "Missing, malformed or unknown API key",
+    403: "The API key may not use an action the request asks for (scoped keys; see action)",
     404: "No such job for this key (unknown, expired, or submitted with another key)",
     409: "The job has started or ended and can no longer be cancelled",
     413: "The body is larger than the configured cap",

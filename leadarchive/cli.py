@@ -250,13 +250,49 @@ def _submit(args: argparse.Namespace) -> int:
 
 
 def _keys_new(args: argparse.Namespace) -> int:
-    from api.auth import hash_key, new_key
+    from pydantic import ValidationError
 
+    from api.auth import hash_key, new_key
+    from tasks.scopes import KeyScope, Lists, ScopeError, key_entry, parse_actions, parse_max
+    from tasks.settings import get_settings, parse_api_keys
+
+    try:
+        scope = KeyScope(
+            actions=parse_actions(args.actions, ",") if args.actions is not None else None,
+            lists=Lists.parse(args.lists, ",") if args.lists is not None else None,
+            max_lead_ids=parse_max(args.max) if args.max is not None else None,
+        )
+    except ScopeError as exc:
+        err.print(f"leadarchive keys new: {escape(str(exc))}")
+        return 2
     key = new_key()
+    entry = key_entry(args.name, hash_key(key), scope)
+    try:
+        parse_api_keys(entry)  # what the service will read: the same name, hash and scope
+    except ValueError:
+        err.print("leadarchive keys new: a key's name is 1 to 64 of A-Z a-z 0-9 _ . @ -")
+        return 2
+    if scope.max_lead_ids is not None:
+        try:
+            limit = get_settings().max_lead_ids
+        except ValidationError:
+            limit = None  # this machine's settings are for `leadarchive check` to judge
+        if limit is not None and scope.max_lead_ids > limit:
+            err.print(
+                f"leadarchive keys new: --max is above LEADARCHIVE_MAX_LEAD_IDS ({limit}):"
+                " the service would refuse the entry"
+            )
+            return 2
     console.print(f"API key for {args.name} (shown once, store it now):")
     console.print(key, highlight=False, soft_wrap=True)
-    console.print("Add this entry to LEADARCHIVE_API_KEYS (comma-separated):")
-    console.print(f"{args.name}:{hash_key(key)}", highlight=False, soft_wrap=True)
+    if scope.unscoped:
+        console.print("Add this entry to LEADARCHIVE_API_KEYS (comma-separated):")
+    else:
+        console.print(
+            "Add this entry to LEADARCHIVE_API_KEYS (comma-separated; in a file a shell"
+            " reads, quote the whole value: the scope has '&'):"
+        )
+    console.print(entry, highlight=False, soft_wrap=True, markup=False)
     return 0
 
 
@@ -470,8 +506,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     keys = commands.add_parser("keys", help="manage API keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
-    new = key_commands.add_parser("new", help="print a new key once, and its name:sha256 line")
+    new = key_commands.add_parser(
+        "new",
+        help="print a new key once, and its name:sha256[:scope] line",
+        description="Without --actions, --lists or --max the key may do everything, as before.",
+    )
     new.add_argument("name")
+    new.add_argument(
+        "--actions",
+        metavar="A,B",
+        help="only these actions: archive (insert and update), delete, restore, selection",
+    )
+    new.add_argument(
+        "--lists",
+        metavar="L,M-N",
+        help="only leads of these lists (list IDs and inclusive ranges, e.g. 1001-1004,2001);"
+        " a lead of another list is reported forbidden and left untouched",
+    )
+    new.add_argument(
+        "--max",
+        metavar="N",
+        help="at most N lead IDs per request (at most LEADARCHIVE_MAX_LEAD_IDS)",
+    )
     new.set_defaults(handler=_keys_new)
 
     seed = commands.add_parser(

@@ -34,6 +34,7 @@ import redis
 from tasks.errors import IdempotencyConflict, StoreFullError, TooManyPendingJobs
 from tasks.records import JobRecord, Status, encode, now_iso
 from tasks.requests import JobRequest
+from tasks.scopes import Lists
 
 _PREFIX = "leadarchive"
 DEFERRED_KEY = f"{_PREFIX}:deferred"
@@ -235,6 +236,7 @@ class JobStore(Protocol):
         now: datetime | None = None,
         client_ip: str = "",
         max_pending: int | None = None,
+        lists: Lists | None = None,
     ) -> tuple[str, bool]: ...
     def get(self, job_id: str) -> JobRecord | None: ...
     def transition(
@@ -286,12 +288,14 @@ class RedisJobStore:
         now: datetime | None = None,
         client_ip: str = "",
         max_pending: int | None = None,
+        lists: Lists | None = None,
     ) -> tuple[str, bool]:
         """Record a new queued job; returns ``(job_id, created)``. One atomic step (``_CREATE``).
 
         With an idempotency key seen before for this owner, returns that job instead
         (``created`` False), or raises ``IdempotencyConflict`` when the request differs.
-        ``client_ip`` is the submitter's address, for Vicidial's admin log (never shown).
+        ``client_ip`` is the submitter's address, for Vicidial's admin log (never shown);
+        ``lists`` the lists a scoped key may touch, which the worker reads from the record.
         Raises ``TooManyPendingJobs`` when the owner has ``max_pending`` jobs unfinished, and
         ``StoreFullError`` when Redis has not room for every unfinished job's result.
         """
@@ -302,7 +306,7 @@ class RedisJobStore:
             digest = hashlib.sha256(idempotency_key.encode()).hexdigest()
             idem_key = f"{_PREFIX}:idem:{owner}:{digest}"
         record = JobRecord.queued(
-            job_id, owner, request, now=now, client_ip=client_ip, idempotency=idem_key
+            job_id, owner, request, now=now, client_ip=client_ip, idempotency=idem_key, lists=lists
         )
         args: list[str | int | float] = [
             job_id,

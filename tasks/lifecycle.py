@@ -56,6 +56,7 @@ from tasks.jobs import JobStore
 from tasks.records import FINAL, JobRecord, Status, now_iso
 from tasks.requests import ArchiveRequest, JobRequest, RestoreRequest
 from tasks.runtime import Runtime, runtime_of
+from tasks.scopes import Lists
 
 # Stable names: in-flight messages and Flower refer to tasks by these, not by module paths.
 ARCHIVE_TASK = ArchiveRequest.task_name
@@ -88,16 +89,26 @@ class JobKind:
     """One kind of job: the request its messages carry, and the batch that runs it."""
 
     model: type[ArchiveRequest] | type[RestoreRequest]
-    run: Callable[[Connection, Any, Tuning], Report]
+    # The batch: the connection, the request, the tuning, and the lists the key is limited to
+    # (None: any list), from the job record.
+    run: Callable[[Connection, Any, Tuning, Lists | None], Report]
     # The admin log row's event_code (tasks.admin_log).
     event_code: str = admin_log.EVENT_CODE
 
 
-def _run_archive(conn: Connection, request: ArchiveRequest, tuning: Tuning) -> Report:
-    return run_batch(conn, request.lead_ids, request.actions(), tuning)
+def _run_archive(
+    conn: Connection, request: ArchiveRequest, tuning: Tuning, lists: Lists | None
+) -> Report:
+    return run_batch(conn, request.lead_ids, request.actions(), tuning, lists=lists)
 
 
-def _run_restore(conn: Connection, request: RestoreRequest, tuning: Tuning) -> Report:
+def _run_restore(
+    conn: Connection, request: RestoreRequest, tuning: Tuning, lists: Lists | None
+) -> Report:
+    if lists is not None:
+        # The API refuses a restore for a key limited to lists (api/routes/dearchive.py); a
+        # record that says otherwise was not written by it.
+        raise ValueError("a key limited to lists cannot restore")
     return run_restore(conn, request.lead_ids, request.dry_run, tuning)
 
 
@@ -236,7 +247,7 @@ def _run(
     try:
         with lease.kept(), rt.engine.connect() as conn:
             try:
-                report = kind.run(conn, request, rt.tuning)
+                report = kind.run(conn, request, rt.tuning, record.lists)
             except BaseException:
                 # Never hand a connection back to the pool mid-batch (it may hold LOCK TABLES).
                 conn.invalidate()

@@ -14,7 +14,10 @@ Invariants:
   before compression was introduced stay readable);
 - a field that is not set is absent from the stored fields, never an empty or ``null`` value;
 - ``view`` never shows the owner or the internals (client address, idempotency claim, the admin
-  log's mark, the run's token and lease).
+  log's mark, the run's token and lease, the allowed lists);
+- ``lists``, the lists a scoped key may touch (``tasks.scopes.Lists``, stored as its text), is
+  the scope the job was submitted with: the worker runs the batch with the record's lists, never
+  a message's. An unscoped job's record has no such field.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, cast
 
 from tasks.requests import JobRequest, request_from_stored
+from tasks.scopes import Lists
 
 Status = Literal["queued", "deferred", "running", "succeeded", "failed", "cancelled"]
 FINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
@@ -84,6 +88,8 @@ class JobRecord:
     # lasts (epoch seconds, as text); never shown.
     run_token: str | None = None
     lease_until: str | None = None
+    # The lists the submitting key was scoped to (None: every list); never shown.
+    lists: Lists | None = None
 
     @classmethod
     def queued(
@@ -95,6 +101,7 @@ class JobRecord:
         now: datetime | None = None,
         client_ip: str = "",
         idempotency: str = "",
+        lists: Lists | None = None,
     ) -> JobRecord:
         """A new job's record: queued, submitted ``now``."""
         return cls(
@@ -105,6 +112,7 @@ class JobRecord:
             request=request,
             client_ip=client_ip,
             idempotency=idempotency,
+            lists=lists,
         )
 
     @property
@@ -151,6 +159,7 @@ class JobRecord:
             admin_logged=stored.get("admin_logged"),
             run_token=stored.get("run_token"),
             lease_until=stored.get("lease_until"),
+            lists=Lists.parse(stored["lists"]) if "lists" in stored else None,
         )
 
     def view(self) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import re
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -23,10 +24,18 @@ from sqlalchemy.exc import ArgumentError
 
 from tasks.errors import ConfigurationError, WholeWeekError
 from tasks.office_hours import OfficeHours
+from tasks.scopes import UNSCOPED, KeyScope, ScopeError, parse_scope
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
-_KEY_ENTRY = re.compile(r"^(?P<name>[A-Za-z0-9_.@-]{1,64}):(?P<digest>[0-9a-f]{64})$")
+# `name:sha256hex`, optionally followed by `:` and the key's scope (tasks.scopes, no commas).
+_KEY_ENTRY = re.compile(
+    r"^(?P<name>[A-Za-z0-9_.@-]{1,64}):(?P<digest>[0-9a-f]{64})(?::(?P<scope>[^,]*))?$"
+)
+_KEY_ENTRY_FORMAT = (
+    "each entry must be name:sha256hex (64 lowercase hex digits), optionally followed by"
+    " :scope (actions=...&lists=...&max=...); generate one with `leadarchive keys new NAME`"
+)
 # The placeholder of every secret in deploy/leadarchive.env.example; Flower refuses to run with it.
 EXAMPLE_SECRET = "CHANGE-ME"  # noqa: S105 - the placeholder, refused, not a secret
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour|day)\s*$")
@@ -80,7 +89,8 @@ class Settings(BaseSettings):
     result_backend: str = ""
     astguiclient_conf: Path = Path("/etc/astguiclient.conf")
     data_dir: Path = Path("leadarchive-data")
-    # `name:sha256hex` entries, comma-separated: the SHA-256 of each key, never the key.
+    # `name:sha256hex[:scope]` entries, comma-separated: the SHA-256 of each key, never the
+    # key; the optional scope limits the key's actions, lists and lead limit (tasks.scopes).
     api_keys: str = ""
     max_lead_ids: int = Field(default=500, ge=1, le=100_000)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
@@ -154,14 +164,29 @@ class Settings(BaseSettings):
     @field_validator("api_keys")
     @classmethod
     def _key_entries(cls, value: str) -> str:
-        for entry in filter(None, (e.strip() for e in value.split(","))):
-            if not _KEY_ENTRY.match(entry):
-                # Never echo the entry: it may be a raw key pasted by mistake.
+        keys = parse_api_keys(value)  # never echoes an entry: it may be a raw key
+        scopes: dict[str, KeyScope] = {}
+        for key in keys.values():
+            if scopes.setdefault(key.name, key.scope) != key.scope:
+                # Jobs belong to a name: two keys of one name see each other's jobs.
                 raise ValueError(
-                    "each entry must be name:sha256hex (64 lowercase hex digits);"
-                    " generate one with `leadarchive keys new NAME`"
+                    "entries that share a name (the old and new key of one client) must have"
+                    " the same scope: give a key with other rights a name of its own"
                 )
         return value
+
+    @model_validator(mode="after")
+    def _key_limits(self) -> Settings:
+        for key in self.api_key_scopes().values():
+            limit = key.scope.max_lead_ids
+            if limit is not None and limit > self.max_lead_ids:
+                # By position, never by name: a raw key may have been pasted as one.
+                raise ValueError(
+                    f"LEADARCHIVE_API_KEYS: entry {key.entry} has a max= above"
+                    f" LEADARCHIVE_MAX_LEAD_IDS ({self.max_lead_ids}); a key's own limit can"
+                    " only be lower"
+                )
+        return self
 
     @field_validator("flower_basic_auth")
     @classmethod
@@ -347,8 +372,45 @@ class Settings(BaseSettings):
 
     def key_hashes(self) -> dict[str, str]:
         """``{sha256hex: name}`` of every configured API key."""
-        pairs = (e.strip().split(":", 1) for e in self.api_keys.split(",") if e.strip())
-        return {digest: name for name, digest in pairs}
+        return {digest: key.name for digest, key in parse_api_keys(self.api_keys).items()}
+
+    def api_key_scopes(self) -> dict[str, ApiKey]:
+        """``{sha256hex: ApiKey}`` of every configured API key: its name and its scope."""
+        return parse_api_keys(self.api_keys)
+
+
+class ApiKey(NamedTuple):
+    """A configured API key: the name its jobs belong to, and what it may do."""
+
+    name: str
+    scope: KeyScope
+    # Its position in LEADARCHIVE_API_KEYS (1 for the first), which errors name it by.
+    entry: int = 0
+
+
+@lru_cache(maxsize=8)
+def parse_api_keys(value: str) -> dict[str, ApiKey]:
+    """``{sha256hex: ApiKey}`` of ``LEADARCHIVE_API_KEYS``; a ValueError naming the entry by its
+    position, never by its text, when one cannot be read. Cached: the API reads it per request.
+    """
+    entries = value.split(",")
+    keys: dict[str, ApiKey] = {}
+    for number, entry in enumerate(entries, start=1):
+        entry = entry.strip()
+        if not entry:
+            continue
+        where = f"entry {number} of {len(entries)}"
+        match = _KEY_ENTRY.match(entry)
+        if match is None:
+            raise ValueError(f"{where}: {_KEY_ENTRY_FORMAT}")
+        scope = UNSCOPED
+        if match["scope"] is not None:
+            try:
+                scope = parse_scope(match["scope"])
+            except ScopeError as exc:
+                raise ValueError(f"{where}: {exc}") from None
+        keys[match["digest"]] = ApiKey(match["name"], scope, number)
+    return keys
 
 
 def _service_url(value: str, schemes: tuple[str, ...], example: str) -> str:

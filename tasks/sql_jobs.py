@@ -22,6 +22,7 @@ from tasks.errors import IdempotencyConflict, TooManyPendingJobs
 from tasks.jobs import new_job_id
 from tasks.records import JobRecord, Status, encode, now_iso
 from tasks.requests import JobRequest
+from tasks.scopes import Lists
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS jobs (job_id TEXT PRIMARY KEY, status TEXT NOT NULL,"
@@ -78,6 +79,7 @@ class SqliteJobStore:
         now: datetime | None = None,
         client_ip: str = "",
         max_pending: int | None = None,
+        lists: Lists | None = None,
     ) -> tuple[str, bool]:
         """Record a new queued job; see ``RedisJobStore.create``. Expired jobs and claims are
         deleted on the way, so the file holds no more than the result lifetime's jobs."""
@@ -110,7 +112,7 @@ class SqliteJobStore:
                     (claim, job_id, fingerprint, self._expiry()),
                 )
             record = JobRecord.queued(
-                job_id, owner, request, now=now, client_ip=client_ip, idempotency=claim
+                job_id, owner, request, now=now, client_ip=client_ip, idempotency=claim, lists=lists
             )
             db.execute(
                 "INSERT INTO jobs VALUES (?, 'queued', ?, ?)",

@@ -1,7 +1,8 @@
 """Submitting a job, whatever its kind: the one code path both job routes share.
 
 ``submit_job`` checks, in this order: the key (the route's ``Owner``), the rate limit, the body
-(media type, size, JSON, fields, the lead ID limit), the key's scope (``authorize_request``),
+(media type, size, JSON, fields, the lead ID limit: the key's own if lower), the actions the
+key may use (``authorize_request``, 403),
 office hours, the Idempotency-Key; only then is anything written, and a job whose message cannot
 be enqueued is removed again. It answers 202 with the job's status URL under the route's path,
 in ``Location`` too. ``submit_route`` is the decorator's documentation of all of that, for a
@@ -20,6 +21,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 
 from api import metrics, openapi
+from api.auth import require_action, scope_of
 from api.body import read_json_object
 from api.problems import Problem
 from api.schemas import Accepted
@@ -29,6 +31,7 @@ from tasks.errors import IdempotencyConflict, StoreFullError, TooManyPendingJobs
 from tasks.publishing import publish
 from tasks.records import now_iso
 from tasks.requests import ArchiveRequest, JobRequest, RestoreRequest
+from tasks.scopes import ARCHIVE_REQUEST_ACTIONS
 
 log = logging.getLogger("leadarchive.api")
 
@@ -52,7 +55,7 @@ def submit_route(model: type[BaseModel], example: dict[str, Any], summary: str) 
                     }
                 }
             },
-            **openapi.problems(400, 401, 413, 415, 422, 429, 503),
+            **openapi.problems(400, 401, 403, 413, 415, 422, 429, 503),
         },
         "openapi_extra": {
             "requestBody": {
@@ -82,13 +85,26 @@ def submit_route(model: type[BaseModel], example: dict[str, Any], summary: str) 
     }
 
 
-def authorize_request(services: Services, owner: str, job_request: JobRequest) -> None:
-    """Hook for scoped keys (issue 14): refuse (403) a request the key ``owner`` may not make.
+def authorize_request(owner: str, job_request: JobRequest) -> None:
+    """Refuse (403, naming the action) a request the key ``owner`` may not make (scoped keys).
 
-    Called for every kind of job once its body is valid and before anything is written; the
-    action is ``type(job_request)`` (``RestoreRequest``: ``restore``). Unscoped keys, today's
-    only kind, may make every request, so nothing is checked here yet.
+    Called for every kind of job once its body is valid and before anything is written. An
+    archive request needs ``archive`` for insert and update and ``delete`` for delete; a restore
+    needs ``restore``, and a key limited to lists may not restore (the restore reads no list).
     """
+    if isinstance(job_request, RestoreRequest):
+        require_action(owner, "restore")
+        if scope_of(owner).lists is not None:
+            raise Problem(
+                403,
+                "action-not-allowed",
+                "Forbidden",
+                "this key is limited to some lists, and a restore cannot be limited to lists:"
+                " use a key without lists to restore",
+                action="restore",
+            )
+        return
+    require_action(owner, *(ARCHIVE_REQUEST_ACTIONS[a] for a in job_request.requested()))
 
 
 async def submit_job(
@@ -103,8 +119,8 @@ async def submit_job(
     if services.limiter.enabled:
         await guard(run_in_threadpool(services.limiter.check, owner))
     payload = await read_json_object(request, settings.max_body_bytes)
-    job_request = validate(model, payload, settings.max_lead_ids)
-    authorize_request(services, owner, job_request)
+    job_request = validate(model, payload, scope_of(owner).lead_limit(settings.max_lead_ids))
+    authorize_request(owner, job_request)
     now = rt.clock()
     opens_at = rt.office_hours.window_opens_at(now)
     if opens_at is not None:
@@ -157,6 +173,7 @@ def _create_and_enqueue(
             fingerprint=fingerprint,
             client_ip=client_ip,
             max_pending=services.settings.max_pending_jobs,
+            lists=scope_of(owner).lists,  # scoped keys: the record carries the allowed lists
         )
     except IdempotencyConflict:
         raise Problem(
@@ -207,6 +224,7 @@ def validate(
             "Unprocessable Content",
             f"lead_ids has {len(lead_ids)} values; the limit is {limit} per request",
             errors=[{"loc": ["lead_ids"], "msg": f"at most {limit} values", "type": "too_long"}],
+            limit=limit,
         )
     try:
         return model.model_validate(payload)

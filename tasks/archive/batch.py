@@ -6,6 +6,10 @@ through one strategy: MyISAM's snapshot path when the session may create its tem
 else MyISAM's locked path; InnoDB's row-locked transactions; SQLite's immediate transactions. A
 dry run only reads each chunk's state and plans it. Whatever the path, every lead requested is
 reported once, in request order.
+
+A job of a key scoped to lists passes ``lists``: each strategy reads each lead's list with its
+state, under the same lock, and a lead of another list is ``forbidden`` and never written. Without
+``lists`` every statement is the one sent before scopes existed.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from tasks.archive.sql import SQL_MODE, Statements, q
 from tasks.db import autocommit_dbapi
 from tasks.errors import BatchError, InUseUnknownError
 from tasks.schema import ARCHIVE_TABLE, LIVE_TABLE, inspect_tables, probe_in_use_tables
+from tasks.scopes import Lists
 
 # Kept in SQLAlchemy's per-DBAPI-connection ``info``: the checked tables and their SQL.
 _TABLES_INFO = "leadarchive.tables"
@@ -49,6 +54,7 @@ def run_batch(
     *,
     after_read: AfterRead | None = None,
     observer: StatementObserver | None = None,
+    lists: Lists | None = None,
 ) -> BatchReport:
     """Archive ``lead_ids`` as ``actions`` says and report every lead's outcome.
 
@@ -57,6 +63,8 @@ def run_batch(
     snapshot). Nothing in the product passes one; tests stage the dialer's races there.
     ``observer`` is told every statement the batch sends through its cursor and how long it
     took (benchmarks time the batch with it); the table inspection runs on ``conn`` itself.
+    ``lists``: the lists a scoped key may touch (None: every list); a lead of another list is
+    reported ``forbidden`` for every action, and both its rows are left as they are.
     """
     tuning = tuning or Tuning()
     ids = validate_lead_ids(lead_ids)
@@ -74,6 +82,8 @@ def run_batch(
         )
     sql = _checked_statements(conn, cursor)
     pair = sql.pair
+    if lists is not None and not any(c.name == "list_id" for c in pair.columns):
+        raise BatchError(f"{LIVE_TABLE} has no list_id column: a job scoped to lists cannot run")
     if actions.delete and not actions.dry_run and pair.unreadable_in_use:
         raise InUseUnknownError(pair.unreadable_in_use)
     if pair.transactional:
@@ -89,26 +99,32 @@ def run_batch(
         cursor, conn, sql
     ):
         results = myisam_snapshot.run_windows(
-            cursor, conn, sql, unique, actions, sizer, tuning, after_read
+            cursor, conn, sql, unique, actions, sizer, tuning, after_read, lists
         )
-        return make_report(ids, results, actions)
+        return make_report(ids, results, actions, scoped=lists is not None)
     position = 0
     while position < len(unique):
         chunk = unique[position : position + sizer.size]
         started = time.perf_counter()
         if actions.dry_run:
-            states = read_states(cursor, sql, chunk)
+            states = read_states(cursor, sql, chunk, lists=lists)
             results.update((i, plan_lead(i, states[i], actions)) for i in chunk)
         elif sqlite:
-            results.update(sqlite_strategy.run_chunk(cursor, sql, chunk, actions, after_read))
+            results.update(
+                sqlite_strategy.run_chunk(cursor, sql, chunk, actions, after_read, lists)
+            )
         elif pair.transactional:
-            results.update(innodb.run_chunk(cursor, dbapi, sql, chunk, actions, tuning, after_read))
+            results.update(
+                innodb.run_chunk(cursor, dbapi, sql, chunk, actions, tuning, after_read, lists)
+            )
         else:
             with batch_lock(cursor, conn, tuning):
-                results.update(myisam_locked.run_chunk(cursor, sql, chunk, actions, after_read))
+                results.update(
+                    myisam_locked.run_chunk(cursor, sql, chunk, actions, after_read, lists)
+                )
         sizer.record(len(chunk), time.perf_counter() - started)
         position += len(chunk)
-    return make_report(ids, results, actions)
+    return make_report(ids, results, actions, scoped=lists is not None)
 
 
 def _checked_statements(conn: Connection, cursor: Cursor) -> Statements:

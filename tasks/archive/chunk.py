@@ -5,6 +5,12 @@ read each lead's state (``read_states``), plan every lead (``plan_lead``), then 
 insert, update and delete on exactly the leads planned for it (``write_planned``), which must touch
 exactly that many rows or the chunk is refused (``ConcurrentChangeError``). Batches on
 non-transactional tables of one database are serialised by a named lock (``batch_lock``).
+
+A job scoped to lists (``lists``, ``tasks.scopes.Lists``) reads each lead's ``list_id`` in the
+same locked read, and ``plan_lead`` makes a lead of another list ``forbidden``: it is in no
+statement's list of leads, so nothing writes either of its rows. Whatever the list was at the
+read, the guarded DELETE still compares every column, ``list_id`` included, with the archive
+copy: a lead moved to another list after a snapshot stays live (``mismatch``).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from tasks.archive.cursor import Cursor
 from tasks.archive.plan import Actions, LeadResult, LeadState, plan_lead
 from tasks.archive.sql import Statements, id_list
 from tasks.errors import BatchBusyError, ConcurrentChangeError
+from tasks.scopes import Lists
 
 # An observer of run_batch: called with a chunk's lead IDs between reading and writing them.
 AfterRead = Callable[[list[int]], None]
@@ -45,9 +52,17 @@ class Tuning:
 
 
 def read_states(
-    cursor: Cursor, sql: Statements, chunk: list[int], source: str = ""
+    cursor: Cursor,
+    sql: Statements,
+    chunk: list[int],
+    source: str = "",
+    lists: Lists | None = None,
 ) -> dict[int, LeadState]:
-    """Each lead's state, its live row read from the live table or the given ``source``."""
+    """Each lead's state, its live row read from the live table or the given ``source``; with
+    ``lists``, a lead whose list (its live row's, else its archive row's) is not one of them is
+    ``forbidden``."""
+    if lists is not None:
+        return _read_scoped_states(cursor, sql, chunk, source, lists)
     states = {i: LeadState() for i in chunk}
     for lead_id, live, archived, identical, same_lead, held_by in cursor.rows(
         sql.states(id_list(chunk), source)
@@ -65,15 +80,39 @@ def read_states(
     return states
 
 
+def _read_scoped_states(
+    cursor: Cursor, sql: Statements, chunk: list[int], source: str, lists: Lists
+) -> dict[int, LeadState]:
+    """``read_states`` for a job scoped to ``lists``: the same read, with each row's list."""
+    states = {i: LeadState() for i in chunk}
+    for lead_id, live, archived, identical, same_lead, held_by, list_id in cursor.rows(
+        sql.states(id_list(chunk), source, with_list=True)
+    ):
+        forbidden = not lists.allows(list_id)
+        if live:
+            states[int(lead_id)] = LeadState(
+                live=True,
+                archived=bool(archived),
+                identical=bool(identical),
+                same_lead=bool(same_lead),
+                held_by=as_text(held_by),
+                forbidden=forbidden,
+            )
+        elif not states[int(lead_id)].live:
+            states[int(lead_id)] = LeadState(archived=True, forbidden=forbidden)
+    return states
+
+
 def apply_chunk(
     cursor: Cursor,
     sql: Statements,
     chunk: list[int],
     actions: Actions,
     after_read: AfterRead | None,
+    lists: Lists | None = None,
 ) -> dict[int, LeadResult]:
     """Read the locked chunk's state, then run exactly the statements it calls for."""
-    states = read_states(cursor, sql, chunk)
+    states = read_states(cursor, sql, chunk, lists=lists)
     if after_read is not None:
         after_read(chunk)
     plans = {i: plan_lead(i, states[i], actions) for i in chunk}

@@ -21,6 +21,7 @@ from tasks.archive.plan import Actions, LeadResult
 from tasks.archive.sql import Statements, id_list
 from tasks.errors import ConcurrentChangeError, mysql_error_code
 from tasks.schema import ARCHIVE_TABLE, LIVE_TABLE
+from tasks.scopes import Lists
 
 
 def prepare_session(cursor: Cursor, tuning: Tuning) -> None:
@@ -45,6 +46,7 @@ def run_chunk(
     actions: Actions,
     tuning: Tuning,
     after_read: AfterRead | None,
+    lists: Lists | None = None,
 ) -> dict[int, LeadResult]:
     """One chunk in a transaction that locks its rows; tried again after a deadlock."""
     ids = id_list(chunk)
@@ -55,7 +57,7 @@ def run_chunk(
             # batches on overlapping IDs wait for each other instead of deadlocking.
             cursor.rows(sql.lock_rows(LIVE_TABLE, ids))
             cursor.rows(sql.lock_rows(ARCHIVE_TABLE, ids))
-            plans = apply_chunk(cursor, sql, chunk, actions, after_read)
+            plans = apply_chunk(cursor, sql, chunk, actions, after_read, lists)
             dbapi.commit()
             return plans
         except ConcurrentChangeError:

@@ -13,6 +13,7 @@ from tasks.archive.chunk import AfterRead, apply_chunk
 from tasks.archive.cursor import Cursor
 from tasks.archive.plan import Actions, LeadResult
 from tasks.archive.sql import Statements
+from tasks.scopes import Lists
 
 
 def run_chunk(
@@ -21,12 +22,13 @@ def run_chunk(
     chunk: list[int],
     actions: Actions,
     after_read: AfterRead | None,
+    lists: Lists | None = None,
 ) -> dict[int, LeadResult]:
     """One chunk under ``LOCK TABLES`` (``run_batch`` holds the batch lock around it)."""
     # MyISAM has no transactions: LOCK TABLES makes the check and the statements one atomic
     # step, and flushes MyISAM's key cache once per chunk instead of once per statement.
     cursor.run(sql.lock_tables)
     try:
-        return apply_chunk(cursor, sql, chunk, actions, after_read)
+        return apply_chunk(cursor, sql, chunk, actions, after_read, lists)
     finally:
         cursor.run("UNLOCK TABLES")

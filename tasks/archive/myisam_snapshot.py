@@ -24,6 +24,7 @@ from tasks.archive.sizing import LEARNED, ChunkSizer
 from tasks.archive.sql import SNAPSHOT, Statements, id_list, q
 from tasks.errors import MYSQL_ACCESS_DENIED, mysql_error_code
 from tasks.schema import ARCHIVE_TABLE
+from tasks.scopes import Lists
 
 # A batch's snapshot covers at most this many leads (a MEMORY table of about 2 MB).
 SNAPSHOT_WINDOW = 500
@@ -40,6 +41,7 @@ def run_windows(
     sizer: ChunkSizer,
     tuning: Tuning,
     after_read: AfterRead | None,
+    lists: Lists | None = None,
 ) -> dict[int, LeadResult]:
     """The whole batch (sorted unique IDs), window by window of ``SNAPSHOT_WINDOW`` leads."""
     results: dict[int, LeadResult] = {}
@@ -59,6 +61,7 @@ def run_windows(
                 tuning,
                 first=start == 0,
                 after_read=after_read,
+                lists=lists,
             )
         )
     LEARNED[learned_key] = (sizer.size, sizer.seconds_per_lead)
@@ -105,6 +108,7 @@ def _run_window(
     *,
     first: bool,
     after_read: AfterRead | None,
+    lists: Lists | None = None,
 ) -> dict[int, LeadResult]:
     """MyISAM: copy from a snapshot without touching vicidial_list, then delete in short chunks.
 
@@ -126,7 +130,7 @@ def _run_window(
         cursor.run(f"LOCK TABLES {q(ARCHIVE_TABLE)} WRITE, {q(ARCHIVE_TABLE)} AS a WRITE")
         try:
             snapshot = f"{SNAPSHOT} AS l"
-            states = read_states(cursor, sql, window, snapshot)
+            states = read_states(cursor, sql, window, snapshot, lists)
             if after_read is not None:
                 after_read(window)
             plans = {i: plan_lead(i, states[i], actions) for i in window}

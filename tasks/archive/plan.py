@@ -5,6 +5,11 @@ lead from the state its rows were read in while locked (``LeadState``); the stra
 the statements those outcomes call for, and ``make_report`` assembles what the job shows. An
 outcome other than ``inserted``, ``updated`` or ``deleted`` means nothing was written for that
 action.
+
+A job of a key scoped to some lists (``tasks.scopes.Lists``) reads each lead's list with its
+state: a lead of another list is ``forbidden`` for every requested action, before any other
+outcome is considered, so nothing is ever written for it. Only such a job's counts have a
+``forbidden`` entry; an unscoped job's report is what it always was.
 """
 
 from __future__ import annotations
@@ -14,9 +19,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-InsertOutcome = Literal["inserted", "already_archived", "not_found"]
-UpdateOutcome = Literal["updated", "unchanged", "not_archived", "not_found", "id_reused"]
-DeleteOutcome = Literal["deleted", "not_archived", "mismatch", "in_use", "not_found", "id_reused"]
+InsertOutcome = Literal["inserted", "already_archived", "not_found", "forbidden"]
+UpdateOutcome = Literal[
+    "updated", "unchanged", "not_archived", "not_found", "id_reused", "forbidden"
+]
+DeleteOutcome = Literal[
+    "deleted", "not_archived", "mismatch", "in_use", "not_found", "id_reused", "forbidden"
+]
 
 INSERT_OUTCOMES: tuple[InsertOutcome, ...] = ("inserted", "already_archived", "not_found")
 UPDATE_OUTCOMES: tuple[UpdateOutcome, ...] = (
@@ -34,6 +43,8 @@ DELETE_OUTCOMES: tuple[DeleteOutcome, ...] = (
     "not_found",
     "id_reused",
 )
+# A scoped key's lead of another list (counted only in the reports of jobs scoped to lists).
+FORBIDDEN: Literal["forbidden"] = "forbidden"
 
 MAX_LEAD_ID = 4_294_967_295
 
@@ -103,6 +114,8 @@ class LeadState:
     same_lead: bool = True
     # Why the dialer still needs the lead (schema.HELD_BY), or None.
     held_by: str | None = None
+    # The lead's list (its live row's, else its archive row's) is not one the job may touch.
+    forbidden: bool = False
 
 
 def plan_lead(lead_id: int, state: LeadState, actions: Actions) -> LeadResult:
@@ -111,10 +124,16 @@ def plan_lead(lead_id: int, state: LeadState, actions: Actions) -> LeadResult:
     A live row and an archive row whose entry_date differ are two leads that share a reused ID
     (Vicidial sets entry_date at load and never changes it): the archive row is another
     person's history, neither refreshed nor taken as the live lead's copy (``id_reused``).
+    A lead of a list the job may not touch is ``forbidden`` for every action, and stays as it is.
     """
     live, archived, identical = state.live, state.archived, state.identical
     reused = live and archived and not state.same_lead
     result = LeadResult(lead_id, archived, live)
+    if state.forbidden:
+        result.insert = FORBIDDEN if actions.insert else None
+        result.update = FORBIDDEN if actions.update else None
+        result.delete = FORBIDDEN if actions.delete else None
+        return result
     if actions.insert:
         if archived:
             result.insert = "already_archived"
@@ -154,9 +173,14 @@ def plan_lead(lead_id: int, state: LeadState, actions: Actions) -> LeadResult:
 
 
 def make_report(
-    ids: Sequence[int], results: dict[int, LeadResult], actions: Actions
+    ids: Sequence[int],
+    results: dict[int, LeadResult],
+    actions: Actions,
+    *,
+    scoped: bool = False,
 ) -> BatchReport:
-    """Assemble the report: every requested ID once, in request order, with counts."""
+    """Assemble the report: every requested ID once, in request order, with counts (with a
+    ``forbidden`` count for each action when the job is ``scoped`` to lists)."""
     seen = Counter(ids)
     order = list(dict.fromkeys(ids))
     leads = [results[i] for i in order]
@@ -169,6 +193,8 @@ def make_report(
         if getattr(actions, action):
             tally = Counter(getattr(lead, action) for lead in leads)
             counts[action] = {outcome: tally[outcome] for outcome in outcomes}
+            if scoped:
+                counts[action][FORBIDDEN] = tally[FORBIDDEN]
     return BatchReport(
         counts=counts,
         duplicates=[i for i in order if seen[i] > 1],

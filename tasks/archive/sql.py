@@ -137,20 +137,23 @@ class Statements:
             f" ON a.lead_id = l.lead_id WHERE l.lead_id IN ({ids})"
         )
 
-    def states(self, ids: str, source: str = "") -> str:
+    def states(self, ids: str, source: str = "", *, with_list: bool = False) -> str:
         """Live rows (from ``source``) with their archive comparison, then every archived lead.
 
-        One statement: (lead_id, live, archived, identical, same_lead, held_by) rows. The
-        snapshot is never in use itself; its leads' use is checked by the guarded DELETE.
+        One statement: (lead_id, live, archived, identical, same_lead, held_by) rows, and each
+        row's ``list_id`` after them ``with_list`` (a job scoped to lists; an unscoped job's
+        statement is the same as before scopes). The snapshot is never in use itself; its
+        leads' use is checked by the guarded DELETE.
         """
         held_by = "NULL" if source else self.held_by
         by_id = " FORCE INDEX (PRIMARY)" if self.pair.dialect == "mysql" else ""
+        live_list, archive_list = (", l.list_id", ", list_id") if with_list else ("", "")
         return (
             f"SELECT l.lead_id, 1, a.lead_id IS NOT NULL, {self.identical}, {self.same_lead},"
-            f" {held_by} FROM {source or self.live_by_id} LEFT JOIN {self.archive_by_id}"
-            f" ON a.lead_id = l.lead_id WHERE l.lead_id IN ({ids})"
-            f" UNION ALL SELECT lead_id, 0, 1, 0, 1, NULL FROM {q(ARCHIVE_TABLE)}{by_id}"
-            f" WHERE lead_id IN ({ids})"
+            f" {held_by}{live_list} FROM {source or self.live_by_id} LEFT JOIN"
+            f" {self.archive_by_id} ON a.lead_id = l.lead_id WHERE l.lead_id IN ({ids})"
+            f" UNION ALL SELECT lead_id, 0, 1, 0, 1, NULL{archive_list} FROM"
+            f" {q(ARCHIVE_TABLE)}{by_id} WHERE lead_id IN ({ids})"
         )
 
     # insert and update copy from `source`, aliased `l`: the live table, or the snapshot.

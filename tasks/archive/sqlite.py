@@ -10,6 +10,7 @@ from tasks.archive.chunk import AfterRead, apply_chunk
 from tasks.archive.cursor import Cursor
 from tasks.archive.plan import Actions, LeadResult
 from tasks.archive.sql import Statements
+from tasks.scopes import Lists
 
 
 def run_chunk(
@@ -18,12 +19,13 @@ def run_chunk(
     chunk: list[int],
     actions: Actions,
     after_read: AfterRead | None,
+    lists: Lists | None = None,
 ) -> dict[int, LeadResult]:
     """One chunk in a ``BEGIN IMMEDIATE`` transaction, rolled back on any error."""
     # The embedded default: IMMEDIATE takes SQLite's write lock before the check.
     cursor.run("BEGIN IMMEDIATE")
     try:
-        plans = apply_chunk(cursor, sql, chunk, actions, after_read)
+        plans = apply_chunk(cursor, sql, chunk, actions, after_read, lists)
     except BaseException:
         cursor.run("ROLLBACK")
         raise
