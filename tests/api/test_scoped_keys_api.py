@@ -32,6 +32,8 @@ SCOPED = {
     "crm": ("crm-test-key-0123456789abcdef01", "actions=archive&lists=1001-1004&max=5"),
     "ops": ("ops-test-key-0123456789abcdef01", "actions=archive+delete&lists=1001-1004+3000"),
     "purger": ("purger-test-key-0123456789abcdef", "actions=delete"),
+    "restorer": ("restorer-test-key-0123456789abcd", "actions=restore"),
+    "listed-restorer": ("listed-test-key-0123456789abcdef", "actions=restore&lists=1001"),
 }
 
 
@@ -85,6 +87,38 @@ def test_an_action_the_key_may_not_use_is_403_naming_it(
     assert problem["action"] == action
     assert repr(action) in problem["detail"]
     assert SCOPED[name][0] not in answer.text
+
+
+@pytest.mark.usefixtures("nothing_enqueued")
+@pytest.mark.parametrize(
+    ("name", "url", "says"),
+    [
+        ("crm", "/vicidial/leads/dearchive", "'restore'"),  # no `restore` among its actions
+        ("listed-restorer", "/vicidial/leads/dearchive", "limited to some lists"),
+        ("restorer", URL, "'archive'"),  # may restore, not archive
+    ],
+)
+def test_restore_needs_its_action_and_a_key_without_lists(
+    client: TestClient, name: str, url: str, says: str
+) -> None:
+    answer = client.post(url, json={"lead_ids": [1, 2]}, headers=auth(name))
+
+    problem = _problem(answer, 403)
+    assert problem["type"] == "urn:leadarchive:problem:action-not-allowed"
+    assert problem["action"] in ("restore", "archive")
+    assert says in problem["detail"]
+
+
+def test_a_key_that_may_restore_restores(client: TestClient) -> None:
+    answer = client.post(
+        "/vicidial/leads/dearchive",
+        json={"lead_ids": [1], "dry_run": True},
+        headers=auth("restorer"),
+    )
+
+    assert answer.status_code == 202, answer.text
+    final = poll_until_done(client, answer.headers["location"], auth("restorer"))
+    assert final["status"] == "succeeded"
 
 
 @pytest.mark.usefixtures("nothing_enqueued")
