@@ -109,7 +109,7 @@ def test_restore_needs_its_action_and_a_key_without_lists(
     assert says in problem["detail"]
 
 
-def test_a_key_that_may_restore_restores(client: TestClient) -> None:
+def test_a_key_that_may_restore_restores(client: TestClient, vicidial: Connection) -> None:
     answer = client.post(
         "/vicidial/leads/dearchive",
         json={"lead_ids": [1], "dry_run": True},
@@ -118,7 +118,7 @@ def test_a_key_that_may_restore_restores(client: TestClient) -> None:
 
     assert answer.status_code == 202, answer.text
     final = poll_until_done(client, answer.headers["location"], auth("restorer"))
-    assert final["status"] == "succeeded"
+    assert final["status"] == "succeeded", final.get("error")
 
 
 @pytest.mark.usefixtures("nothing_enqueued")
