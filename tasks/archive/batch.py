@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Sequence
-from typing import cast
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import Connection
 
@@ -69,18 +69,8 @@ def run_batch(
     tuning = tuning or Tuning()
     ids = validate_lead_ids(lead_ids)
     unique = sorted(set(ids))
-    # Every statement commits on its own; the chunks open their short transactions themselves.
-    dbapi = autocommit_dbapi(conn, BatchError, "the batch")
-    sqlite = conn.dialect.name == "sqlite"
-    cursor = Cursor(dbapi, observer)
-    wait = max(1, int(tuning.lock_wait_timeout.total_seconds()))
-    if sqlite:
-        cursor.run(f"PRAGMA busy_timeout = {wait * 1000}")
-    else:
-        cursor.run(
-            f"SET SESSION sql_mode = '{SQL_MODE}', time_zone = '+00:00', lock_wait_timeout = {wait}"
-        )
-    sql = _checked_statements(conn, cursor)
+    dbapi, cursor, sqlite = open_session(conn, tuning, observer, "the batch")
+    sql = checked_statements(conn, cursor)
     pair = sql.pair
     if lists is not None and not any(c.name == "list_id" for c in pair.columns):
         raise BatchError(f"{LIVE_TABLE} has no list_id column: a job scoped to lists cannot run")
@@ -88,12 +78,7 @@ def run_batch(
         raise InUseUnknownError(pair.unreadable_in_use)
     if pair.transactional:
         innodb.prepare_session(cursor, tuning)
-    sizer = ChunkSizer(
-        target=tuning.chunk_time.total_seconds(),
-        size=max(1, min(tuning.first_chunk, tuning.max_chunk)),
-        max_size=tuning.max_chunk,
-        min_size=max(1, min(tuning.min_chunk, tuning.max_chunk)),
-    )
+    sizer = chunk_sizer(tuning)
     results: dict[int, LeadResult] = {}
     if not (actions.dry_run or sqlite or pair.transactional) and myisam_snapshot.snapshot_ready(
         cursor, conn, sql
@@ -127,7 +112,44 @@ def run_batch(
     return make_report(ids, results, actions, scoped=lists is not None)
 
 
-def _checked_statements(conn: Connection, cursor: Cursor) -> Statements:
+class Session(NamedTuple):
+    """A batch's own connection to the tables: every statement commits on its own (the chunks
+    open their short transactions themselves)."""
+
+    dbapi: Any
+    cursor: Cursor
+    sqlite: bool
+
+
+def open_session(
+    conn: Connection, tuning: Tuning, observer: StatementObserver | None, what: str
+) -> Session:
+    """``conn``'s DB-API connection in autocommit, with strict SQL mode, UTC and the tuning's
+    lock wait (SQLite: its busy timeout); ``what`` names the batch in errors."""
+    dbapi = autocommit_dbapi(conn, BatchError, what)
+    sqlite = conn.dialect.name == "sqlite"
+    cursor = Cursor(dbapi, observer)
+    wait = max(1, int(tuning.lock_wait_timeout.total_seconds()))
+    if sqlite:
+        cursor.run(f"PRAGMA busy_timeout = {wait * 1000}")
+    else:
+        cursor.run(
+            f"SET SESSION sql_mode = '{SQL_MODE}', time_zone = '+00:00', lock_wait_timeout = {wait}"
+        )
+    return Session(dbapi, cursor, sqlite)
+
+
+def chunk_sizer(tuning: Tuning) -> ChunkSizer:
+    """A batch's chunk sizer, starting at the tuning's first chunk size."""
+    return ChunkSizer(
+        target=tuning.chunk_time.total_seconds(),
+        size=max(1, min(tuning.first_chunk, tuning.max_chunk)),
+        max_size=tuning.max_chunk,
+        min_size=max(1, min(tuning.min_chunk, tuning.max_chunk)),
+    )
+
+
+def checked_statements(conn: Connection, cursor: Cursor) -> Statements:
     """The checked table pair and its SQL, inspected again whenever either table's DDL changed.
 
     Inspecting information_schema costs more than a small batch's own statements, so the result

@@ -76,12 +76,13 @@ class LeadResult:
 
 
 @dataclass(slots=True)
-class BatchReport:
-    """What a batch did (or, in a dry run, would do) to every requested lead."""
+class LeadsReport:
+    """What a batch of any kind did (or, in a dry run, would do) to every requested lead: the
+    counts by action and outcome, the IDs asked for more than once, and each lead's result."""
 
     counts: dict[str, dict[str, int]]
     duplicates: list[int]
-    leads: list[LeadResult]
+    leads: list[Any]
 
     def as_json(self) -> dict[str, Any]:
         """The report as the job status shows it."""
@@ -90,6 +91,13 @@ class BatchReport:
             "duplicates": self.duplicates,
             "leads": [lead.as_json() for lead in self.leads],
         }
+
+
+@dataclass(slots=True)
+class BatchReport(LeadsReport):
+    """What an archive batch did (or, in a dry run, would do) to every requested lead."""
+
+    leads: list[LeadResult]
 
 
 @dataclass(frozen=True, slots=True)

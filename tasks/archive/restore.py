@@ -39,14 +39,12 @@ from typing import Any, Literal, TypeVar
 from pymysql.constants import ER
 from sqlalchemy import Connection
 
-from tasks.archive.batch import _checked_statements
+from tasks.archive.batch import checked_statements, chunk_sizer, open_session
 from tasks.archive.chunk import Tuning, batch_lock
 from tasks.archive.cursor import Cursor, StatementObserver
 from tasks.archive.innodb import prepare_session
-from tasks.archive.plan import validate_lead_ids
-from tasks.archive.sizing import ChunkSizer
-from tasks.archive.sql import SQL_MODE, Statements, id_list, q
-from tasks.db import autocommit_dbapi
+from tasks.archive.plan import LeadsReport, validate_lead_ids
+from tasks.archive.sql import Statements, id_list, q
 from tasks.errors import MYSQL_ACCESS_DENIED, BatchError, ConcurrentChangeError, mysql_error_code
 from tasks.schema import ARCHIVE_TABLE, LIVE_TABLE
 
@@ -92,20 +90,10 @@ class RestoreResult:
 
 
 @dataclass(slots=True)
-class RestoreReport:
+class RestoreReport(LeadsReport):
     """What a restore did (or, in a dry run, would do) to every requested lead."""
 
-    counts: dict[str, dict[str, int]]
-    duplicates: list[int]
     leads: list[RestoreResult]
-
-    def as_json(self) -> dict[str, Any]:
-        """The report as the job status shows it."""
-        return {
-            "counts": self.counts,
-            "duplicates": self.duplicates,
-            "leads": [lead.as_json() for lead in self.leads],
-        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,28 +173,14 @@ def run_restore(
     tuning = tuning or Tuning()
     ids = validate_lead_ids(lead_ids)
     unique = sorted(set(ids))
-    dbapi = autocommit_dbapi(conn, BatchError, "the restore")
-    sqlite = conn.dialect.name == "sqlite"
-    cursor = Cursor(dbapi, observer)
-    wait = max(1, int(tuning.lock_wait_timeout.total_seconds()))
-    if sqlite:
-        cursor.run(f"PRAGMA busy_timeout = {wait * 1000}")
-    else:
-        cursor.run(
-            f"SET SESSION sql_mode = '{SQL_MODE}', time_zone = '+00:00', lock_wait_timeout = {wait}"
-        )
-    rsql = RestoreStatements(_checked_statements(conn, cursor))
+    dbapi, cursor, sqlite = open_session(conn, tuning, observer, "the restore")
+    rsql = RestoreStatements(checked_statements(conn, cursor))
     pair = rsql.sql.pair
     if pair.transactional:
         prepare_session(cursor, tuning)
     if not dry_run and not sqlite:
         _check_grants(cursor, rsql)
-    sizer = ChunkSizer(
-        target=tuning.chunk_time.total_seconds(),
-        size=max(1, min(tuning.first_chunk, tuning.max_chunk)),
-        max_size=tuning.max_chunk,
-        min_size=max(1, min(tuning.min_chunk, tuning.max_chunk)),
-    )
+    sizer = chunk_sizer(tuning)
     results: dict[int, RestoreResult] = {}
     for start in range(0, len(unique), LOCK_WINDOW):
         window = unique[start : start + LOCK_WINDOW]
