@@ -52,6 +52,14 @@ class SubmitError(Exception):
     """The API refused a batch or could not be reached."""
 
 
+class BatchTooLarge(SubmitError):
+    """The server refused a batch for its size, and said how many lead IDs this key may send."""
+
+    def __init__(self, limit: int, detail: str) -> None:
+        self.limit = limit
+        super().__init__(f"batch refused (422): {detail}")
+
+
 def read_lead_ids(sources: Iterable[str]) -> list[int]:
     """Lead IDs from text: integers separated by whitespace or commas; anything else refused."""
     ids: list[int] = []
@@ -136,10 +144,16 @@ class Submitter:
         return int(schema["properties"]["lead_ids"]["maxItems"])
 
     def submit(self, body: dict[str, Any], idempotency_key: str) -> str:
-        """Submit one batch; the status URL. Retries network errors with the same key."""
+        """Submit one batch; the status URL. Retries network errors with the same key.
+
+        Raises ``BatchTooLarge`` when the server says how many lead IDs this key may send (a
+        scoped key's own limit is below the server's)."""
         answer = self._call(
             "POST", self.path, json=body, headers={"Idempotency-Key": idempotency_key}
         )
+        limit = _lead_limit(answer)
+        if limit is not None:
+            raise BatchTooLarge(limit, _detail(answer))
         if answer.status_code != 202:
             raise SubmitError(f"batch refused ({answer.status_code}): {_detail(answer)}")
         return str(answer.headers["location"])
@@ -178,6 +192,20 @@ class Submitter:
                     return answer
             time.sleep(wait)
             delay = min(delay * 2, 30)
+
+
+def _lead_limit(answer: httpx.Response) -> int | None:
+    """The lead ID limit a 422 ``too-many-lead-ids`` answer gives, if this is one."""
+    if answer.status_code != 422:
+        return None
+    try:
+        body = answer.json()
+    except ValueError:
+        return None
+    limit = body.get("limit") if isinstance(body, dict) else None
+    if str(body.get("type", "")).endswith(":too-many-lead-ids") and isinstance(limit, int):
+        return limit
+    return None
 
 
 def _office_hours(answer: httpx.Response) -> bool:
@@ -219,16 +247,30 @@ def submit_all(
         raise ValueError("window must be at least 1")
     console = console or Console(stderr=True)
     size = batch_size or submitter.server_limit()
-    parts = list(batches(ids, size))
     # A restore run's keys differ from an archive run's on the same input.
     run = run_key(ids, flags, salt if submitter.path == ARCHIVE_PATH else f"{submitter.path}{salt}")
+    parts = list(batches(ids, size))
+    first: str | None = None
+    if parts:
+        try:
+            first = submitter.submit({**flags, "lead_ids": parts[0]}, f"{run}-0")
+        except BatchTooLarge as exc:
+            # A key limited below the server's limit: batches of its own size. The refused
+            # batch wrote nothing, so the run's batches are numbered afresh.
+            if batch_size is not None or exc.limit >= size or exc.limit < 1:
+                raise
+            parts = list(batches(ids, exc.limit))
+            first = submitter.submit({**flags, "lead_ids": parts[0]}, f"{run}-0")
     summary = Summary()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
     with Progress(*columns, console=console, transient=False) as progress:
         sending = progress.add_task("submitted", total=len(parts))
         done = progress.add_task("finished ", total=len(parts))
         unfinished: deque[str] = deque()
-        for number, part in enumerate(parts):
+        if first is not None:
+            unfinished.append(first)
+            progress.advance(sending)
+        for number, part in enumerate(parts[1:], start=1):
             if len(unfinished) == window:
                 summary.add(submitter.wait(unfinished.popleft()))
                 progress.advance(done)

@@ -4,6 +4,7 @@ others ``forbidden``, leaving both their rows byte for byte; an unscoped key is 
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,10 +12,12 @@ import pytest
 import redis
 from celery import Celery
 from fastapi.testclient import TestClient
+from rich.console import Console
 from sqlalchemy import Connection
 
 from api.auth import KeyName, hash_key, require_action, scope_of
 from api.problems import Problem
+from leadarchive.client import BatchTooLarge, Submitter, submit_all
 from tasks.publishing import publish
 from tasks.requests import ArchiveRequest
 from tasks.runtime import Runtime
@@ -260,3 +263,26 @@ def test_require_action_is_a_check_any_route_can_call() -> None:
         require_action(scoped, "dearchive")
     assert scope_of(scoped) == KeyScope(actions=frozenset({"restore", "selection"}))
     assert scoped == "ops" and isinstance(scoped, str)
+
+
+def test_the_client_sends_batches_of_the_keys_own_limit(
+    client: TestClient, vicidial: Connection
+) -> None:
+    """`leadarchive submit` with a key limited below the server's limit: its first batch is
+    refused for its size (nothing written), and every batch goes again at the key's size."""
+    insert_leads(vicidial, lead_rows(12, list_id=1001, seed=33))
+    submitter = Submitter(client, SCOPED["crm"][0], poll_interval=0.02)
+    flags = {"insert_leads": True, "update_leads": True, "delete_leads": False}
+
+    summary = submit_all(submitter, list(range(1, 13)), flags, console=_quiet())
+
+    assert [job["request"]["lead_count"] for job in summary.jobs] == [5, 5, 2]
+    assert summary.counts["insert"]["inserted"] == 12
+    assert set(archive(vicidial)) == set(range(1, 13))
+    # A batch size the user chose is not changed behind their back.
+    with pytest.raises(BatchTooLarge, match="the limit is 5"):
+        submit_all(submitter, list(range(1, 13)), flags, batch_size=10, console=_quiet())
+
+
+def _quiet() -> Console:
+    return Console(file=io.StringIO(), width=100)
