@@ -128,7 +128,7 @@ async def submit_job(
             503,
             "office-hours",
             "Service Unavailable",
-            "archiving runs outside office hours only",
+            "archiving and restoring run outside office hours only",
             headers={"Retry-After": str(rt.office_hours.seconds_until_open(now))},
             opens_at=now_iso(opens_at),
         )
