@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from pymysql.constants import ER
 
@@ -22,6 +23,8 @@ from tasks.archive.sql import Statements, id_list
 from tasks.errors import ConcurrentChangeError, mysql_error_code
 from tasks.schema import ARCHIVE_TABLE, LIVE_TABLE
 from tasks.scopes import Lists
+
+T = TypeVar("T")
 
 
 def prepare_session(cursor: Cursor, tuning: Tuning) -> None:
@@ -50,7 +53,8 @@ def run_chunk(
 ) -> dict[int, LeadResult]:
     """One chunk in a transaction that locks its rows; tried again after a deadlock."""
     ids = id_list(chunk)
-    for attempt in range(tuning.chunk_retries + 1):
+
+    def attempt() -> dict[int, LeadResult]:
         cursor.run("START TRANSACTION")
         try:
             # Rows locked in lead_id order, live table first, the same in every batch, so two
@@ -60,15 +64,27 @@ def run_chunk(
             plans = apply_chunk(cursor, sql, chunk, actions, after_read, lists)
             dbapi.commit()
             return plans
-        except ConcurrentChangeError:
+        except Exception:
             dbapi.rollback()
-            if attempt == tuning.chunk_retries:
+            raise
+
+    return with_retries(attempt, tuning)
+
+
+def with_retries(step: Callable[[], T], tuning: Tuning) -> T:
+    """Run ``step`` (which rolls its own transaction back when it fails), again after a
+    deadlock, a lock wait timeout or a concurrent change, at most ``tuning.chunk_retries``
+    times more, with jittered backoff."""
+    for tried in range(tuning.chunk_retries + 1):
+        try:
+            return step()
+        except ConcurrentChangeError:
+            if tried == tuning.chunk_retries:
                 raise
         except Exception as exc:
-            dbapi.rollback()
             if mysql_error_code(exc) not in (ER.LOCK_DEADLOCK, ER.LOCK_WAIT_TIMEOUT):
                 raise
-            if attempt == tuning.chunk_retries:
+            if tried == tuning.chunk_retries:
                 raise
-        time.sleep(random.uniform(0, 0.01 * 2**attempt))  # noqa: S311 - jitter, not crypto
+        time.sleep(random.uniform(0, 0.01 * 2**tried))  # noqa: S311 - jitter, not crypto
     raise AssertionError("unreachable")  # pragma: no cover

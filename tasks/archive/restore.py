@@ -28,27 +28,23 @@ nothing changed. A dry run only reads.
 
 from __future__ import annotations
 
-import random
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
-from pymysql.constants import ER
 from sqlalchemy import Connection
 
 from tasks.archive.batch import checked_statements, chunk_sizer, open_session
 from tasks.archive.chunk import Tuning, batch_lock
 from tasks.archive.cursor import Cursor, StatementObserver
-from tasks.archive.innodb import prepare_session
+from tasks.archive.innodb import prepare_session, with_retries
 from tasks.archive.plan import LeadsReport, validate_lead_ids
 from tasks.archive.sql import Statements, id_list, q
 from tasks.errors import MYSQL_ACCESS_DENIED, BatchError, ConcurrentChangeError, mysql_error_code
 from tasks.schema import ARCHIVE_TABLE, LIVE_TABLE
-
-T = TypeVar("T")
 
 RestoreOutcome = Literal["restored", "already_live", "not_archived"]
 RESTORE_OUTCOMES: tuple[RestoreOutcome, ...] = ("restored", "already_live", "not_archived")
@@ -270,7 +266,7 @@ def _run_chunk(
     if after_insert is not None:
         after_insert(restored)
     ids = id_list(restored)
-    deleted = _with_retries(lambda: cursor.write(rsql.delete(ids)), tuning)
+    deleted = with_retries(lambda: cursor.write(rsql.delete(ids)), tuning)
     if deleted != len(restored):
         # The dialer changed these live copies after the INSERT: their archive rows stay.
         for (lead_id,) in cursor.rows(rsql.still_archived(ids)):
@@ -321,24 +317,7 @@ def _in_transaction(
         dbapi.commit()
         return plans
 
-    return _with_retries(attempt, tuning)
-
-
-def _with_retries(step: Callable[[], T], tuning: Tuning) -> T:
-    """Run ``step``, again after a deadlock, lock wait timeout or concurrent change (InnoDB)."""
-    for tried in range(tuning.chunk_retries + 1):
-        try:
-            return step()
-        except ConcurrentChangeError:
-            if tried == tuning.chunk_retries:
-                raise
-        except Exception as exc:
-            if mysql_error_code(exc) not in (ER.LOCK_DEADLOCK, ER.LOCK_WAIT_TIMEOUT):
-                raise
-            if tried == tuning.chunk_retries:
-                raise
-        time.sleep(random.uniform(0, 0.01 * 2**tried))  # noqa: S311 - jitter, not crypto
-    raise AssertionError("unreachable")  # pragma: no cover
+    return with_retries(attempt, tuning)
 
 
 def _report(ids: Sequence[int], results: dict[int, RestoreResult]) -> RestoreReport:
