@@ -232,17 +232,6 @@ class SqliteJobStore:
                 handed.append(str(job_id))
         return handed
 
-    def count_attempt(self, job_id: str) -> None:
-        """Count one more start of the batch."""
-        with self._write() as db:
-            row = db.execute("SELECT record FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
-            if row is not None:
-                record = json.loads(row[0])
-                record["attempts"] = str(int(record.get("attempts", "0")) + 1)
-                db.execute(
-                    "UPDATE jobs SET record = ? WHERE job_id = ?", (json.dumps(record), job_id)
-                )
-
     def refresh_ttl(self, job_id: str) -> None:
         """Keep a finished job for the whole result lifetime, counted from now."""
         with self._write() as db:

@@ -135,10 +135,12 @@ def test_forget_removes_the_job_and_its_idempotency_claim(store: JobStore) -> No
 
 
 def test_attempts_are_counted(store: JobStore) -> None:
+    """Every start of a run counts one, a run after a transient error's retry included."""
     job_id, _ = store.create("alice", REQUEST)
 
-    store.count_attempt(job_id)
-    store.count_attempt(job_id)
+    store.start(job_id, "first", timedelta(seconds=30))
+    store.transition(job_id, ("running",), "queued", token="first")
+    store.start(job_id, "second", timedelta(seconds=30))
 
     record = stored(store.get(job_id))
     assert record is not None
