@@ -25,17 +25,15 @@ import random
 import statistics
 import sys
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
-from sqlalchemy import make_url
 
 from bench.engine import DEFAULT_URL, Bench, Noise, NoiseStats, int_list, log, machine, ms
 from tasks.archive import Actions, run_batch
 from tasks.archive.restore import run_restore
 from tasks.db import make_engine
+from testkit.servers import scratch_database
 
 MOVE = Actions(insert=True, update=True, delete=True)
 
@@ -106,34 +104,34 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     server = make_engine(args.url)
-    name = f"leadarchive_bench_{uuid.uuid4().hex[:10]}"
-    url = make_url(args.url).set(database=name, query={"charset": "utf8mb4"})
     info = machine(server)
     rows: list[RestoreRow] = []
-    with server.connect() as conn:
-        conn.exec_driver_sql(f"CREATE DATABASE `{name}` CHARACTER SET utf8 COLLATE utf8_unicode_ci")
-    engine = make_engine(url.render_as_string(hide_password=False), pool_size=4)
-    try:
-        bench = Bench(
-            args=args, url=url, database=name, engine=engine, rng=random.Random(args.seed)
-        )
-        for size in sorted(args.sizes):
-            log(f"loading {size:,} leads")
-            bench.load(size)
-            rows.append(measure(bench, args))
-            row = rows[-1]
-            log(
-                f"[{size:,} leads] restore {row.restore_leads_per_s:,} leads/s"
-                f" (median {row.restore_median_ms} ms per {args.batch_size}), archive"
-                f" {row.archive_leads_per_s:,} leads/s; intact {row.data_intact};"
-                f" load {row.load_average[0]:.2f}, other CPU {row.noise.other_cpu_pct}%"
+    # A throw-away database in Vicidial's utf8 / utf8_unicode_ci, dropped at the end even on error.
+    with scratch_database(server, "leadarchive_bench") as url:
+        engine = make_engine(url.render_as_string(hide_password=False), pool_size=4)
+        try:
+            bench = Bench(
+                args=args,
+                url=url,
+                database=str(url.database),
+                engine=engine,
+                rng=random.Random(args.seed),
             )
-    finally:
-        engine.dispose()
-        with server.connect() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{name}`")
-        server.dispose()
-        log(f"dropped {name}")
+            for size in sorted(args.sizes):
+                log(f"loading {size:,} leads")
+                bench.load(size)
+                rows.append(measure(bench, args))
+                row = rows[-1]
+                log(
+                    f"[{size:,} leads] restore {row.restore_leads_per_s:,} leads/s"
+                    f" (median {row.restore_median_ms} ms per {args.batch_size}), archive"
+                    f" {row.archive_leads_per_s:,} leads/s; intact {row.data_intact};"
+                    f" load {row.load_average[0]:.2f}, other CPU {row.noise.other_cpu_pct}%"
+                )
+        finally:
+            engine.dispose()
+    log(f"dropped {url.database}")
+    server.dispose()
     if args.json:
         payload = {"machine": info, "restore": [asdict(r) for r in rows]}
         args.json.write_text(json.dumps(payload, indent=2, default=str) + "\n")
