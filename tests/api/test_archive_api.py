@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import Connection
 
@@ -17,6 +21,7 @@ from tests.api.conftest import (
     BOB,
     SEED_REQUEST,
     FakeClock,
+    make_settings,
     poll_until_done,
     wait_for,
 )
@@ -296,33 +301,45 @@ def test_rate_limit_answers_429_with_retry_after(
         )
 
 
+@contextmanager
+def own_app(
+    database_url: str, redis_url: str, clock: FakeClock, **overrides: Any
+) -> Iterator[tuple[FastAPI, redis.Redis]]:
+    """An API app on a Redis of the test's own (no worker takes its jobs), rate limit off unless
+    ``overrides`` say otherwise: the app, and a client on its broker's database."""
+    from api.app import create_app
+    from tasks.celery_config import create_celery
+    from tasks.runtime import Runtime
+
+    settings = make_settings(database_url, redis_url, **{"rate_limit": "", **overrides})
+    runtime = Runtime(settings, clock=clock)
+    broker = redis.Redis.from_url(settings.broker_url)
+    try:
+        yield create_app(settings, runtime=runtime, celery=create_celery(settings)), broker
+    finally:
+        broker.close()
+        runtime.close()
+
+
 def test_the_rate_limiter_with_redis_down_answers_503_and_enqueues_nothing(
     database_url: str, clock: FakeClock, tmp_path: Path
 ) -> None:
     """The limiter counts in the job store's Redis: with that server stopped, a submission gets
     the contract's 503 problem (Retry-After), never a 500, and no message reaches the broker."""
-    from api.app import create_app
-    from tasks.celery_config import create_celery
-    from tasks.runtime import Runtime
-    from tests.api.conftest import make_settings
-
-    with claim_redis_database() as broker_url, private_redis(tmp_path) as store:
-        settings = make_settings(
-            database_url, store.url, broker_url=broker_url, rate_limit="2/minute"
-        )
-        runtime = Runtime(settings, clock=clock)
-        app = create_app(settings, runtime=runtime, celery=create_celery(settings))
-        broker = redis.Redis.from_url(broker_url)
-        try:
-            with TestClient(app, raise_server_exceptions=False) as api:
-                counted = [submit(api, {"lead_ids": [1]}).status_code for _ in range(3)]
-                queued = broker.llen("leadarchive")
-                store.stop()
-                down = [api.post(URL, json={"lead_ids": [1]}, headers=h) for h in (ALICE, BOB)]
-                queued_after = broker.llen("leadarchive")
-        finally:
-            broker.close()
-            runtime.close()
+    with (
+        claim_redis_database() as broker_url,
+        private_redis(tmp_path) as store,
+        own_app(database_url, store.url, clock, broker_url=broker_url, rate_limit="2/minute") as (
+            app,
+            broker,
+        ),
+        TestClient(app, raise_server_exceptions=False) as api,
+    ):
+        counted = [submit(api, {"lead_ids": [1]}).status_code for _ in range(3)]
+        queued = broker.llen("leadarchive")
+        store.stop()
+        down = [api.post(URL, json={"lead_ids": [1]}, headers=h) for h in (ALICE, BOB)]
+        queued_after = broker.llen("leadarchive")
 
     assert counted == [202, 202, 429]  # the limiter was counting in that Redis
     assert (queued, queued_after) == (2, 2)
@@ -668,31 +685,21 @@ def test_a_redis_that_answers_but_cannot_write_gives_503_never_500(
 ) -> None:
     """Redis answers OOM or READONLY as an error reply, not a lost connection (issue 13): a
     submission still gets the contract's 503 problem, and no message reaches the broker."""
-    from api.app import create_app
-    from tasks.celery_config import create_celery
-    from tasks.runtime import Runtime
-    from tests.api.conftest import make_settings
-
     enter, leave = _REDIS_CANNOT_SERVE[state]
-    with claim_redis_database() as broker_url, private_redis(tmp_path) as store:
-        settings = make_settings(database_url, store.url, broker_url=broker_url, rate_limit="")
-        runtime = Runtime(settings, clock=clock)
-        app = create_app(settings, runtime=runtime, celery=create_celery(settings))
-        broker = redis.Redis.from_url(broker_url)
-        admin = redis.Redis.from_url(store.url)
-        try:
-            with TestClient(app, raise_server_exceptions=False) as api:
-                for command in enter:
-                    admin.execute_command(*command)
-                answers = [api.post(URL, json={"lead_ids": [n]}, headers=ALICE) for n in (1, 2)]
-                queued = broker.llen("leadarchive")
-                for command in leave:
-                    admin.execute_command(*command)
-                after = submit(api, {"lead_ids": [3]})
-        finally:
-            admin.close()
-            broker.close()
-            runtime.close()
+    with (
+        claim_redis_database() as broker_url,
+        private_redis(tmp_path) as store,
+        own_app(database_url, store.url, clock, broker_url=broker_url) as (app, broker),
+        closing(redis.Redis.from_url(store.url)) as admin,
+        TestClient(app, raise_server_exceptions=False) as api,
+    ):
+        for command in enter:
+            admin.execute_command(*command)
+        answers = [api.post(URL, json={"lead_ids": [n]}, headers=ALICE) for n in (1, 2)]
+        queued = broker.llen("leadarchive")
+        for command in leave:
+            admin.execute_command(*command)
+        after = submit(api, {"lead_ids": [3]})
 
     # Out of memory, the admission check sees it first (nothing written either way).
     expected = "store-full" if state.startswith("out of memory") else "broker-unavailable"
@@ -709,27 +716,17 @@ def test_a_key_with_too_many_unfinished_jobs_gets_429_until_one_ends(
 ) -> None:
     """LEADARCHIVE_MAX_PENDING_JOBS: a key's submissions beyond it are refused with 429 and
     Retry-After, nothing enqueued; another key is not held back; a job that ends makes room."""
-    from api.app import create_app
-    from tasks.celery_config import create_celery
-    from tasks.runtime import Runtime
-    from tests.api.conftest import make_settings
-
-    with claim_redis_database() as redis_url:
-        settings = make_settings(database_url, redis_url, max_pending_jobs=2)
-        runtime = Runtime(settings, clock=clock)
-        app = create_app(settings, runtime=runtime, celery=create_celery(settings))
-        broker = redis.Redis.from_url(redis_url)
-        try:
-            with TestClient(app) as api:  # no worker: the jobs stay queued
-                first, second = (submit(api, {"lead_ids": [n]}) for n in (1, 2))
-                refused = api.post(URL, json={"lead_ids": [3]}, headers=ALICE)
-                queued = broker.llen("leadarchive")
-                other = api.post(URL, json={"lead_ids": [3]}, headers=BOB)
-                api.delete(first.headers["location"], headers=ALICE)
-                after = api.post(URL, json={"lead_ids": [3]}, headers=ALICE)
-        finally:
-            broker.close()
-            runtime.close()
+    with (
+        claim_redis_database() as redis_url,
+        own_app(database_url, redis_url, clock, max_pending_jobs=2) as (app, broker),
+        TestClient(app) as api,  # no worker: the jobs stay queued
+    ):
+        first, second = (submit(api, {"lead_ids": [n]}) for n in (1, 2))
+        refused = api.post(URL, json={"lead_ids": [3]}, headers=ALICE)
+        queued = broker.llen("leadarchive")
+        other = api.post(URL, json={"lead_ids": [3]}, headers=BOB)
+        api.delete(first.headers["location"], headers=ALICE)
+        after = api.post(URL, json={"lead_ids": [3]}, headers=ALICE)
 
     assert (first.status_code, second.status_code) == (202, 202)
     problem = _problem(refused, 429)
@@ -745,31 +742,21 @@ def test_a_key_with_too_many_unfinished_jobs_gets_429_until_one_ends(
 def test_a_nearly_full_job_store_answers_503_store_full_and_enqueues_nothing(
     database_url: str, clock: FakeClock, tmp_path: Path
 ) -> None:
-    from api.app import create_app
-    from tasks.celery_config import create_celery
-    from tasks.runtime import Runtime
-    from tests.api.conftest import make_settings
-
-    with claim_redis_database() as broker_url, private_redis(tmp_path) as store:
-        settings = make_settings(database_url, store.url, broker_url=broker_url, rate_limit="")
-        runtime = Runtime(settings, clock=clock)
-        app = create_app(settings, runtime=runtime, celery=create_celery(settings))
-        broker = redis.Redis.from_url(broker_url)
-        admin = redis.Redis.from_url(store.url)
-        try:
-            with TestClient(app) as api:
-                accepted = submit(api, {"lead_ids": [1]})
-                used = int(admin.info("memory")["used_memory"])
-                # Room for the accepted job's result, not for one more and Redis' own share.
-                admin.config_set("maxmemory", used + 1024 * 1024 + 20 * 1024)
-                refused = api.post(URL, json={"lead_ids": [2]}, headers=ALICE)
-                queued = broker.llen("leadarchive")
-                admin.config_set("maxmemory", 0)
-                after = api.post(URL, json={"lead_ids": [2]}, headers=ALICE)
-        finally:
-            admin.close()
-            broker.close()
-            runtime.close()
+    with (
+        claim_redis_database() as broker_url,
+        private_redis(tmp_path) as store,
+        own_app(database_url, store.url, clock, broker_url=broker_url) as (app, broker),
+        closing(redis.Redis.from_url(store.url)) as admin,
+        TestClient(app) as api,
+    ):
+        accepted = submit(api, {"lead_ids": [1]})
+        used = int(admin.info("memory")["used_memory"])
+        # Room for the accepted job's result, not for one more and Redis' own share.
+        admin.config_set("maxmemory", used + 1024 * 1024 + 20 * 1024)
+        refused = api.post(URL, json={"lead_ids": [2]}, headers=ALICE)
+        queued = broker.llen("leadarchive")
+        admin.config_set("maxmemory", 0)
+        after = api.post(URL, json={"lead_ids": [2]}, headers=ALICE)
 
     assert accepted.status_code == 202
     problem = _problem(refused, 503)
