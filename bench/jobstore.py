@@ -37,6 +37,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,7 @@ import redis
 from rich.console import Console
 from rich.table import Table
 
+from bench.client import submit
 from bench.engine import DEFAULT_URL
 from bench.stack import CLAIM_KEY, DEFAULT_REDIS, claim_redis_db, scratch_database
 from tasks.celery_config import create_celery
@@ -92,20 +94,6 @@ def server_usec(client: redis.Redis) -> int:
     return sum(int(entry["usec"]) for entry in stats.values())
 
 
-def submit(live: Any, lead_ids: list[int]) -> str:
-    client = live.client()
-    try:
-        body = json.dumps(
-            {"lead_ids": lead_ids, "insert_leads": True, "update_leads": True, "delete_leads": True}
-        ).encode()
-        answer = client.request("POST", "/vicidial/leads/archive", body)
-    finally:
-        client.close()
-    if answer.status != 202:
-        raise RuntimeError(f"POST answered {answer.status}: {answer.body[:300]!r}")
-    return str(answer.headers["location"])
-
-
 def bytes_per_job(args: argparse.Namespace, database_url: str, folder: Path) -> dict[str, Any]:
     number, client = claim_redis_db(args.redis)
     redis_url = f"{args.redis.rstrip('/')}/{number}"
@@ -120,7 +108,8 @@ def bytes_per_job(args: argparse.Namespace, database_url: str, folder: Path) -> 
                 ]
             engine.dispose()
             size = args.leads_per_job
-            urls = [submit(live, ids[i * size : (i + 1) * size]) for i in range(args.jobs)]
+            with closing(live.client()) as http:
+                urls = [submit(http, ids[i * size : (i + 1) * size]) for i in range(args.jobs)]
             finals = [wait_for_job(live, url, timeout=300) for url in urls]
             statuses = Counter(str(final["status"]) for final in finals)
             after = memory_by_kind(client)
@@ -148,16 +137,19 @@ def sweep_time(args: argparse.Namespace, database_url: str, folder: Path) -> dic
     number, client = claim_redis_db(args.redis)
     redis_url = f"{args.redis.rstrip('/')}/{number}"
     try:
-        with live_services(
-            database_url,
-            redis_url,
-            folder / "sweep",
-            worker=False,
-            rate_limit="",
-            max_pending_jobs=str(args.queued + 1),
-        ) as live:
+        with (
+            live_services(
+                database_url,
+                redis_url,
+                folder / "sweep",
+                worker=False,
+                rate_limit="",
+                max_pending_jobs=str(args.queued + 1),
+            ) as live,
+            closing(live.client()) as http,
+        ):
             for i in range(args.queued):
-                submit(live, [1_000_000 + i * args.leads_per_job + n for n in range(3)])
+                submit(http, [1_000_000 + i * args.leads_per_job + n for n in range(3)])
                 if i and i % 2000 == 0:
                     console.print(f"  {i} queued")
         # Waited for long: every entry of the queued index an hour back.
