@@ -12,7 +12,7 @@ from fastapi import FastAPI
 
 from api import metrics, openapi, problems
 from api.docs import documented_app
-from api.routes import archive, dearchive, operations
+from api.routes import archive, dearchive, operations, selection
 from api.services import Services
 from tasks.celery_config import create_celery
 from tasks.runtime import Runtime
@@ -44,7 +44,7 @@ def create_app(
     problems.install(app)
     metrics.install(app)
     openapi.install(app, settings.max_lead_ids)
-    for router in (archive.router, dearchive.router, operations.router):
+    for router in (archive.router, selection.router, dearchive.router, operations.router):
         # The routes themselves, not app.include_router: an included router is matched as a
         # nested router on every request, about 25 us more per request (FastAPI 0.165).
         app.router.routes.extend(router.routes)

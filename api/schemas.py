@@ -1,6 +1,7 @@
 """Request and response bodies, strict: no coercion, no unknown fields.
 
-The request bodies are ``tasks.requests.ArchiveRequest`` and ``RestoreRequest`` themselves
+The request bodies are ``tasks.requests.ArchiveRequest``, ``RestoreRequest`` and
+``SelectionRequest`` themselves
 (re-exported here): the API adds no rule of its own to them.
 """
 
@@ -16,15 +17,20 @@ from tasks.archive.restore import RestoreReport
 # The request body and its summary in a job's status are the job's own model, declared once.
 from tasks.requests import (
     SEED_EXAMPLE,
+    SELECTION_EXAMPLE,
     ArchiveRequest,
     RequestSummary,
     RestoreRequest,
     RestoreSummary,
+    SelectionRequest,
+    SelectionSummary,
 )
+from tasks.selection_job import SelectionProgress, SelectionReport
 
 __all__ = [
     "RESTORE_EXAMPLE",
     "SEED_EXAMPLE",
+    "SELECTION_EXAMPLE",
     "Accepted",
     "ArchiveRequest",
     "FieldError",
@@ -37,6 +43,10 @@ __all__ = [
     "RestoreReport",
     "RestoreRequest",
     "RestoreSummary",
+    "SelectionProgress",
+    "SelectionReport",
+    "SelectionRequest",
+    "SelectionSummary",
 ]
 
 # The OpenAPI document's example of a restore request.
@@ -97,10 +107,20 @@ class JobView(BaseModel):
     not_before: str | None = Field(
         default=None, description="deferred: the job waits for the office-hours window until then"
     )
-    attempts: int | None = Field(default=None, ge=1, description="batch runs so far (retries)")
-    request: RequestSummary | RestoreSummary
-    result: BatchReport | RestoreReport | None = Field(
-        default=None, description="An archive job's report, or a restore job's (under restore)"
+    attempts: int | None = Field(
+        default=None, ge=1, description="runs so far (retries; a selection's runs)"
+    )
+    cancel_requested: str | None = Field(
+        default=None, description="A selection asked to stop after its current batch: when"
+    )
+    progress: SelectionProgress | None = Field(
+        default=None, description="A selection: how far it is, and why it waits"
+    )
+    request: RequestSummary | RestoreSummary | SelectionSummary
+    result: BatchReport | RestoreReport | SelectionReport | None = Field(
+        default=None,
+        description="An archive job's report, a restore job's (under restore), or a"
+        " selection's (also when it was cancelled or failed: what it did)",
     )
     error: JobError | None = None
 

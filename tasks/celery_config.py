@@ -12,16 +12,24 @@ from typing import Any
 
 from celery import Celery
 
-from tasks.lifecycle import ARCHIVE_TASK, MAX_RETRIES, RESTORE_TASK, archive_leads, restore_leads
+from tasks.lifecycle import (
+    ARCHIVE_TASK,
+    MAX_RETRIES,
+    RESTORE_TASK,
+    SELECTION_TASK,
+    archive_leads,
+    archive_selection,
+    restore_leads,
+)
+from tasks.publishing import QUEUE
 from tasks.runtime import Runtime, attach
 from tasks.settings import Settings
 
-# The one queue: the API sends to it, the worker consumes it (`-Q`), the sweeps read it.
-QUEUE = "leadarchive"
+__all__ = ["QUEUE", "create_celery"]
 
 
 def create_celery(settings: Settings, runtime: Runtime | None = None) -> Celery:
-    """A Celery app for ``settings``, with the archive and restore tasks registered on it and
+    """A Celery app for ``settings``, with every kind of job's task registered on it and
     ``runtime`` (built from ``settings`` on first use unless given) attached for its tasks."""
     app = Celery("leadarchive", set_as_current=False)
     attach(app, runtime or Runtime(settings))
@@ -77,7 +85,11 @@ def create_celery(settings: Settings, runtime: Runtime | None = None) -> Celery:
         },
         worker_hijack_root_logger=False,
     )
-    for name, task in ((ARCHIVE_TASK, archive_leads), (RESTORE_TASK, restore_leads)):
+    for name, task in (
+        (ARCHIVE_TASK, archive_leads),
+        (RESTORE_TASK, restore_leads),
+        (SELECTION_TASK, archive_selection),
+    ):
         app.task(
             name=name,
             bind=True,

@@ -9,7 +9,8 @@ record holds, and how it is written as the hash's fields, is ``tasks.records``' 
       │  ▲        │
       │  └────────┘ (retry after an operational error; lease expired: handed back)
       ├──▶ deferred ──▶ queued (the office-hours window opened)
-      └──▶ cancelled (also from deferred; never once a run has begun)
+      └──▶ cancelled (also from deferred; never once a run has begun, except a selection's,
+           which a cancel stops between two batches: ``cancel_requested`` while it runs)
 
 A run holds a running job under a lease with a run token (``start``): a duplicate delivery finds
 the lease live and leaves the record alone, every change a run makes carries its token and is
@@ -201,20 +202,46 @@ return 1
 """
 
 # Cancel a job that has not started: queued or deferred, and never run (a job queued again after
-# a transient error has run chunks already). KEYS: job hash, queued index, deferred set,
-# unfinished set. ARGV: job ID, finished_at. Returns the status found, "started" when it has run,
-# or false when the job does not exist.
+# a transient error has run chunks already). A job that stops between batches (ARGV[3] '1': a
+# selection) is cancelled whenever it waits, run or not; while it runs, it is asked to stop after
+# its current batch ('cancel_requested', and "stopping" is returned). KEYS: job hash, queued
+# index, deferred set, unfinished set. ARGV: job ID, now (ISO), '1' for a job that stops between
+# batches. Returns the status found, "started" when it has run, "stopping", or false when the
+# job does not exist.
 _CANCEL = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return false end
+local between_batches = ARGV[3] == '1'
+if status == 'running' and between_batches then
+  if redis.call('HEXISTS', KEYS[1], 'cancel_requested') == 0 then
+    redis.call('HSET', KEYS[1], 'cancel_requested', ARGV[2])
+  end
+  return 'stopping'
+end
 if status ~= 'queued' and status ~= 'deferred' then return status end
-if redis.call('HEXISTS', KEYS[1], 'started_at') == 1 then return 'started' end
+if not between_batches and redis.call('HEXISTS', KEYS[1], 'started_at') == 1 then
+  return 'started'
+end
 redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[2])
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
 redis.call('ZREM', 'leadarchive:pending:' .. redis.call('HGET', KEYS[1], 'owner'), ARGV[1])
 return status
+"""
+
+# Save a running job's progress (a selection's, after a batch): the fields are set only while
+# this run holds the job. KEYS: job hash. ARGV: the run's token, then field/value pairs. Returns
+# "running", "stopping" (a cancel asked it to stop after this batch), "lost" (another run holds
+# the job), the status of a job no longer running, or false when the job does not exist.
+_SAVE_PROGRESS = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return false end
+if redis.call('HGET', KEYS[1], 'run_token') ~= ARGV[1] then return 'lost' end
+if status ~= 'running' then return status end
+for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+if redis.call('HEXISTS', KEYS[1], 'cancel_requested') == 1 then return 'stopping' end
+return 'running'
 """
 
 
@@ -254,7 +281,8 @@ class JobStore(Protocol):
     def refresh_ttl(self, job_id: str) -> None: ...
     def forget(self, job_id: str) -> None: ...
     def defer(self, job_id: str, not_before: datetime, *, token: str | None = None) -> bool: ...
-    def cancel(self, job_id: str) -> str | None: ...
+    def cancel(self, job_id: str, *, between_batches: bool = False) -> str | None: ...
+    def save_progress(self, job_id: str, token: str, **fields: Any) -> str | None: ...
     def take_due(self, now: datetime) -> list[str]: ...
     def ping(self) -> None: ...
 
@@ -271,6 +299,7 @@ class RedisJobStore:
         self._renew = client.register_script(_RENEW)
         self._hand_back = client.register_script(_HAND_BACK)
         self._cancel = client.register_script(_CANCEL)
+        self._save_progress = client.register_script(_SAVE_PROGRESS)
         self._release = client.register_script(_RELEASE)
 
     @staticmethod
@@ -407,11 +436,25 @@ class RedisJobStore:
         )
         return before in allowed
 
-    def cancel(self, job_id: str) -> str | None:
+    def cancel(self, job_id: str, *, between_batches: bool = False) -> str | None:
         """Cancel a job that has not started; returns the status it had, ``"started"`` for a
-        queued or deferred job that has run before (None: no such job)."""
+        queued or deferred job that has run before (None: no such job).
+
+        A job that stops ``between_batches`` (a selection) is cancelled whenever it is not
+        running; a running one is asked to stop after its current batch (``"stopping"``).
+        """
         keys = [self._key(job_id), QUEUED_KEY, DEFERRED_KEY, UNFINISHED_KEY]
-        found = self._cancel(keys=keys, args=[job_id, now_iso()])
+        args = [job_id, now_iso(), "1" if between_batches else "0"]
+        found = self._cancel(keys=keys, args=args)
+        return found.decode() if isinstance(found, bytes) else None
+
+    def save_progress(self, job_id: str, token: str, **fields: Any) -> str | None:
+        """Set ``fields`` of a job this run holds (``_SAVE_PROGRESS``): ``"running"``,
+        ``"stopping"`` when a cancel asked it to stop, ``"lost"``, or the status it is in."""
+        args: list[str] = [token]
+        for name, value in encode(fields).items():
+            args += [name, value]
+        found = self._save_progress(keys=[self._key(job_id)], args=args)
         return found.decode() if isinstance(found, bytes) else None
 
     def start(self, job_id: str, token: str, lease: timedelta) -> str:

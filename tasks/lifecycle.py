@@ -1,10 +1,13 @@
 """The jobs' lifecycle, one Celery task per kind: run, retry, defer, fail, and its admin-log row.
 
-Thin wrappers: the batches are ``tasks.archive.run_batch`` (``archive_leads``) and
-``tasks.archive.restore.run_restore`` (``restore_leads``), the requests ``tasks.requests``, the
-record ``tasks.records``; this module only moves the job record along its states (``tasks.jobs``)
-around one run of the batch, the same for every kind (a ``JobKind``: the request model and the
-batch that runs it). Invariants, for every kind:
+Thin wrappers: the batches are ``tasks.archive.run_batch`` (``archive_leads``),
+``tasks.archive.restore.run_restore`` (``restore_leads``) and the walk of a selection,
+``tasks.selection_job.run_selection`` (``archive_selection``); the requests are
+``tasks.requests``, the record ``tasks.records``. This module only moves the job record along its
+states (``tasks.jobs``) around one run of the batch, the same for every kind (a ``JobKind``: the
+request model and the batch that runs it). A selection's run may end without the job ending: it
+gives the job back between two batches (deferred for office hours, or queued again with a new
+message when its share of the time limit is used). Invariants, for every kind:
 
 - the job record is the truth: the batch runs the request the record holds, and a message whose
   request differs from it is refused (logged, acknowledged, the record left alone);
@@ -43,7 +46,7 @@ from sqlalchemy import Connection
 
 from tasks import admin_log, metrics
 from tasks.admin_log import JobOutcome
-from tasks.archive import Tuning, run_batch
+from tasks.archive import run_batch
 from tasks.archive.restore import run_restore
 from tasks.errors import (
     MYSQL_ACCESS_DENIED,
@@ -53,14 +56,19 @@ from tasks.errors import (
     redis_unavailable,
 )
 from tasks.jobs import JobStore
+from tasks.publishing import publish
 from tasks.records import FINAL, JobRecord, Status, now_iso
-from tasks.requests import ArchiveRequest, JobRequest, RestoreRequest
+from tasks.requests import ArchiveRequest, JobRequest, RestoreRequest, SelectionRequest
 from tasks.runtime import Runtime, runtime_of
-from tasks.scopes import Lists
+from tasks.selection_job import Ended, SelectionProgress, SelectionReport, run_selection
 
 # Stable names: in-flight messages and Flower refer to tasks by these, not by module paths.
 ARCHIVE_TASK = ArchiveRequest.task_name
 RESTORE_TASK = RestoreRequest.task_name
+SELECTION_TASK = SelectionRequest.task_name
+# A selection's run gives its job back (queued again, with a new message) once it has run this
+# share of the task time limit: it never meets the limit, whatever the selection's size.
+RUN_SHARE = 0.5
 # Retries after a lost connection, deadlock or lock wait, with full-jitter backoff capped at a
 # third of the visibility timeout (10 s): about 100 s in all on average, so a job outlives a
 # MariaDB restart (8 retries, about 30 s, failed jobs in docs/RELIABILITY.md's restart runs).
@@ -85,35 +93,104 @@ class Report(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one run of a job ended: its report, and the job's status after it (a selection's run
+    may also give the job back: ``deferred`` until ``not_before``, or ``continued``)."""
+
+    report: Report
+    status: Ended = "succeeded"
+    not_before: datetime | None = None
+    # Leads the job went through, for the admin log (None: the request's lead IDs).
+    lead_count: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """The run that holds a job: what its batch may use."""
+
+    rt: Runtime
+    record: JobRecord
+    lease: _Lease
+    # When the run began (time.monotonic()).
+    began: float
+
+
+@dataclass(frozen=True, slots=True)
 class JobKind:
     """One kind of job: the request its messages carry, and the batch that runs it."""
 
-    model: type[ArchiveRequest] | type[RestoreRequest]
-    # The batch: the connection, the request, the tuning, and the lists the key is limited to
-    # (None: any list), from the job record.
-    run: Callable[[Connection, Any, Tuning, Lists | None], Report]
+    model: type[ArchiveRequest] | type[RestoreRequest] | type[SelectionRequest]
+    # The batch: the connection, the request, and the run that holds the job (its record
+    # carries the lists the key is limited to).
+    run: Callable[[Connection, Any, Held], Outcome]
     # The admin log row's event_code (tasks.admin_log).
     event_code: str = admin_log.EVENT_CODE
 
 
-def _run_archive(
-    conn: Connection, request: ArchiveRequest, tuning: Tuning, lists: Lists | None
-) -> Report:
-    return run_batch(conn, request.lead_ids, request.actions(), tuning, lists=lists)
+def _run_archive(conn: Connection, request: ArchiveRequest, held: Held) -> Outcome:
+    tuning, lists = held.rt.tuning, held.record.lists
+    return Outcome(run_batch(conn, request.lead_ids, request.actions(), tuning, lists=lists))
 
 
-def _run_restore(
-    conn: Connection, request: RestoreRequest, tuning: Tuning, lists: Lists | None
-) -> Report:
-    if lists is not None:
+def _run_restore(conn: Connection, request: RestoreRequest, held: Held) -> Outcome:
+    if held.record.lists is not None:
         # The API refuses a restore for a key limited to lists (api/routes/dearchive.py); a
         # record that says otherwise was not written by it.
         raise ValueError("a key limited to lists cannot restore")
-    return run_restore(conn, request.lead_ids, request.dry_run, tuning)
+    return Outcome(run_restore(conn, request.lead_ids, request.dry_run, held.rt.tuning))
+
+
+class _Steward:
+    """A selection's walk, as its run sees it (``tasks.selection_job.Steward``)."""
+
+    def __init__(self, held: Held) -> None:
+        self.held = held
+        limit = held.rt.settings.task_time_limit.total_seconds()
+        self.run_ends = held.began + limit * RUN_SHARE
+
+    def save(self, report: SelectionReport, progress: SelectionProgress) -> str | None:
+        held = self.held
+        return held.rt.jobs.save_progress(
+            held.record.job_id,
+            held.lease.token,
+            progress=progress.model_dump(exclude_none=True),
+            checkpoint=report.model_dump(exclude_none=True),
+        )
+
+    def interruption(self) -> tuple[Ended, datetime | None] | None:
+        rt = self.held.rt
+        if self.held.lease.lost:
+            return "lost", None
+        opens_at = rt.office_hours.window_opens_at(rt.clock())
+        if opens_at is not None:
+            return "deferred", opens_at
+        if time.monotonic() >= self.run_ends:
+            return "continued", None
+        return None
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+def _run_selection(conn: Connection, request: SelectionRequest, held: Held) -> Outcome:
+    rt = held.rt
+    ending = run_selection(
+        conn,
+        request,
+        _Steward(held),
+        zone=rt.office_hours.zone,
+        batch_size=rt.settings.max_lead_ids,
+        tuning=rt.tuning,
+        throttles=rt.throttles,
+        lists=held.record.lists,
+        checkpoint=held.record.checkpoint,
+    )
+    return Outcome(ending, ending.status, ending.not_before, ending.report.done)
 
 
 ARCHIVE = JobKind(ArchiveRequest, _run_archive)
 RESTORE = JobKind(RestoreRequest, _run_restore, admin_log.RESTORE_EVENT_CODE)
+SELECTION = JobKind(SelectionRequest, _run_selection)
 
 
 def archive_leads(task: Task, job_id: str, **payload: Any) -> dict[str, Any]:
@@ -131,6 +208,15 @@ def restore_leads(task: Task, job_id: str, **payload: Any) -> dict[str, Any]:
     ``payload`` is ``RestoreRequest.payload()``, checked against the job record's request.
     """
     return _job_task(task, job_id, payload, RESTORE)
+
+
+def archive_selection(task: Task, job_id: str, **payload: Any) -> dict[str, Any]:
+    """Run one selection job, batch by batch from its checkpoint, as ``archive_leads`` runs an
+    archive job; a run may give the job back between two batches (see the module docstring).
+
+    ``payload`` is ``SelectionRequest.payload()``, checked against the job record's request.
+    """
+    return _job_task(task, job_id, payload, SELECTION)
 
 
 def _job_task(task: Task, job_id: str, payload: dict[str, Any], kind: JobKind) -> dict[str, Any]:
@@ -239,15 +325,13 @@ def _run(
     jobs, job_id, request = rt.jobs, record.job_id, record.request
     if opens_at is not None:
         # A run whose lease expired, taken over inside office hours: parked, not run.
-        jobs.defer(job_id, opens_at, token=lease.token)
-        log.info("job deferred", extra={**fields, "not_before": now_iso(opens_at)})
-        return {"job_id": job_id, "status": "deferred", "not_before": now_iso(opens_at)}
-    log.info("job started", extra={**fields, "lead_count": len(request.lead_ids)})
+        return _defer(rt, job_id, opens_at, lease, fields)
+    log.info("job started", extra={**fields, **_size(record)})
     started = time.perf_counter()
     try:
         with lease.kept(), rt.engine.connect() as conn:
             try:
-                report = kind.run(conn, request, rt.tuning, record.lists)
+                outcome = kind.run(conn, request, Held(rt, record, lease, time.monotonic()))
             except BaseException:
                 # Never hand a connection back to the pool mid-batch (it may hold LOCK TABLES).
                 conn.invalidate()
@@ -280,7 +364,7 @@ def _run(
             failed = JobOutcome(
                 job_id,
                 record.owner,
-                len(request.lead_ids),
+                _lead_count(record, None),
                 request.requested(),
                 error=type(exc).__name__,
                 event_code=kind.event_code,
@@ -289,13 +373,29 @@ def _run(
         if isinstance(exc, LeadArchiveError | ValueError) or is_transient(exc):
             return {"job_id": job_id, "status": "failed", "error": type(exc).__name__}
         raise
+    if outcome.status == "lost":
+        return _lost(job_id, fields)
+    if outcome.status == "deferred" and outcome.not_before is not None:
+        # A selection paused between two batches: office hours began.
+        return _defer(rt, job_id, outcome.not_before, lease, fields)
+    if outcome.status == "continued":
+        # A selection that used its share of the time limit: queued again, then its next
+        # message sent (in this order: a message that found the job still running would be
+        # left alone; a message lost after the change is sent again by the sweep).
+        if jobs.transition(job_id, ("running",), "queued", token=lease.token) == "lost":
+            return _lost(job_id, fields)
+        publish(task.app, job_id, request, rt.broker)
+        log.info("job continues in a new run", extra=fields)
+        return {"job_id": job_id, "status": "queued"}
+    final: Status = "cancelled" if outcome.status == "cancelled" else "succeeded"
+    report = outcome.report
     if not request.dry_run:
-        # Before the job is marked succeeded: a worker that dies in between runs the job again,
+        # Before the job is marked as ended: a worker that dies in between runs the job again,
         # and the row is written then (the job record tells whether it was already).
         done = JobOutcome(
             job_id,
             record.owner,
-            len(request.lead_ids),
+            _lead_count(record, outcome),
             request.requested(),
             report.counts,
             event_code=kind.event_code,
@@ -304,7 +404,7 @@ def _run(
     ended = jobs.transition(
         job_id,
         ("running",),
-        "succeeded",
+        final,
         token=lease.token,
         finished_at=now_iso(),
         result=report.as_json(),
@@ -314,16 +414,43 @@ def _run(
     jobs.refresh_ttl(job_id)
     seconds = time.perf_counter() - started
     metrics.BATCH_SECONDS.observe(seconds)
-    metrics.JOBS.labels("succeeded").inc()
+    metrics.JOBS.labels(final).inc()
     for action, outcomes in report.counts.items():
-        for outcome, count in outcomes.items():
+        for outcome_name, count in outcomes.items():
             if count:
-                metrics.LEADS.labels(action, outcome, str(request.dry_run).lower()).inc(count)
+                metrics.LEADS.labels(action, outcome_name, str(request.dry_run).lower()).inc(count)
     log.info(
-        "job succeeded",
+        f"job {final}",
         extra={**fields, "duration_ms": round(seconds * 1000, 1), "counts": report.counts},
     )
-    return {"job_id": job_id, "status": "succeeded", "counts": report.counts}
+    return {"job_id": job_id, "status": final, "counts": report.counts}
+
+
+def _defer(
+    rt: Runtime, job_id: str, opens_at: datetime, lease: _Lease, fields: dict[str, str]
+) -> dict[str, Any]:
+    """Park the job this run holds until the office-hours window opens."""
+    if not rt.jobs.defer(job_id, opens_at, token=lease.token):
+        return _lost(job_id, fields)
+    log.info("job deferred", extra={**fields, "not_before": now_iso(opens_at)})
+    return {"job_id": job_id, "status": "deferred", "not_before": now_iso(opens_at)}
+
+
+def _size(record: JobRecord) -> dict[str, int]:
+    """How big the job is, for its log lines: its lead IDs, or where a selection resumes."""
+    if isinstance(record.request, SelectionRequest):
+        return {"resume_after": int((record.checkpoint or {}).get("last_lead_id", 0))}
+    return {"lead_count": len(record.lead_ids)}
+
+
+def _lead_count(record: JobRecord, outcome: Outcome | None) -> int:
+    """The leads a job went through, for the admin log: its lead IDs, or the leads a selection
+    walked (as its outcome says, or its last checkpoint)."""
+    if outcome is not None and outcome.lead_count is not None:
+        return outcome.lead_count
+    if isinstance(record.request, SelectionRequest):
+        return int((record.checkpoint or {}).get("done", 0))
+    return len(record.lead_ids)
 
 
 def _message_request(payload: dict[str, Any], kind: JobKind) -> JobRequest | None:

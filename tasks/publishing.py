@@ -24,9 +24,10 @@ from celery.utils.nodenames import anon_nodename
 from celery.utils.time import utcoffset
 from kombu import serialization
 
-from tasks.celery_config import QUEUE
 from tasks.requests import JobRequest
 
+# The one queue: the API sends to it, the worker consumes it (`-Q`), the sweeps read it.
+QUEUE = "leadarchive"
 EVENT_EXCHANGE = "celeryev"
 
 

@@ -37,9 +37,9 @@ Status = Literal["queued", "deferred", "running", "succeeded", "failed", "cancel
 FINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 
 # Stored as JSON; every other field is stored as its text.
-_JSON_FIELDS = frozenset({"result", "error"})
+_JSON_FIELDS = frozenset({"result", "error", "progress", "checkpoint"})
 # Stored as compressed JSON (see the module docstring).
-_COMPRESSED_FIELDS = frozenset({"result", "lead_ids"})
+_COMPRESSED_FIELDS = frozenset({"result", "lead_ids", "checkpoint"})
 _COMPRESSED = "z:"
 
 
@@ -90,6 +90,13 @@ class JobRecord:
     lease_until: str | None = None
     # The lists the submitting key was scoped to (None: every list); never shown.
     lists: Lists | None = None
+    # A selection job (tasks.selection_job): how far it is (shown as ``progress``), where it
+    # stands (its report so far, and the lead ID to resume after: ``checkpoint``, shown as the
+    # result of a selection that ended before its end), and when a cancel asked it to stop
+    # after its current batch.
+    progress: dict[str, Any] | None = None
+    checkpoint: dict[str, Any] | None = None
+    cancel_requested: str | None = None
 
     @classmethod
     def queued(
@@ -160,18 +167,32 @@ class JobRecord:
             run_token=stored.get("run_token"),
             lease_until=stored.get("lease_until"),
             lists=Lists.parse(stored["lists"]) if "lists" in stored else None,
+            progress=_load(stored["progress"]) if "progress" in stored else None,
+            checkpoint=_load(stored["checkpoint"]) if "checkpoint" in stored else None,
+            cancel_requested=stored.get("cancel_requested"),
         )
 
     def view(self) -> dict[str, Any]:
         """The record as the status endpoint shows it: never the owner, never raw internals."""
         shown: dict[str, Any] = {"job_id": self.job_id, "status": self.status}
-        for name in ("submitted_at", "started_at", "finished_at", "not_before", "attempts"):
+        for name in (
+            "submitted_at",
+            "started_at",
+            "finished_at",
+            "not_before",
+            "attempts",
+            "cancel_requested",
+            "progress",
+        ):
             value = getattr(self, name)
             if value is not None:
                 shown[name] = value
         shown["request"] = self.request.summary()
         if self.result is not None:
             shown["result"] = self.result
+        elif self.status in FINAL and self.checkpoint is not None:
+            # A selection cancelled (or failed) between batches: what it did up to then.
+            shown["result"] = self.checkpoint
         if self.error is not None:
             shown["error"] = self.error
         return shown

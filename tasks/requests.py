@@ -24,6 +24,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
 
 from tasks.archive import MAX_LEAD_ID, Actions
+from tasks.selection import SelectionFilters
 
 LeadId = Annotated[StrictInt, Field(ge=0, le=MAX_LEAD_ID)]
 
@@ -59,6 +60,19 @@ class ArchiveFlags(BaseModel):
     delete_leads: StrictBool = False
     dry_run: StrictBool = False
 
+    def actions(self) -> Actions:
+        """The batch's input: which actions to carry out."""
+        return Actions(
+            insert=self.insert_leads,
+            update=self.update_leads,
+            delete=self.delete_leads,
+            dry_run=self.dry_run,
+        )
+
+    def requested(self) -> tuple[str, ...]:
+        """The actions asked for, by their short names (``insert``, ``update``, ``delete``)."""
+        return tuple(name.removesuffix("_leads") for name in _ACTIONS if getattr(self, name))
+
 
 class ArchiveRequest(ArchiveFlags):
     """Archive these leads: insert missing copies, refresh copies, delete verified leads."""
@@ -79,19 +93,6 @@ class ArchiveRequest(ArchiveFlags):
         if not (self.insert_leads or self.update_leads or self.delete_leads):
             raise ValueError(NO_ACTION)
         return self
-
-    def actions(self) -> Actions:
-        """The batch's input: which actions to carry out."""
-        return Actions(
-            insert=self.insert_leads,
-            update=self.update_leads,
-            delete=self.delete_leads,
-            dry_run=self.dry_run,
-        )
-
-    def requested(self) -> tuple[str, ...]:
-        """The actions asked for, by their short names (``insert``, ``update``, ``delete``)."""
-        return tuple(name.removesuffix("_leads") for name in _ACTIONS if getattr(self, name))
 
     def summary(self) -> dict[str, Any]:
         """The request as the job's status shows it (the IDs themselves are in the result)."""
@@ -180,12 +181,79 @@ class RestoreSummary(BaseModel):
     lead_count: int = Field(ge=1)
 
 
+SELECTION_KIND: Literal["selection"] = "selection"
+# The OpenAPI document's example of a selection.
+SELECTION_EXAMPLE: dict[str, Any] = {
+    "list_ids": [1001, 1002],
+    "last_call_before": "2024-01-01",
+    "insert_leads": True,
+    "update_leads": True,
+    "delete_leads": True,
+}
+
+
+class SelectionRequest(ArchiveFlags, SelectionFilters):
+    """Archive every live lead the filters select (``tasks.selection``), batch by batch.
+
+    No lead IDs: the job walks the selection in lead_id order (``tasks.selection_job``). At least
+    one filter and at least one action.
+    """
+
+    model_config = ConfigDict(json_schema_extra={"examples": [SELECTION_EXAMPLE]})
+
+    # The Celery task that runs it (a stable name: in-flight messages and Flower refer to it).
+    task_name: ClassVar[str] = "leadarchive.archive_selection"
+
+    @model_validator(mode="after")
+    def _some_action(self) -> SelectionRequest:
+        if not (self.insert_leads or self.update_leads or self.delete_leads):
+            raise ValueError(NO_ACTION)
+        return self
+
+    @property
+    def lead_ids(self) -> list[int]:
+        """None given: the selection's leads are found as the job walks it."""
+        return []
+
+    def filters(self) -> SelectionFilters:
+        """The filters alone: which leads the job walks."""
+        return SelectionFilters.model_validate(
+            self.model_dump(include=set(SelectionFilters.model_fields))
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """The request as the job's status shows it: its kind, flags and the filters given."""
+        return {"kind": SELECTION_KIND, **self.payload()}
+
+    def payload(self) -> dict[str, Any]:
+        """The task message's keyword arguments, besides the job ID (dates as ISO 8601 text)."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+    def fingerprint(self) -> str:
+        """A digest of the request's meaning (its kind included), for idempotency keys."""
+        canonical = json.dumps(self.summary(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    @classmethod
+    def from_stored(cls, summary: dict[str, Any], lead_ids: list[int]) -> SelectionRequest:
+        """The request again, from a job record's summary (a selection keeps no lead IDs)."""
+        return cls.model_validate({k: v for k, v in summary.items() if k != "kind"})
+
+
+class SelectionSummary(SelectionRequest):
+    """What the client asked to select and do: only the filters it gave are shown."""
+
+    kind: Literal["selection"] = SELECTION_KIND
+
+
 # Every kind of job a record may hold.
-JobRequest = ArchiveRequest | RestoreRequest
+JobRequest = ArchiveRequest | RestoreRequest | SelectionRequest
 
 
 def request_from_stored(summary: dict[str, Any], lead_ids: list[int]) -> JobRequest:
     """A job record's request, of the kind its summary names (none: an archive request)."""
     if summary.get("kind") == RESTORE_KIND:
         return RestoreRequest.from_stored(summary, lead_ids)
+    if summary.get("kind") == SELECTION_KIND:
+        return SelectionRequest.from_stored(summary, lead_ids)
     return ArchiveRequest.from_stored(summary, lead_ids)

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
 from sqlalchemy import ColumnElement, Connection, and_, column, func, or_, select, table
 
 from tasks.schema import LIVE_TABLE
+from tasks.scopes import Lists
 
 # Read this many lead IDs of the primary key per statement (about 2 ms of a MyISAM read lock on
 # a 1M-lead table); a batch takes as many windows as it needs to fill up.
@@ -72,22 +73,27 @@ class SelectionFilters(BaseModel):
 
     @model_validator(mode="after")
     def _at_least_one(self) -> Self:
-        if all(getattr(self, name) is None for name in type(self).model_fields):
+        if all(getattr(self, name) is None for name in SelectionFilters.model_fields):
             raise ValueError(
                 "at least one filter: list_ids, campaign_ids, statuses, entry_date_before"
                 " or last_call_before"
             )
         return self
 
-    def condition(self, zone: ZoneInfo) -> ColumnElement[bool]:
-        """The filters as one SQL condition on the live table (bound parameters only)."""
+    def condition(self, zone: ZoneInfo, lists: Lists | None = None) -> ColumnElement[bool]:
+        """The filters as one SQL condition on the live table (bound parameters only); with
+        ``lists`` (a scoped key's), only leads of those lists."""
         live = _live.c
         found: list[ColumnElement[bool]] = []
+        if lists is not None:
+            found.append(or_(*(live.list_id.between(low, high) for low, high in lists.ranges)))
         if self.list_ids is not None:
             found.append(live.list_id.in_(self.list_ids))
         if self.campaign_ids is not None:
-            lists = select(_lists.c.list_id).where(_lists.c.campaign_id.in_(self.campaign_ids))
-            found.append(live.list_id.in_(lists))
+            campaign_lists = select(_lists.c.list_id).where(
+                _lists.c.campaign_id.in_(self.campaign_ids)
+            )
+            found.append(live.list_id.in_(campaign_lists))
         if self.statuses is not None:
             found.append(live.status.in_(self.statuses))
         if self.entry_date_before is not None:
@@ -126,10 +132,12 @@ def next_batch(
     after: int,
     limit: int,
     *,
+    lists: Lists | None = None,
     window: int = WINDOW,
 ) -> Batch:
-    """The next (at most) ``limit`` selected leads with a lead_id above ``after``, in order."""
-    condition = filters.condition(zone)
+    """The next (at most) ``limit`` selected leads with a lead_id above ``after``, in order
+    (with ``lists``, only leads of those lists)."""
+    condition = filters.condition(zone, lists)
     top: Any = conn.execute(select(func.max(_live.c.lead_id))).scalar()
     highest = int(top or 0)
     found: list[int] = []
@@ -150,11 +158,16 @@ def next_batch(
 
 
 def count(
-    conn: Connection, filters: SelectionFilters, zone: ZoneInfo, *, window: int = WINDOW
+    conn: Connection,
+    filters: SelectionFilters,
+    zone: ZoneInfo,
+    *,
+    lists: Lists | None = None,
+    window: int = WINDOW,
 ) -> tuple[int, list[int]]:
-    """How many live leads the filters select, and the first ``SAMPLE`` of them (a dry run);
-    read window by window, like the walk, never in one long statement."""
-    condition = filters.condition(zone)
+    """How many live leads the filters select (with ``lists``, of those lists only), and the
+    first ``SAMPLE`` of them; read window by window, like the walk, never in one statement."""
+    condition = filters.condition(zone, lists)
     top: Any = conn.execute(select(func.max(_live.c.lead_id))).scalar()
     highest = int(top or 0)
     total, position = 0, 0

@@ -256,21 +256,41 @@ class SqliteJobStore:
         )
         return before in allowed
 
-    def cancel(self, job_id: str) -> str | None:
-        """Cancel a job that has not started; see ``RedisJobStore.cancel``."""
+    def cancel(self, job_id: str, *, between_batches: bool = False) -> str | None:
+        """Cancel a job that has not started, or stop a selection between two batches; see
+        ``RedisJobStore.cancel``."""
         with self._write() as db:
             found = self._read(db, job_id)
             if found is None:
                 return None
             before, record = found
+            if before == "running" and between_batches:
+                if "cancel_requested" not in record:
+                    record["cancel_requested"] = now_iso()
+                    self._store(db, job_id, before, record)
+                return "stopping"
             if before not in ("queued", "deferred"):
                 return before
-            if "started_at" in record:
+            if "started_at" in record and not between_batches:
                 return "started"
             record |= {"status": "cancelled", "finished_at": now_iso()}
             self._store(db, job_id, "cancelled", record)
             db.execute("DELETE FROM deferred WHERE job_id = ?", (job_id,))
         return before
+
+    def save_progress(self, job_id: str, token: str, **fields: Any) -> str | None:
+        """Set ``fields`` of a job this run holds; see ``RedisJobStore.save_progress``."""
+        with self._write() as db:
+            found = self._read(db, job_id)
+            if found is None:
+                return None
+            status, record = found
+            if record.get("run_token") != token:
+                return "lost"
+            if status != "running":
+                return status
+            self._store(db, job_id, status, record | encode(fields))
+            return "stopping" if "cancel_requested" in record else "running"
 
     def take_due(self, now: datetime) -> list[str]:
         """Remove and return the deferred jobs whose window has opened."""

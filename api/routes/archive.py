@@ -1,4 +1,5 @@
-"""Archive jobs: submit leads (POST), read a job's status and report (GET), cancel it (DELETE).
+"""Archive jobs: submit leads (POST), read a job's status and report (GET), cancel it (DELETE;
+a running selection, ``api.routes.selection``, stops after its current batch: 202).
 
 Every route takes an ``Owner``: a job is visible only to the key that submitted it, and any other
 key is told 404, as if it did not exist. A job ID that is not of the form ``tasks.jobs.new_job_id``
@@ -26,6 +27,7 @@ from api.routes.submit import submit_job, submit_route
 from api.schemas import SEED_EXAMPLE, ArchiveRequest, JobView
 from api.services import Svc, guard
 from tasks.records import JobRecord
+from tasks.requests import SelectionRequest
 
 log = logging.getLogger("leadarchive.api")
 
@@ -73,16 +75,20 @@ async def status(job: OwnedJob) -> dict[str, Any]:
 
 @router.delete(
     f"{ARCHIVE_PATH}/{{job_id}}",
-    summary="Cancel a job that has not started",
+    summary="Cancel a job that has not started, or stop a selection after its current batch",
     responses={
         200: body(JobView, "The cancelled job"),
+        202: body(JobView, "A running selection: it stops after its current batch"),
         **openapi.problems(401, 404, 409, 503),
     },
 )
-async def cancel(_job: OwnedJob, job_id: JobId, services: Svc) -> dict[str, Any]:
+async def cancel(job: OwnedJob, job_id: JobId, services: Svc) -> JSONResponse:
     # The job first: its key is checked (401) before its ID (404).
     jobs = services.runtime.jobs
-    before = await guard(run_in_threadpool(jobs.cancel, job_id))
+    # A selection stops between two batches, whether it has run or not (its record's kind
+    # never changes, so reading it before the cancel is safe).
+    between_batches = isinstance(job.request, SelectionRequest)
+    before = await guard(run_in_threadpool(jobs.cancel, job_id, between_batches=between_batches))
     if before == "started":
         # Queued or deferred again after a run began: some of its chunks may have run.
         raise Problem(
@@ -92,7 +98,7 @@ async def cancel(_job: OwnedJob, job_id: JobId, services: Svc) -> dict[str, Any]
             "the job has started (it waits to run again) and can no longer be cancelled;"
             " its report will say what ran",
         )
-    if before not in ("queued", "deferred", "cancelled"):
+    if before not in ("queued", "deferred", "cancelled", "stopping"):
         raise Problem(
             409,
             "not-cancellable",
@@ -102,4 +108,4 @@ async def cancel(_job: OwnedJob, job_id: JobId, services: Svc) -> dict[str, Any]
     record = await guard(run_in_threadpool(jobs.get, job_id))
     if record is None:
         raise problems.not_found()
-    return record.view()
+    return JSONResponse(record.view(), status_code=202 if before == "stopping" else 200)

@@ -30,7 +30,7 @@ from tasks.admin_log import client_address
 from tasks.errors import IdempotencyConflict, StoreFullError, TooManyPendingJobs
 from tasks.publishing import publish
 from tasks.records import now_iso
-from tasks.requests import ArchiveRequest, JobRequest, RestoreRequest
+from tasks.requests import JobRequest, RestoreRequest, SelectionRequest
 from tasks.scopes import ARCHIVE_REQUEST_ACTIONS
 
 log = logging.getLogger("leadarchive.api")
@@ -89,8 +89,10 @@ def authorize_request(owner: str, job_request: JobRequest) -> None:
     """Refuse (403, naming the action) a request the key ``owner`` may not make (scoped keys).
 
     Called for every kind of job once its body is valid and before anything is written. An
-    archive request needs ``archive`` for insert and update and ``delete`` for delete; a restore
-    needs ``restore``, and a key limited to lists may not restore (the restore reads no list).
+    archive request needs ``archive`` for insert and update and ``delete`` for delete; a
+    selection needs ``selection`` too; a restore needs ``restore``, and a key limited to lists may
+    not restore (the restore reads no list). A key limited to lists may select: its selection
+    walks only those lists.
     """
     if isinstance(job_request, RestoreRequest):
         require_action(owner, "restore")
@@ -104,14 +106,17 @@ def authorize_request(owner: str, job_request: JobRequest) -> None:
                 action="restore",
             )
         return
-    require_action(owner, *(ARCHIVE_REQUEST_ACTIONS[a] for a in job_request.requested()))
+    needed = [ARCHIVE_REQUEST_ACTIONS[a] for a in job_request.requested()]
+    if isinstance(job_request, SelectionRequest):
+        needed.insert(0, "selection")
+    require_action(owner, *needed)
 
 
 async def submit_job(
     owner: str,
     services: Services,
     request: Request,
-    model: type[ArchiveRequest] | type[RestoreRequest],
+    model: type[JobRequest],
     path: str,
 ) -> JSONResponse:
     """Validate, admit and enqueue one job of ``model``'s kind; 202 with its URL under ``path``."""
@@ -212,9 +217,7 @@ def _create_and_enqueue(
     return job_id
 
 
-def validate(
-    model: type[ArchiveRequest] | type[RestoreRequest], payload: dict[str, Any], limit: int
-) -> JobRequest:
+def validate(model: type[JobRequest], payload: dict[str, Any], limit: int) -> JobRequest:
     """The request ``payload`` makes, or 422 naming every invalid field (or the lead ID limit)."""
     lead_ids = payload.get("lead_ids")
     if isinstance(lead_ids, list) and len(lead_ids) > limit:
