@@ -181,7 +181,8 @@ def run_selection(
             done = run_batch(conn, batch.lead_ids, actions, tuning, lists=lists)
             report.add(done, delete=actions.delete)
         report.last_lead_id = batch.position
-        if batch.done:
-            return Ending("succeeded", report)
         answer = steward.save(report, report.progress())
+        if batch.done:
+            # Saved first: a run that dies before the job is marked ended finds nothing left.
+            return Ending("succeeded", report)
     return Ending("cancelled" if answer == "stopping" else "lost", report)

@@ -147,10 +147,11 @@ def test_the_walk_archives_the_whole_selection_batch_by_batch(conn: Connection) 
         },
     }
     assert_archived_or_left_live(conn, before, report)
-    # A checkpoint after every batch: the first before any, then one per batch but the last
-    # (its end is the job's result), each further on and counting every lead up to it.
+    # A checkpoint before the first batch and after every batch, each further on and counting
+    # every lead up to it.
     batches = -(-len(SELECTED) // BATCH)
-    assert len(steward.saves) == batches
+    assert len(steward.saves) == 1 + batches
+    assert steward.saves[-1][0] == report
     positions = [saved.last_lead_id for saved, _ in steward.saves]
     assert positions == sorted(positions) and positions[0] == 0
     for saved, progress in steward.saves:
