@@ -152,7 +152,8 @@ def test_a_key_limited_to_lists_selects_only_in_its_lists(
     assert final["result"]["done"] == len(picked) > 0
     assert final["result"]["counts"]["delete"]["forbidden"] == 0
     assert set(archive(vicidial)) == set(picked)
-    assert all(live(vicidial)[i] == leads[i] for i in SELECTED)
+    now_live = live(vicidial)
+    assert all(now_live[i] == leads[i] for i in SELECTED)
 
 
 def _status(conn: Connection) -> int:
