@@ -115,9 +115,10 @@ class Steward(Protocol):
         when this run no longer holds it)."""
         ...
 
-    def interruption(self) -> tuple[Ended, datetime | None] | None:
+    def interruption(self, batches: int) -> tuple[Ended, datetime | None] | None:
         """Why the job must give itself back before its next batch (office hours, with when
-        they end; its share of the time limit used; its lease lost), or None."""
+        they end; its share of the time limit used, once this run has run ``batches`` > 0, so
+        that every run moves the job on; its lease lost), or None."""
         ...
 
     def sleep(self, seconds: float) -> None: ...
@@ -165,8 +166,9 @@ def run_selection(
     else:
         report = SelectionReport.model_validate(checkpoint)
     answer = steward.save(report, report.progress())
+    batches = 0
     while answer == "running":
-        interruption = steward.interruption()
+        interruption = steward.interruption(batches)
         if interruption is not None:
             status, not_before = interruption
             return Ending(status, report, not_before)
@@ -177,6 +179,7 @@ def run_selection(
                 steward.sleep(THROTTLE_PAUSE)
             continue
         batch = next_batch(conn, filters, zone, report.last_lead_id, batch_size, lists=lists)
+        batches += 1
         if batch.lead_ids:
             done = run_batch(conn, batch.lead_ids, actions, tuning, lists=lists)
             report.add(done, delete=actions.delete)

@@ -16,7 +16,7 @@ import redis
 from tasks.errors import IdempotencyConflict, StoreFullError, TooManyPendingJobs
 from tasks.jobs import DEFERRED_KEY, RESERVE_PER_JOB, JobStore, RedisJobStore
 from tasks.records import JobRecord
-from tasks.requests import ArchiveRequest
+from tasks.requests import ArchiveRequest, SelectionRequest
 from tasks.sql_jobs import SqliteJobStore
 from testkit.servers import private_redis
 from tests.conftest import claim_redis_database
@@ -330,6 +330,56 @@ def test_a_job_that_has_started_can_no_longer_be_cancelled(store: JobStore) -> N
     assert store.cancel(started) == "started"
     assert store.cancel(waiting) == "queued"
     assert [store.get(j).status for j in (started, waiting)] == ["queued", "cancelled"]  # type: ignore[union-attr]
+
+
+SELECTION = SelectionRequest(list_ids=[1001], delete_leads=True)
+
+
+def test_a_selection_saves_its_progress_only_while_its_run_holds_it(store: JobStore) -> None:
+    job_id, _ = store.create("alice", SELECTION)
+    assert store.save_progress(job_id, "run", progress={"selected": 9, "done": 0}) == "lost"
+    store.start(job_id, "run", timedelta(seconds=30))
+    checkpoint = {"selected": 9, "done": 4, "last_lead_id": 17, "counts": {}, "left_live": []}
+
+    assert store.save_progress(job_id, "run", progress={"selected": 9, "done": 4}) == "running"
+    assert store.save_progress(job_id, "run", checkpoint=checkpoint) == "running"
+    assert store.save_progress(job_id, "other run", checkpoint={}) == "lost"
+    assert store.save_progress("no-such-job", "run", checkpoint={}) is None
+
+    record = store.get(job_id)
+    assert record is not None and record.request == SELECTION and record.lead_ids == []
+    assert (record.progress, record.checkpoint) == ({"selected": 9, "done": 4}, checkpoint)
+    assert record.view()["progress"] == {"selected": 9, "done": 4}
+    assert "checkpoint" not in record.view() and "result" not in record.view()
+
+
+def test_a_running_selection_is_asked_to_stop_and_a_waiting_one_is_cancelled(
+    store: JobStore,
+) -> None:
+    running, _ = store.create("alice", SELECTION)
+    store.start(running, "run", timedelta(seconds=30))
+    checkpoint = {"selected": 9, "done": 4, "last_lead_id": 17, "counts": {}, "left_live": []}
+    assert store.save_progress(running, "run", checkpoint=checkpoint) == "running"
+
+    # Asked to stop: it goes on running until its current batch ends, and learns it then.
+    assert store.cancel(running, between_batches=True) == "stopping"
+    assert store.cancel(running, between_batches=True) == "stopping"
+    record = store.get(running)
+    assert record is not None and record.status == "running"
+    asked = record.cancel_requested
+    assert asked is not None and record.view()["cancel_requested"] == asked
+    assert store.save_progress(running, "run", checkpoint=checkpoint) == "stopping"
+    # Without between_batches (any other kind of job), a running job is not cancellable.
+    assert store.cancel(running) == "running"
+
+    # Given back between batches (its share of the time limit used): cancelled at once,
+    # though it has run, and its status shows what it did.
+    assert store.transition(running, ("running",), "queued", token="run") == "running"
+    assert store.cancel(running, between_batches=True) == "queued"
+    record = store.get(running)
+    assert record is not None and record.status == "cancelled"
+    assert record.view()["result"] == checkpoint
+    assert store.start(running, "late", timedelta(seconds=30)) == "cancelled"
 
 
 def test_the_sqlite_store_deletes_expired_jobs_and_claims(tmp_path: Path) -> None:
