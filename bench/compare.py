@@ -6,6 +6,12 @@ leads, each run starting from the same freshly copied table:
 
 - **ours**: ``leadarchive submit --delete`` (the client) -> ``leadarchive api`` -> ``leadarchive
   worker --concurrency 2`` -> MariaDB, in 500-lead jobs, the whole service end to end;
+- **ours, by selection** (issue 14): one ``POST /vicidial/leads/archive/selection`` of the list
+  (``{"list_ids": [9990002]}``, insert, update and delete) to the same API and worker: one job
+  that walks the list in ``lead_id`` order, 500 leads a batch, checkpointing after each and
+  giving itself back to the queue every ``task_time_limit / 2``. Its status is polled every
+  ``--poll-s`` seconds (1 s: a client's pace) from this process; the wall time runs from the POST
+  to the job's ``finished_at``, so the polling's granularity is not charged to it;
 - **ours, engine only**: the same batches through ``tasks.archive.run_batch`` in this process,
   one after another, without the API, Celery or the client: what the service adds;
 - **bare verified SQL**: three 500-row statements per batch (``INSERT ... SELECT``, ``UPDATE ...
@@ -55,6 +61,7 @@ utf8_unicode_ci) and an empty Redis database 2..15, both removed at the end, as 
     .venv/bin/python bench/compare.py --leads 100000 --archive 20000 --scaling 10000,100000
     .venv/bin/python bench/compare.py --json /tmp/compare.json    # 1M / 200k, 10k..5M
     .venv/bin/python bench/compare.py --tools ours,bare --modes clean --scaling ''
+    .venv/bin/python bench/compare.py --tools selection,bare,pt-row --modes clean,aimed --scaling ''
 """
 
 # ruff: noqa: E402 - the imports below must follow the sys.path fix
@@ -103,7 +110,6 @@ from bench.api import (
     claim_redis_db,
     cleanup_on_signals,
     cpu_seconds,
-    epoch,
     find_servers,
     job_fields,
     launch_services,
@@ -111,6 +117,7 @@ from bench.api import (
     worker_processes,
 )
 from bench.api import machine as machine_info
+from bench.client import RawHTTP
 from bench.engine import (
     ALL_ACTIONS,
     DEFAULT_URL,
@@ -142,9 +149,11 @@ from bench.oracle import (
     token,
     writer_time,
 )
+from bench.report import epoch
 from tasks.archive import Tuning, q, run_batch
 from tasks.db import make_engine
 from tasks.ddl import create_vicidial_tables
+from tasks.records import FINAL
 from tasks.schema import ARCHIVE_TABLE, LIVE_TABLE, TablePair, inspect_tables
 from tasks.seed import insert_leads, lead_rows
 from testkit.servers import mysql_connect
@@ -154,6 +163,7 @@ PRISTINE = "pristine_list"  # the copy every run starts from, and the reference 
 BATCH = 500
 TOOLS = (
     "ours",
+    "selection",
     "engine",
     "bare",
     "recipe",
@@ -165,6 +175,7 @@ TOOLS = (
 MODES = ("clean", "spread", "aimed")
 TOOL_NAMES = {
     "ours": "ours: submit -> API -> 2 workers",
+    "selection": "ours, by selection: 1 POST -> API -> worker",
     "engine": "ours, engine only: run_batch in process",
     "bare": "bare verified SQL, 500-row statements",
     "recipe": "Vicidial recipe, 500-lead chunks",
@@ -183,6 +194,8 @@ PT_OPTIONS: dict[str, tuple[list[str], str | None]] = {
     ),
 }
 ARCHIVED_SO_FAR = f"SELECT COUNT(*) FROM {q(ARCHIVE_TABLE)}"  # MyISAM keeps it: no scan
+SELECTION_PATH = "/vicidial/leads/archive/selection"
+SERVICE_TOOLS = ("ours", "selection")  # the tools that need the API and the worker
 
 
 # --------------------------------------------------------------------------------------------
@@ -503,6 +516,120 @@ class Ours:
         )
 
 
+def selection_body(list_id: int) -> bytes:
+    """The selection every run archives: one list, insert, update and delete."""
+    body = {"list_ids": [list_id], "insert_leads": True, "update_leads": True}
+    return json.dumps({**body, "delete_leads": True}).encode()
+
+
+def post_selection(client: RawHTTP, list_id: int) -> str:
+    """POST the selection of ``list_id``; its status URL."""
+    answer = client.request("POST", SELECTION_PATH, selection_body(list_id))
+    if answer.status != 202:
+        raise RuntimeError(f"POST answered {answer.status}: {answer.body[:300]!r}")
+    return answer.headers["location"]
+
+
+@dataclass(slots=True)
+class Followed:
+    """What polling a selection's status saw: its final body, and ``done`` at every poll."""
+
+    final: dict[str, Any]
+    samples: list[tuple[float, int]]  # (seconds since the first poll was due, progress.done)
+    polls: int
+    seen: float  # time.perf_counter() of the poll that saw the job end
+
+
+def follow(
+    client: RawHTTP,
+    url: str,
+    interval: float,
+    timeout: float,
+    each: Callable[[float, dict[str, Any]], None] | None = None,
+) -> Followed:
+    """Poll ``url`` every ``interval`` s (on a fixed schedule) until the job ends; ``each`` is
+    called with the seconds since the start and the body of every poll that did not see the end."""
+    start = time.perf_counter()
+    tick, polls = start, 0
+    samples: list[tuple[float, int]] = []
+    while True:
+        tick += interval
+        delay = tick - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        answer = client.request("GET", url)
+        seen = time.perf_counter()
+        polls += 1
+        if answer.status != 200:
+            raise RuntimeError(f"GET {url} answered {answer.status}: {answer.body[:300]!r}")
+        body: dict[str, Any] = answer.json()
+        done = int((body.get("progress") or {}).get("done", 0))
+        samples.append((round(seen - start, 3), done))
+        if body["status"] in FINAL:
+            return Followed(body, samples, polls, seen)
+        if seen - start > timeout:
+            raise TimeoutError(f"job {url} still {body['status']} after {timeout:.0f} s")
+        if each is not None:
+            each(seen - start, body)
+
+
+def selection_note(final: dict[str, Any], posted: float, followed: Followed) -> str:
+    """The job's own account: its counts, runs, queue wait, and how late polling saw the end."""
+    result = final.get("result") or {}
+    parts = [
+        f"selected {result.get('selected', 0):,}" if result else "no result",
+        f"done {result.get('done', 0):,}",
+        f"left live {result.get('left_live_total', 0):,}",
+        f"runs {final.get('attempts')}",
+    ]
+    if final.get("started_at"):
+        parts.append(f"queue wait {(epoch(final['started_at']) - posted) * 1000:.0f} ms")
+    parts.append(f"{followed.polls} polls")
+    return ", ".join(parts)
+
+
+@dataclass(slots=True)
+class BySelection:
+    """The service end to end by selection: one POST of the list, then its status polled at a
+    client's pace until the job ends."""
+
+    port: int
+    key: str
+    api: psutil.Process
+    worker: psutil.Process
+    poll_s: float = 1.0
+    timeout: float = 4 * 3600.0
+    last: Followed | None = None  # the last run's polls, for the JSON
+
+    def processes(self) -> dict[str, psutil.Process]:
+        return {"api": self.api, **dict(worker_processes(self.worker))}
+
+    def __call__(self, data: Dataset) -> ToolOutcome:
+        client = RawHTTP("127.0.0.1", self.port, {"Authorization": f"Key={self.key}"})
+        procs = self.processes()
+        before = cpu_seconds(procs)
+        posted, started = time.time(), time.perf_counter()
+        try:
+            url = post_selection(client, ARCHIVE_LIST)
+            followed = follow(client, url, self.poll_s, self.timeout)
+        except (RuntimeError, TimeoutError, OSError, EOFError) as exc:
+            return ToolOutcome(time.perf_counter() - started, 0.0, failed=repr(exc)[:300])
+        finally:
+            client.close()
+        after = cpu_seconds(procs)
+        self.last = followed
+        final = followed.final
+        # From the POST to the job's end as the worker recorded it; polling's lag comes after.
+        ended = final.get("finished_at")
+        wall = epoch(ended) - posted if ended else followed.seen - started
+        failed = ""
+        if final["status"] != "succeeded":
+            failed = f"{final['status']}: {json.dumps(final.get('error'))[:200]}"
+        note = selection_note(final, posted, followed)
+        service = sum(after[k] - before[k] for k in after if k in before)
+        return ToolOutcome(wall, service, failed=failed, note=note)
+
+
 def in_chunks(ids: Sequence[int]) -> list[list[int]]:
     return [list(ids[i : i + BATCH]) for i in range(0, len(ids), BATCH)]
 
@@ -766,6 +893,7 @@ def summary_rows(runs: list[Run], tools: Sequence[str]) -> list[dict[str, Any]]:
                 "leads_per_s": c.leads_per_s if c else None,
                 "ratio_to_fastest": ratio(c),
                 "p99_ms": c.probe.pair_p99_ms if c else None,
+                "svc_p99_ms": c.probe.service_p99_ms if c else None,
                 "stall_ms": c.probe.stall_ms if c else None,
                 "lost_spread": s.lost if s else None,
                 "lost_aimed": a.lost if a else None,
@@ -927,6 +1055,7 @@ def verdicts(rows: list[dict[str, Any]], runs: list[Run], scale: list[CostRow]) 
         bad = sum(r.corrupted + r.vanished + r.others_gone for r in mine)
         modes = "/".join(r.mode for r in mine)
         say(lost == 0 and bad == 0, f"ours lost {lost}, corrupted {bad} ({modes})")
+    lines += selection_verdicts(by, runs)
     if len(scale) >= 2:
         first, last = scale[0], scale[-1]
         bare_growth = last.bare_median_ms / first.bare_median_ms
@@ -936,6 +1065,35 @@ def verdicts(rows: list[dict[str, Any]], runs: list[Run], scale: list[CostRow]) 
             f"batch time growth {first.size:,} -> {last.size:,}: ours {ours_growth:.2f}x,"
             f" bare {bare_growth:.2f}x (target: no worse than bare)",
         )
+    return lines
+
+
+def selection_verdicts(by: dict[str, dict[str, Any]], runs: list[Run]) -> list[str]:
+    """Issue 14's targets for the selection, each met or missed, with the figures."""
+    sel, bare, pt = by.get("selection"), by.get("bare"), by.get("pt-row")
+    lines = []
+
+    def say(ok: bool, text: str) -> None:
+        lines.append(f"{'met   ' if ok else 'MISSED'}  {text}")
+
+    if sel and sel["leads_per_s"]:
+        if pt and pt["leads_per_s"]:
+            ratio = sel["leads_per_s"] / pt["leads_per_s"]
+            say(ratio >= 2.5, f"selection / pt-archiver row mode = {ratio:.2f}x (target >= 2.5x)")
+        if bare and bare["leads_per_s"]:
+            ratio = sel["leads_per_s"] / bare["leads_per_s"]
+            say(ratio >= 0.9, f"selection / bare verified SQL = {ratio:.2f}x (target >= 0.9x)")
+        say(
+            sel["p99_ms"] <= 10,
+            f"selection dialer p99 {sel['p99_ms']:.1f} ms from the due time, svc p99"
+            f" {fmt(sel['svc_p99_ms'])} ms (target <= 10 ms)",
+        )
+    mine = [r for r in runs if r.tool == "selection"]
+    if mine:
+        lost = sum(r.lost or 0 for r in mine)
+        bad = sum(r.corrupted + r.vanished + r.others_gone for r in mine)
+        modes = "/".join(r.mode for r in mine)
+        say(lost == 0 and bad == 0, f"selection lost {lost}, corrupted {bad} ({modes})")
     return lines
 
 
@@ -974,6 +1132,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--writer-rate", type=float, default=200.0, help="updates/s in all")
     parser.add_argument("--aim-window", type=int, default=2 * BATCH, help="aimed: leads ahead")
     parser.add_argument("--probe-interval-ms", type=float, default=5.0)
+    parser.add_argument(
+        "--poll-s", type=float, default=1.0, help="selection: seconds between status polls"
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--url", default=DEFAULT_URL, help="MariaDB server URL, no database")
     parser.add_argument("--redis-url", default=DEFAULT_REDIS, help="Redis server URL, no database")
@@ -983,7 +1144,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--archive must be positive and leave 10 % of --leads to the probe")
     if any(t.startswith("pt-") for t in args.tools) and not shutil.which("pt-archiver"):
         parser.error("pt-archiver is not installed (apt-get install percona-toolkit)")
-    if "ours" in args.tools and not CLI.exists():
+    if set(SERVICE_TOOLS) & set(args.tools) and not CLI.exists():
         parser.error(f"{CLI} not found: run with the project's virtualenv python")
     return args
 
@@ -1021,7 +1182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "recipe": run_recipe,
             **{t: pt_tool(t) for t in PT_OPTIONS},
         }
-        if "ours" in args.tools:
+        if set(SERVICE_TOOLS) & set(args.tools):
             redis_url = f"{args.redis_url.rstrip('/')}/{redis_db}"
             services = launch_services(
                 stack,
@@ -1040,10 +1201,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                 folder=Path(tempfile.mkdtemp(prefix="leadarchive-bench-cmp-")),
                 redis=rclient,
             )
+            tools["selection"] = BySelection(
+                port=services.port,
+                key=services.key,
+                api=services.api,
+                worker=services.worker,
+                poll_s=args.poll_s,
+            )
         seeds = itertools.count(args.seed * 7919)
+        progress: dict[str, list[tuple[float, int]]] = {}
         for mode in args.modes:
             for tool in args.tools:
                 runs.append(one_run(data, server, name, tool, tools[tool], mode, args, next(seeds)))
+                watched = tools[tool]
+                if isinstance(watched, BySelection) and watched.last is not None:
+                    progress[mode] = watched.last.samples
+        results["selection_progress"] = progress
         if args.scaling:
             scale = scaling(data, name, args)
         results["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
