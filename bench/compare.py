@@ -12,6 +12,11 @@ leads, each run starting from the same freshly copied table:
   giving itself back to the queue every ``task_time_limit / 2``. Its status is polled every
   ``--poll-s`` seconds (1 s: a client's pace) from this process; the wall time runs from the POST
   to the job's ``finished_at``, so the polling's granularity is not charged to it;
+- **ours, by selection, the walk in process** (``selection-walk``, a profile): the selection's
+  walk, ``tasks.selection_job.run_selection``, in this process, with the job record and its
+  checkpoints in Redis through the service's own job store, but without the API, Celery, the
+  lease or the continuations; each part timed (the window reads of ``next_batch``, ``run_batch``
+  statement by statement, the checkpoint saves), into the JSON's ``profile``;
 - **ours, engine only**: the same batches through ``tasks.archive.run_batch`` in this process,
   one after another, without the API, Celery or the client: what the service adds;
 - **bare verified SQL**: three 500-row statements per batch (``INSERT ... SELECT``, ``UPDATE ...
@@ -87,8 +92,11 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from unittest import mock
+from zoneinfo import ZoneInfo
 
 # Run as a script, bench/ comes first on sys.path and hides the project's ``api`` package behind
 # bench/api.py; the repository root gives ``bench.*`` and the project's packages instead.
@@ -132,11 +140,13 @@ from bench.engine import (
     Outbox,
     Probe,
     ProbeStats,
+    StatementTimer,
     cost_table,
     fmt,
     id_list,
     int_list,
     log,
+    ms,
     pt_archiver,
 )
 from bench.oracle import (
@@ -150,12 +160,17 @@ from bench.oracle import (
     writer_time,
 )
 from bench.report import epoch
+from tasks import selection_job
 from tasks.archive import Tuning, q, run_batch
 from tasks.db import make_engine
 from tasks.ddl import create_vicidial_tables
+from tasks.jobs import RedisJobStore
 from tasks.records import FINAL
+from tasks.requests import SelectionRequest
 from tasks.schema import ARCHIVE_TABLE, LIVE_TABLE, TablePair, inspect_tables
 from tasks.seed import insert_leads, lead_rows
+from tasks.selection import next_batch
+from tasks.selection_job import Ended, SelectionProgress, SelectionReport
 from testkit.servers import mysql_connect
 
 ARCHIVE_LIST = 9_990_002  # the old list every tool archives
@@ -164,6 +179,7 @@ BATCH = 500
 TOOLS = (
     "ours",
     "selection",
+    "selection-walk",
     "engine",
     "bare",
     "recipe",
@@ -176,6 +192,7 @@ MODES = ("clean", "spread", "aimed")
 TOOL_NAMES = {
     "ours": "ours: submit -> API -> 2 workers",
     "selection": "ours, by selection: 1 POST -> API -> worker",
+    "selection-walk": "ours, by selection: the walk in process (profile)",
     "engine": "ours, engine only: run_batch in process",
     "bare": "bare verified SQL, 500-row statements",
     "recipe": "Vicidial recipe, 500-lead chunks",
@@ -446,6 +463,7 @@ class ToolOutcome:
     client_cpu: float = 0.0  # ours: the submit client
     failed: str = ""
     note: str = ""
+    profile: dict[str, Any] = field(default_factory=dict)  # selection-walk: where time went
 
 
 def children_cpu() -> float:
@@ -630,6 +648,114 @@ class BySelection:
         return ToolOutcome(wall, service, failed=failed, note=note)
 
 
+class WalkSteward:
+    """The walk's steward in this process: saves each checkpoint through the service's job
+    store (``RedisJobStore.save_progress``, as a worker's run does), timed; never interrupts."""
+
+    def __init__(self, jobs: RedisJobStore, job_id: str, token: str) -> None:
+        self.jobs, self.job_id, self.token = jobs, job_id, token
+        self.seconds, self.saves = 0.0, 0
+
+    def save(self, report: SelectionReport, progress: SelectionProgress) -> str | None:
+        started = time.perf_counter()
+        answer = self.jobs.save_progress(
+            self.job_id,
+            self.token,
+            progress=progress.model_dump(exclude_none=True),
+            checkpoint=report.model_dump(exclude_none=True),
+        )
+        self.seconds += time.perf_counter() - started
+        self.saves += 1
+        return answer
+
+    def interruption(self, batches: int = 0) -> tuple[Ended, datetime | None] | None:
+        return None
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+@dataclass(slots=True)
+class SelectionWalk:
+    """``run_selection`` in this process on the list, every part timed (a profile)."""
+
+    redis: redis.Redis
+
+    def __call__(self, data: Dataset) -> ToolOutcome:
+        request = SelectionRequest.model_validate(json.loads(selection_body(ARCHIVE_LIST)))
+        jobs = RedisJobStore(self.redis, timedelta(hours=1))
+        job_id, _ = jobs.create("bench", request)
+        token = uuid.uuid4().hex
+        if jobs.start(job_id, token, timedelta(hours=1)) != "started":
+            return ToolOutcome(0.0, 0.0, failed="the job store did not start the job")
+        steward = WalkSteward(jobs, job_id, token)
+        statements = Breakdown()
+        windows = {"seconds": 0.0, "calls": 0}
+        batches = {"seconds": 0.0, "calls": 0}
+
+        def timed_next_batch(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return next_batch(*args, **kwargs)
+            finally:
+                windows["seconds"] += time.perf_counter() - started
+                windows["calls"] += 1
+
+        def timed_run_batch(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return run_batch(*args, observer=StatementTimer(statements), **kwargs)
+            finally:
+                batches["seconds"] += time.perf_counter() - started
+                batches["calls"] += 1
+
+        with (
+            data.engine.connect() as conn,
+            mock.patch.object(selection_job, "next_batch", timed_next_batch),
+            mock.patch.object(selection_job, "run_batch", timed_run_batch),
+        ):
+            cpu = time.thread_time()
+            started = time.perf_counter()
+            ending = selection_job.run_selection(
+                conn,
+                request,
+                steward,
+                zone=ZoneInfo("UTC"),
+                batch_size=BATCH,
+                tuning=Tuning(),
+            )
+            wall = time.perf_counter() - started
+            cpu = time.thread_time() - cpu
+        n = max(1, int(batches["calls"]))
+        statements.batches, statements.wall = n, float(batches["seconds"])
+        profile = {
+            "wall_s": round(wall, 2),
+            "batches": n,
+            "window_reads_ms_per_batch": ms(windows["seconds"] / n),
+            "window_calls": windows["calls"],
+            "run_batch_ms_per_batch": ms(batches["seconds"] / n),
+            "checkpoint_ms_per_save": ms(steward.seconds / max(1, steward.saves)),
+            "checkpoint_saves": steward.saves,
+            "rest_ms_per_batch": ms(
+                (wall - windows["seconds"] - batches["seconds"] - steward.seconds) / n
+            ),
+            "run_batch_statements_ms_per_batch": statements.per_batch_ms(),
+            "run_batch_statements_per_batch": {
+                k: round(v / n, 1) for k, v in statements.counts.items()
+            },
+            "leads_per_delete_chunk": round(statistics.mean(statements.chunk_leads), 1)
+            if statements.chunk_leads
+            else None,
+        }
+        note = (
+            f"per batch: windows {profile['window_reads_ms_per_batch']} ms, run_batch"
+            f" {profile['run_batch_ms_per_batch']} ms, checkpoint"
+            f" {profile['checkpoint_ms_per_save']} ms, rest {profile['rest_ms_per_batch']} ms"
+        )
+        failed = "" if ending.status == "succeeded" else f"ended {ending.status}"
+        return ToolOutcome(wall, cpu, failed=failed, note=note, profile=profile)
+
+
 def in_chunks(ids: Sequence[int]) -> list[list[int]]:
     return [list(ids[i : i + BATCH]) for i in range(0, len(ids), BATCH)]
 
@@ -731,6 +857,7 @@ class Run:
     reset_seconds: float = 0.0
     load_average: list[float] = field(default_factory=list)
     noise: NoiseStats | None = None
+    profile: dict[str, Any] = field(default_factory=dict)
 
 
 def per_10k(seconds: float, leads: int) -> float | None:
@@ -765,6 +892,7 @@ def graded(
         others_gone=verdict.others_gone,
         failed=outcome.failed,
         note=outcome.note,
+        profile=outcome.profile,
     )
     if mode != "clean":
         gone = [lead for lead in verdict.vanished if lead in written]
@@ -1177,6 +1305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"loaded in {results['load_seconds']} s")
 
         tools: dict[str, Callable[[Dataset], ToolOutcome]] = {
+            "selection-walk": SelectionWalk(rclient),
             "engine": run_engine,
             "bare": run_bare,
             "recipe": run_recipe,
