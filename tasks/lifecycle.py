@@ -157,14 +157,14 @@ class _Steward:
             checkpoint=report.model_dump(exclude_none=True),
         )
 
-    def interruption(self, batches: int) -> tuple[Ended, datetime | None] | None:
+    def interruption(self, steps: int) -> tuple[Ended, datetime | None] | None:
         rt = self.held.rt
         if self.held.lease.lost:
             return "lost", None
         opens_at = rt.office_hours.window_opens_at(rt.clock())
         if opens_at is not None:
             return "deferred", opens_at
-        if batches and time.monotonic() >= self.run_ends:
+        if steps and time.monotonic() >= self.run_ends:
             return "continued", None
         return None
 

@@ -115,10 +115,11 @@ class Steward(Protocol):
         when this run no longer holds it)."""
         ...
 
-    def interruption(self, batches: int) -> tuple[Ended, datetime | None] | None:
+    def interruption(self, steps: int) -> tuple[Ended, datetime | None] | None:
         """Why the job must give itself back before its next batch (office hours, with when
-        they end; its share of the time limit used, once this run has run ``batches`` > 0, so
-        that every run moves the job on; its lease lost), or None."""
+        they end; its lease lost; its share of the time limit used, once this run has taken
+        ``steps`` > 0, batches or throttle waits, so that a run that only counted the selection
+        still moves it on), or None."""
         ...
 
     def sleep(self, seconds: float) -> None: ...
@@ -166,20 +167,20 @@ def run_selection(
     else:
         report = SelectionReport.model_validate(checkpoint)
     answer = steward.save(report, report.progress())
-    batches = 0
+    steps = 0  # batches run and throttle waits, in this run
     while answer == "running":
-        interruption = steward.interruption(batches)
+        interruption = steward.interruption(steps)
         if interruption is not None:
             status, not_before = interruption
             return Ending(status, report, not_before)
         reason = throttles.reason_to_wait(conn) if throttles is not None else None
+        steps += 1
         if reason is not None:
             answer = steward.save(report, report.progress(reason))
             if answer == "running":
                 steward.sleep(THROTTLE_PAUSE)
             continue
         batch = next_batch(conn, filters, zone, report.last_lead_id, batch_size, lists=lists)
-        batches += 1
         if batch.lead_ids:
             done = run_batch(conn, batch.lead_ids, actions, tuning, lists=lists)
             report.add(done, delete=actions.delete)

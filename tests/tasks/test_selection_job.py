@@ -62,7 +62,7 @@ class Steward:
             return "stopping"
         return "running"
 
-    def interruption(self, batches: int) -> tuple[Ended, datetime | None] | None:
+    def interruption(self, steps: int) -> tuple[Ended, datetime | None] | None:
         if self.interrupt_after is not None and len(self.saves) >= self.interrupt_after:
             return self.interrupt, None
         return None

@@ -162,6 +162,33 @@ def test_a_run_that_used_its_share_of_the_time_limit_continues_in_a_new_message(
     assert now_live[MISMATCH] == before[MISMATCH] and now_live[HELD] == before[HELD]
 
 
+# A replica that cannot be reached: its lag is unknown, which counts as lagging.
+UNREACHABLE_REPLICA = {
+    "task_time_limit": timedelta(milliseconds=20),
+    "replica_urls": "mysql+pymysql://leadarchive@127.0.0.1:1/asterisk",
+    "max_replica_lag": "5s",
+}
+
+
+@pytest.mark.parametrize("job", [UNREACHABLE_REPLICA], indirect=True)
+def test_a_throttled_selection_waits_saying_why_and_gives_its_run_back_in_time(
+    job: Job, vicidial: Connection
+) -> None:
+    before = (live(vicidial), archive(vicidial))
+
+    waited = job.deliver()
+
+    # Held by the throttle past its share of the time limit: given back, not run into the
+    # limit, with the reason in its progress and no batch run.
+    assert waited == {"job_id": job.job_id, "status": "queued"}
+    view = job.view()
+    assert view["status"] == "queued" and job.broker.llen(QUEUE) == 1
+    progress = view["progress"]
+    assert progress["done"] == 0 and progress["selected"] == len(SELECTED)
+    assert "127.0.0.1:1" in progress["waiting"] and "lag is unknown" in progress["waiting"]
+    assert (live(vicidial), archive(vicidial)) == before
+
+
 def test_a_selection_paused_by_office_hours_can_be_cancelled_with_what_it_did(
     job: Job, vicidial: Connection, clock: Clock
 ) -> None:
