@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
@@ -21,6 +23,9 @@ from tasks.schema import inspect_tables
 from tasks.seed import DemoList, remove_demo, seed_demo
 from tasks.startup import checked_settings, service_settings, undecided_office_hours
 from worker import main as worker_main
+
+if TYPE_CHECKING:
+    import httpx2 as httpx
 
 # soft_wrap: no hard line breaks, so output can be grepped and copied.
 console = Console(soft_wrap=True)
@@ -180,10 +185,32 @@ def _flower(args: argparse.Namespace) -> int:
     return 0
 
 
-def _submit(args: argparse.Namespace) -> int:
+def _client_key(args: argparse.Namespace) -> str:
+    """The client's API key (--key, else $LEADARCHIVE_CLIENT_KEY); "" said on stderr."""
+    key: str = args.key or os.environ.get("LEADARCHIVE_CLIENT_KEY", "")
+    if not key:
+        err.print("give the API key with --key or LEADARCHIVE_CLIENT_KEY")
+    return key
 
+
+def _archive_flags(args: argparse.Namespace) -> dict[str, bool]:
+    """The request's action flags from --no-insert, --no-update, --delete, --dry-run."""
+    return {
+        "insert_leads": not args.no_insert,
+        "update_leads": not args.no_update,
+        "delete_leads": args.delete,
+        "dry_run": args.dry_run,
+    }
+
+
+def _http(args: argparse.Namespace) -> httpx.Client:
+    """The client's HTTP session with the API at --url."""
     import httpx2 as httpx
 
+    return httpx.Client(base_url=args.url, verify=not args.insecure, timeout=30)
+
+
+def _submit(args: argparse.Namespace) -> int:
     from leadarchive.client import (
         ARCHIVE_PATH,
         DEARCHIVE_PATH,
@@ -195,9 +222,8 @@ def _submit(args: argparse.Namespace) -> int:
         submit_all,
     )
 
-    key = args.key or os.environ.get("LEADARCHIVE_CLIENT_KEY", "")
+    key = _client_key(args)
     if not key:
-        err.print("give the API key with --key or LEADARCHIVE_CLIENT_KEY")
         return EXIT_FAILED
     try:
         if args.file == "-":
@@ -213,18 +239,13 @@ def _submit(args: argparse.Namespace) -> int:
     if not ids:
         err.print("no lead IDs given")
         return EXIT_FAILED
-    flags = {
-        "insert_leads": not args.no_insert,
-        "update_leads": not args.no_update,
-        "delete_leads": args.delete,
-        "dry_run": args.dry_run,
-    }
+    flags = _archive_flags(args)
     if args.dearchive:
         if args.no_insert or args.no_update or args.delete:
             err.print("--dearchive restores leads: --no-insert, --no-update, --delete do not apply")
             return EXIT_FAILED
         flags = {"dry_run": args.dry_run}
-    with httpx.Client(base_url=args.url, verify=not args.insecure, timeout=30) as http:
+    with _http(args) as http:
         try:
             summary = submit_all(
                 Submitter(
@@ -247,6 +268,86 @@ def _submit(args: argparse.Namespace) -> int:
     else:
         print_summary(summary)
     return summary.exit_code()
+
+
+def _select(args: argparse.Namespace) -> int:
+    from leadarchive.client import (
+        EXIT_FAILED,
+        EXIT_INTERRUPTED,
+        SELECTION_FILTERS,
+        Selector,
+        StoppedWaiting,
+        SubmitError,
+        print_selection,
+        select,
+        selection_exit_code,
+    )
+
+    key = _client_key(args)
+    if not key:
+        return EXIT_FAILED
+    filters = {name: getattr(args, name) for name in SELECTION_FILTERS}
+    filters = {name: value for name, value in filters.items() if value is not None}
+    if not filters:
+        err.print(
+            "give at least one filter: --list-ids, --campaign-ids, --statuses,"
+            " --entry-date-before or --last-call-before"
+        )
+        return EXIT_FAILED
+    with _http(args) as http:
+        try:
+            job = select(
+                Selector(http, key, max_wait=args.max_wait),
+                {**filters, **_archive_flags(args)},
+                show_progress=not args.json,
+            )
+        except SubmitError as exc:
+            err.print(f"[red]{escape(str(exc))}[/red]", highlight=False)
+            return EXIT_FAILED
+        except StoppedWaiting as exc:
+            err.print(escape(str(exc)), highlight=False)
+            return EXIT_INTERRUPTED
+        except KeyboardInterrupt:
+            err.print("interrupted before the API answered")
+            return EXIT_INTERRUPTED
+    if args.json:
+        sys.stdout.write(json.dumps(job, indent=2) + "\n")
+    else:
+        print_selection(job)
+    return selection_exit_code(job)
+
+
+def _ids(text: str) -> list[int]:
+    """``--list-ids 1001,1002``: integers separated by commas."""
+    values = [token.strip() for token in text.split(",") if token.strip()]
+    if not values or not all(re.fullmatch("[0-9]+", value) for value in values):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of list IDs")
+    return [int(value) for value in values]
+
+
+def _words(text: str) -> list[str]:
+    """``--statuses NEW,NA``: values separated by commas."""
+    values = [token.strip() for token in text.split(",") if token.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError(f"{text!r} has no value")
+    return values
+
+
+def _moment(text: str) -> str:
+    """A date (2024-01-01) or a date and time (2024-01-01T08:00:00-05:00), as ISO 8601 text."""
+    from datetime import date, datetime
+
+    try:
+        return date.fromisoformat(text).isoformat()
+    except ValueError:
+        pass
+    try:
+        # A time without an offset is the office hours' zone's, as the service reads it.
+        return datetime.fromisoformat(text).isoformat()
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a date (2024-01-01) or a date and time (2024-01-01T08:00:00-05:00)"
+        ) from None
 
 
 def _keys_new(args: argparse.Namespace) -> int:
@@ -439,6 +540,32 @@ def _positive(text: str) -> int:
     return value
 
 
+def _client_options(parser: argparse.ArgumentParser) -> None:
+    """The API's address and key, and the archive actions: ``submit``'s and ``select``'s."""
+    parser.add_argument("--url", default=os.environ.get("LEADARCHIVE_URL", "http://127.0.0.1:8000"))
+    parser.add_argument("--key", help="API key (default: $LEADARCHIVE_CLIENT_KEY)")
+    parser.add_argument("--no-insert", action="store_true", help="do not copy missing leads")
+    parser.add_argument("--no-update", action="store_true", help="do not refresh copies")
+    parser.add_argument("--delete", action="store_true", help="delete verified live leads")
+    parser.add_argument("--dry-run", action="store_true", help="report only, change nothing")
+
+
+def _max_wait_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--max-wait",
+        type=float,
+        default=600.0,
+        help="seconds to wait out a busy server (429/503) per request (default 600)",
+    )
+
+
+def _output_options(
+    parser: argparse.ArgumentParser, json_help: str = "machine-readable report"
+) -> None:
+    parser.add_argument("--insecure", action="store_true", help="accept a self-signed cert")
+    parser.add_argument("--json", action="store_true", help=json_help)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="leadarchive", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -475,12 +602,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     submit.add_argument("lead_ids", nargs="*", help="lead IDs (or use --file)")
     submit.add_argument("--file", help="read IDs from this file, or - for standard input")
-    submit.add_argument("--url", default=os.environ.get("LEADARCHIVE_URL", "http://127.0.0.1:8000"))
-    submit.add_argument("--key", help="API key (default: $LEADARCHIVE_CLIENT_KEY)")
-    submit.add_argument("--no-insert", action="store_true", help="do not copy missing leads")
-    submit.add_argument("--no-update", action="store_true", help="do not refresh copies")
-    submit.add_argument("--delete", action="store_true", help="delete verified live leads")
-    submit.add_argument("--dry-run", action="store_true", help="report only, change nothing")
+    _client_options(submit)
     submit.add_argument(
         "--dearchive",
         action="store_true",
@@ -493,16 +615,57 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_WINDOW,
         help=f"jobs unfinished at once (default {DEFAULT_WINDOW})",
     )
-    submit.add_argument(
-        "--max-wait",
-        type=float,
-        default=600.0,
-        help="seconds to wait out a busy server (429/503) per request (default 600)",
-    )
+    _max_wait_option(submit)
     submit.add_argument("--run-id", default="", help="start new jobs for an input run before")
-    submit.add_argument("--insecure", action="store_true", help="accept a self-signed cert")
-    submit.add_argument("--json", action="store_true", help="machine-readable report")
+    _output_options(submit)
     submit.set_defaults(handler=_submit)
+
+    select = commands.add_parser(
+        "select",
+        help="archive every lead a selection picks (one job on the server), with progress",
+        description="Filters combine with AND, the values of one filter with OR; at least one"
+        " is required. Ctrl-C asks the job to stop after its current batch and follows it to"
+        " its end; a second Ctrl-C stops waiting. Exit code: 0 all done, 1 some leads were"
+        " left undeleted, 2 refused, failed or cancelled, 130 stopped waiting.",
+    )
+    select.add_argument(
+        "--list-ids",
+        type=_ids,
+        action="extend",
+        metavar="ID,ID",
+        help="leads of these lists (vicidial_list.list_id); comma-separated or repeated",
+    )
+    select.add_argument(
+        "--campaign-ids",
+        type=_words,
+        action="extend",
+        metavar="C,C",
+        help="leads of the lists of these campaigns (vicidial_lists.campaign_id)",
+    )
+    select.add_argument(
+        "--statuses",
+        type=_words,
+        action="extend",
+        metavar="S,S",
+        help="leads with these statuses (NEW, NA, SALE, ...)",
+    )
+    select.add_argument(
+        "--entry-date-before",
+        type=_moment,
+        metavar="DATE",
+        help="leads loaded before this date (2024-01-01: its midnight) or time"
+        " (2024-01-01T08:00:00-05:00); without an offset, the service's office-hours zone",
+    )
+    select.add_argument(
+        "--last-call-before",
+        type=_moment,
+        metavar="DATE",
+        help="leads last called before this date or time (never called: loaded before it)",
+    )
+    _client_options(select)
+    _max_wait_option(select)
+    _output_options(select, json_help="print the job's final status as JSON only (no bar)")
+    select.set_defaults(handler=_select)
 
     keys = commands.add_parser("keys", help="manage API keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)

@@ -12,6 +12,13 @@ time, so a long run never fills the server's queue (or its per-key cap on unfini
 ``--dearchive`` sends the IDs to the restore endpoint instead (``Submitter(path=DEARCHIVE_PATH)``),
 with the same batching, window and waiting; its summary counts each lead's outcome under
 ``restore``.
+
+``leadarchive select`` (``Selector``, ``select``) sends filters instead of IDs: one job on the
+server walks the selection batch by batch, and the client follows its ``progress`` at a client's
+pace. The first Ctrl-C asks the job to stop after its current batch (one ``DELETE``) and keeps
+following it to its end; a second one stops waiting. Both clients talk to the API through
+``ApiClient``: one key, one HTTP session, network errors and busy answers (429/503) retried the
+same way.
 """
 
 from __future__ import annotations
@@ -19,19 +26,34 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import secrets
+import signal
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from types import FrameType
 from typing import Any, TextIO
 
 import httpx2 as httpx
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 ARCHIVE_PATH = "/vicidial/leads/archive"
 DEARCHIVE_PATH = "/vicidial/leads/dearchive"
+SELECTION_PATH = "/vicidial/leads/archive/selection"
+# The request's filters, as the API names them (at least one is required).
+SELECTION_FILTERS = (
+    "list_ids",
+    "campaign_ids",
+    "statuses",
+    "entry_date_before",
+    "last_call_before",
+)
 FINAL = ("succeeded", "failed", "cancelled")
 # Leads the run wanted deleted but that stay in vicidial_list.
 LEFT_LIVE = ("not_archived", "mismatch", "in_use", "id_reused")
@@ -46,10 +68,27 @@ _TRANSPORT_ATTEMPTS = 6
 EXIT_OK = 0
 EXIT_LEFT_LIVE = 1
 EXIT_FAILED = 2
+# The shell's code for a command stopped by Ctrl-C (128 + SIGINT).
+EXIT_INTERRUPTED = 130
+
+# A selection job's status is asked for about once a second (a client's pace); a deferred one
+# waits for office hours to end, and is asked less often.
+SELECTION_POLL = 1.0
+DEFERRED_POLL = 10.0
+# Leads left live shown under the summary (the JSON status lists up to 1,000).
+LEFT_LIVE_SHOWN = 10
 
 
 class SubmitError(Exception):
-    """The API refused a batch or could not be reached."""
+    """The API refused a request or could not be reached."""
+
+
+class StoppedWaiting(Exception):
+    """A second Ctrl-C: the client stopped following a selection job that was asked to stop."""
+
+    def __init__(self, status_url: str) -> None:
+        self.status_url = status_url
+        super().__init__(f"stopped waiting; the job was asked to stop: {status_url}")
 
 
 class BatchTooLarge(SubmitError):
@@ -117,7 +156,57 @@ class Summary:
         }
 
 
-class Submitter:
+class ApiClient:
+    """One API, one key: requests with the key's header, network errors and busy answers
+    (429/503) asked again; a job's status."""
+
+    def __init__(
+        self,
+        http: httpx.Client,
+        key: str,
+        *,
+        poll_interval: float = 0.5,
+        max_wait: float = 600.0,
+    ) -> None:
+        self.http = http
+        self.headers = {"Authorization": f"Key={key}"}
+        self.poll_interval = poll_interval
+        self.max_wait = max_wait
+
+    def status(self, status_url: str) -> dict[str, Any]:
+        """The job's status, as ``GET <status_url>`` answers it."""
+        answer = self._call("GET", status_url)
+        if answer.status_code != 200:
+            raise SubmitError(f"polling failed ({answer.status_code}): {_detail(answer)}")
+        job: dict[str, Any] = answer.json()
+        return job
+
+    def _call(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """One request, asked again after a network error (a few times) or a busy answer (as
+        its Retry-After says, until ``max_wait`` has passed); the last answer otherwise."""
+        headers = {**self.headers, **kwargs.pop("headers", {})}
+        deadline = time.monotonic() + self.max_wait
+        delay = 0.5
+        failures = 0
+        while True:
+            try:
+                answer = self.http.request(method, url, headers=headers, **kwargs)
+            except httpx.TransportError as exc:
+                failures += 1
+                if failures == _TRANSPORT_ATTEMPTS:
+                    raise SubmitError(f"cannot reach the API: {exc}") from exc
+                wait = delay
+            else:
+                if answer.status_code not in _BUSY or _office_hours(answer):
+                    return answer
+                wait = max(delay, _retry_after(answer))
+                if time.monotonic() + wait > deadline:
+                    return answer
+            time.sleep(wait)
+            delay = min(delay * 2, 30)
+
+
+class Submitter(ApiClient):
     """Submits batches to one API with one key, and polls them."""
 
     def __init__(
@@ -129,12 +218,9 @@ class Submitter:
         max_wait: float = 600.0,
         path: str = ARCHIVE_PATH,
     ) -> None:
-        self.http = http
+        super().__init__(http, key, poll_interval=poll_interval, max_wait=max_wait)
         # Where batches go: the archive endpoint, or the restore one (DEARCHIVE_PATH).
         self.path = path
-        self.headers = {"Authorization": f"Key={key}"}
-        self.poll_interval = poll_interval
-        self.max_wait = max_wait
 
     def server_limit(self) -> int:
         """The server's per-request limit, from its OpenAPI document."""
@@ -161,37 +247,43 @@ class Submitter:
     def wait(self, status_url: str) -> dict[str, Any]:
         """Poll until the job ends; its final status."""
         while True:
-            answer = self._call("GET", status_url)
-            if answer.status_code != 200:
-                raise SubmitError(f"polling failed ({answer.status_code}): {_detail(answer)}")
-            job: dict[str, Any] = answer.json()
+            job = self.status(status_url)
             if job["status"] in FINAL:
                 return job
             time.sleep(self.poll_interval)
 
-    def _call(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        """One request, asked again after a network error (a few times) or a busy answer (as
-        its Retry-After says, until ``max_wait`` has passed); the last answer otherwise."""
-        headers = {**self.headers, **kwargs.pop("headers", {})}
-        deadline = time.monotonic() + self.max_wait
-        delay = 0.5
-        failures = 0
-        while True:
-            try:
-                answer = self.http.request(method, url, headers=headers, **kwargs)
-            except httpx.TransportError as exc:
-                failures += 1
-                if failures == _TRANSPORT_ATTEMPTS:
-                    raise SubmitError(f"cannot reach the API: {exc}") from exc
-                wait = delay
-            else:
-                if answer.status_code not in _BUSY or _office_hours(answer):
-                    return answer
-                wait = max(delay, _retry_after(answer))
-                if time.monotonic() + wait > deadline:
-                    return answer
-            time.sleep(wait)
-            delay = min(delay * 2, 30)
+
+class Selector(ApiClient):
+    """Starts archive-by-selection jobs with one key, follows them, and asks them to stop."""
+
+    def __init__(
+        self,
+        http: httpx.Client,
+        key: str,
+        *,
+        poll_interval: float = SELECTION_POLL,
+        max_wait: float = 600.0,
+    ) -> None:
+        super().__init__(http, key, poll_interval=poll_interval, max_wait=max_wait)
+
+    def start(self, body: dict[str, Any]) -> str:
+        """Submit the selection; the job's status URL."""
+        # A key of this request alone: a network error's retry finds the job it may have made,
+        # and running the command again (tomorrow's selection) starts a new job.
+        key = secrets.token_urlsafe(16)
+        answer = self._call("POST", SELECTION_PATH, json=body, headers={"Idempotency-Key": key})
+        if answer.status_code != 202:
+            raise SubmitError(f"selection refused ({answer.status_code}): {_detail(answer)}")
+        return str(answer.headers["location"])
+
+    def cancel(self, status_url: str) -> str:
+        """Ask the job to stop (``DELETE``); what the API answered, in words."""
+        answer = self._call("DELETE", status_url)
+        if answer.status_code == 202:
+            return "the job stops after its current batch"
+        if answer.status_code == 200:
+            return "the job was cancelled (no batch was running)"
+        return f"the job could not be cancelled ({answer.status_code}): {_detail(answer)}"
 
 
 def _lead_limit(answer: httpx.Response) -> int | None:
@@ -297,3 +389,176 @@ def print_summary(summary: Summary, out: TextIO | None = None) -> None:
         console.print(f"[red]job {job['job_id']} {job['status']}[/red]: {job.get('error')}")
     if summary.left_live:
         console.print(f"{len(summary.left_live)} leads were not deleted (see --json for IDs)")
+
+
+@contextmanager
+def ctrl_c_stops(stop: threading.Event) -> Iterator[None]:
+    """While inside: the first Ctrl-C sets ``stop``, the second raises ``KeyboardInterrupt``.
+    Outside the main thread (where no signal arrives) it does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupted(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = signal.signal(signal.SIGINT, interrupted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def describe(job: dict[str, Any]) -> str:
+    """What a selection job is doing, in a few words: the progress bar's description."""
+    status = job["status"]
+    if status == "deferred":
+        return f"deferred for office hours until {job.get('not_before', '?')}"
+    if status != "running":
+        return str(status)
+    if job.get("cancel_requested"):
+        return "stopping after its current batch"
+    waiting = (job.get("progress") or {}).get("waiting")
+    if waiting:
+        return f"waiting: {waiting}"
+    return "dry run" if job["request"].get("dry_run") else "archiving"
+
+
+def follow(
+    selector: Selector,
+    status_url: str,
+    *,
+    stop: threading.Event | None = None,
+    console: Console | None = None,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Poll a selection job until it ends, its progress on a bar (total: the leads selected,
+    done: those walked); once ``stop`` is set, ask the job to stop (one ``DELETE``) and go on
+    polling. The job's final status."""
+    console = console or Console(stderr=True)
+    stop = stop or threading.Event()
+    asked = False
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, disable=not show_progress) as progress:
+        bar = progress.add_task("queued", total=None)
+        while True:
+            job = selector.status(status_url)
+            if stop.is_set() and not asked and job["status"] not in FINAL:
+                asked = True
+                said = selector.cancel(status_url)
+                progress.console.print(
+                    f"Ctrl-C: {said}; following it to its end (Ctrl-C again to stop waiting)",
+                    highlight=False,
+                    markup=False,
+                )
+                job = selector.status(status_url)
+            done = job.get("result") or job.get("progress") or {}
+            progress.update(
+                bar,
+                description=describe(job),
+                total=done.get("selected"),
+                completed=done.get("done", 0),
+            )
+            if job["status"] in FINAL:
+                return job
+            pause = DEFERRED_POLL if job["status"] == "deferred" else selector.poll_interval
+            _sleep(pause, stop if not asked else None)
+
+
+def _sleep(seconds: float, stop: threading.Event | None) -> None:
+    """Sleep ``seconds``, or less when ``stop`` gets set (a Ctrl-C is answered at once)."""
+    until = time.monotonic() + seconds
+    while (left := until - time.monotonic()) > 0:
+        if stop is not None and stop.is_set():
+            return
+        time.sleep(min(left, 0.1))
+
+
+def select(
+    selector: Selector,
+    body: dict[str, Any],
+    *,
+    console: Console | None = None,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Start a selection job and follow it to its end (Ctrl-C asks it to stop, a second one
+    raises ``StoppedWaiting``); its final status."""
+    console = console or Console(stderr=True)
+    status_url = selector.start(body)
+    stop = threading.Event()
+    try:
+        with ctrl_c_stops(stop):
+            where = selector.http.base_url.join(status_url)
+            console.print(f"selection job: {where}", highlight=False)
+            return follow(
+                selector, status_url, stop=stop, console=console, show_progress=show_progress
+            )
+    except KeyboardInterrupt:
+        raise StoppedWaiting(status_url) from None
+    except SubmitError as exc:
+        raise SubmitError(f"{exc} (the job may still run: {status_url})") from exc
+
+
+def selection_exit_code(job: dict[str, Any]) -> int:
+    """``submit``'s codes: 0 done, 1 leads left undeleted, 2 failed (or cancelled)."""
+    if job["status"] != "succeeded":
+        return EXIT_FAILED
+    return EXIT_LEFT_LIVE if (job.get("result") or {}).get("left_live_total") else EXIT_OK
+
+
+def print_selection(job: dict[str, Any], out: TextIO | None = None) -> None:
+    """A selection job's summary: outcomes per action, how far it went, what stayed live, and
+    for a dry run the selected leads' sample."""
+    console = Console(file=out, soft_wrap=True)
+    result: dict[str, Any] = job.get("result") or {}
+    dry = bool(job["request"].get("dry_run"))
+    title = f"selection {job['job_id']}: {job['status']}"
+    table = Table(title=title + (" (dry run: nothing was changed)" if dry else ""))
+    table.add_column("action")
+    table.add_column("outcome")
+    table.add_column("leads", justify="right")
+    for action, outcomes in result.get("counts", {}).items():
+        for outcome, count in outcomes.items():
+            table.add_row(action, outcome, str(count))
+    console.print(table)
+    if result:
+        console.print(
+            f"{result['selected']} leads selected, {result['done']} walked"
+            f" (up to lead ID {result['last_lead_id']})",
+            highlight=False,
+        )
+    if result.get("sample") is not None:
+        sample = ", ".join(str(lead_id) for lead_id in result["sample"])
+        console.print(f"sample of the selected lead IDs: {sample}", highlight=False)
+    left = result.get("left_live_total", 0)
+    if left:
+        verb = "would be left" if dry else "were left"
+        shown = result["left_live"][:LEFT_LIVE_SHOWN]
+        console.print(
+            f"{left} leads {verb} in vicidial_list (not deleted); the first {len(shown)}:",
+            highlight=False,
+        )
+        leads = Table("lead_id", "delete", "held by")
+        for lead in shown:
+            leads.add_row(str(lead["lead_id"]), str(lead.get("delete")), lead.get("held_by") or "")
+        console.print(leads)
+        if left > len(shown):
+            console.print("--json lists up to 1,000 of them")
+    if job["status"] == "cancelled":
+        last = result.get("last_lead_id")
+        where = f" after lead ID {last}" if last else ""
+        console.print(f"[yellow]cancelled[/yellow]: no lead{where} was touched", highlight=False)
+    if job["status"] == "failed":
+        error = job.get("error") or {}
+        console.print(
+            f"[red]failed[/red]: {escape(str(error.get('type')))}:"
+            f" {escape(str(error.get('detail')))}",
+            highlight=False,
+        )
