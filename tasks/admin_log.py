@@ -75,12 +75,14 @@ class JobOutcome:
     error: str = ""
     # The row's event_code: which kind of job (archive, or restore).
     event_code: str = EVENT_CODE
+    # How a job without an error ended: succeeded, or (a selection) cancelled.
+    ended: str = "succeeded"
 
     def notes(self) -> str:
         """``event_notes``: the key's name, the lead count, the status and every count."""
         head = (
             f"key={self.key_name} leads={self.lead_count} actions={','.join(self.actions)}"
-            f" status={'failed' if self.error else 'succeeded'}"
+            f" status={'failed' if self.error else self.ended}"
         )
         if self.error:
             return f"{head} error={self.error}"

@@ -399,6 +399,7 @@ def _run(
             request.requested(),
             report.counts,
             event_code=kind.event_code,
+            ended=final,
         )
         _record_in_admin_log(rt, record, done, "running", lease.token)
     ended = jobs.transition(
@@ -482,6 +483,25 @@ def _fail(rt: Runtime, job_id: str, exc: BaseException, fields: dict[str, str], 
     metrics.JOBS.labels("failed").inc()
     log.error("job failed", extra={**fields, "error": type(exc).__name__, "detail": str(exc)})
     return True
+
+
+def record_cancelled_selection(rt: Runtime, record: JobRecord) -> None:
+    """Write the admin-log row of a selection cancelled while it waited between two runs (the
+    API cancelled its record; no run ends it): what its earlier runs did, from its checkpoint.
+    A selection that never ran a batch, or a dry run, changed nothing and gets no row."""
+    request, checkpoint = record.request, record.checkpoint
+    if not isinstance(request, SelectionRequest) or request.dry_run or checkpoint is None:
+        return
+    cancelled = JobOutcome(
+        record.job_id,
+        record.owner,
+        int(checkpoint.get("done", 0)),
+        request.requested(),
+        checkpoint.get("counts", {}),
+        event_code=SELECTION.event_code,
+        ended="cancelled",
+    )
+    _record_in_admin_log(rt, record, cancelled, "cancelled", None)
 
 
 def _record_in_admin_log(

@@ -26,6 +26,7 @@ from api.problems import Problem
 from api.routes.submit import submit_job, submit_route
 from api.schemas import SEED_EXAMPLE, ArchiveRequest, JobView
 from api.services import Svc, guard
+from tasks.lifecycle import record_cancelled_selection
 from tasks.records import JobRecord
 from tasks.requests import SelectionRequest
 
@@ -108,4 +109,7 @@ async def cancel(job: OwnedJob, job_id: JobId, services: Svc) -> JSONResponse:
     record = await guard(run_in_threadpool(jobs.get, job_id))
     if record is None:
         raise problems.not_found()
+    if between_batches and before in ("queued", "deferred"):
+        # Cancelled between two runs: no run will write its admin-log row, so this does.
+        await run_in_threadpool(record_cancelled_selection, services.runtime, record)
     return JSONResponse(record.view(), status_code=202 if before == "stopping" else 200)

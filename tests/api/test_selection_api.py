@@ -16,7 +16,7 @@ from api.auth import hash_key
 from tasks.seed import insert_leads, lead_rows
 from tasks.settings import Settings
 from tests.api.conftest import ALICE, BOB, poll_until_done
-from tests.helpers import archive, live, wait_for
+from tests.helpers import admin_log_rows, archive, live, wait_for
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -135,6 +135,12 @@ def test_delete_stops_a_running_selection_after_its_current_batch(
     assert all(i not in now_live and archived[i] == leads[i] for i in walked)
     assert all(now_live[i] == leads[i] for i in leads if i > result["last_lead_id"])
     assert set(archived) == set(walked)
+    # The run that stopped wrote its admin-log row, with what it did.
+    (row,) = admin_log_rows(vicidial)
+    assert (
+        f"leads={result['done']} actions=insert,update,delete status=cancelled"
+        in row["event_notes"]
+    )
     # Cancelling it again: it has ended.
     assert client.delete(url, headers=ALICE).status_code == 200
 

@@ -13,15 +13,17 @@ from typing import Any
 import pytest
 import redis
 from celery import Celery
+from fastapi.testclient import TestClient
 from sqlalchemy import Connection
 
+from api.app import create_app
 from tasks.celery_config import QUEUE, create_celery
 from tasks.lifecycle import SELECTION_TASK
 from tasks.requests import SelectionRequest
 from tasks.runtime import Runtime
 from tasks.sweeps import release_due_jobs
 from tests.conftest import claim_redis_database
-from tests.helpers import archive, live, make_settings
+from tests.helpers import ALICE, admin_log_rows, archive, live, make_settings
 from tests.tasks import test_selection_job as walk
 from tests.tasks.test_selection_job import HELD, MISMATCH, SELECTED, fill
 
@@ -197,16 +199,23 @@ def test_a_selection_paused_by_office_hours_can_be_cancelled_with_what_it_did(
     after_pause = (live(vicidial), archive(vicidial))
 
     # It has run, yet a selection stops between batches: cancelled at once, not refused.
-    assert job.rt.jobs.cancel(job.job_id, between_batches=True) == "deferred"
+    client = TestClient(create_app(job.rt.settings, runtime=job.rt, celery=job.app))
+    answer = client.delete(f"/vicidial/leads/archive/{job.job_id}", headers=ALICE)
 
+    assert answer.status_code == 200, answer.text
     view = job.view()
-    assert view["status"] == "cancelled"
+    assert answer.json() == view and view["status"] == "cancelled"
     assert view["result"]["done"] == 2 * BATCH == view["progress"]["done"]
     assert view["result"]["last_lead_id"] == SELECTED[2 * BATCH - 1]
     clock.set(MONDAY_EVENING)
     assert release_due_jobs(job.app) == []
     assert job.deliver()["status"] == "cancelled"
     assert (live(vicidial), archive(vicidial)) == after_pause
+    # No run ended it: the API wrote its admin-log row, with what its run did.
+    (row,) = admin_log_rows(vicidial)
+    assert row["record_id"] == job.job_id
+    assert f"leads={2 * BATCH} actions=insert,delete status=cancelled" in row["event_notes"]
+    assert f"deleted={2 * BATCH - 2} " in row["event_notes"]  # MISMATCH and HELD stay live
 
 
 def assert_moved(vicidial: Connection, before: dict[int, Any], lead_ids: list[int]) -> None:
