@@ -291,7 +291,8 @@ def _select(args: argparse.Namespace) -> int:
     if not filters:
         err.print(
             "give at least one filter: --list-ids, --campaign-ids, --statuses,"
-            " --entry-date-before or --last-call-before"
+            " --entry-date-before or --last-call-before",
+            soft_wrap=True,
         )
         return EXIT_FAILED
     with _http(args) as http:
@@ -302,10 +303,10 @@ def _select(args: argparse.Namespace) -> int:
                 show_progress=not args.json,
             )
         except SubmitError as exc:
-            err.print(f"[red]{escape(str(exc))}[/red]", highlight=False)
+            err.print(f"[red]{escape(str(exc))}[/red]", highlight=False, soft_wrap=True)
             return EXIT_FAILED
         except StoppedWaiting as exc:
-            err.print(escape(str(exc)), highlight=False)
+            err.print(escape(str(exc)), highlight=False, soft_wrap=True)
             return EXIT_INTERRUPTED
         except KeyboardInterrupt:
             err.print("interrupted before the API answered")

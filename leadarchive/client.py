@@ -457,6 +457,7 @@ def follow(
                     f"Ctrl-C: {said}; following it to its end (Ctrl-C again to stop waiting)",
                     highlight=False,
                     markup=False,
+                    soft_wrap=True,
                 )
                 job = selector.status(status_url)
             done = job.get("result") or job.get("progress") or {}
@@ -496,7 +497,7 @@ def select(
     try:
         with ctrl_c_stops(stop):
             where = selector.http.base_url.join(status_url)
-            console.print(f"selection job: {where}", highlight=False)
+            console.print(f"selection job: {where}", highlight=False, soft_wrap=True)
             return follow(
                 selector, status_url, stop=stop, console=console, show_progress=show_progress
             )
