@@ -14,6 +14,7 @@ from celery.contrib.testing.worker import start_worker
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from api.auth import hash_key
 from tasks.celery_config import create_celery
 from tasks.runtime import Runtime
 from tasks.settings import Settings
@@ -89,6 +90,23 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url)
     yield client
     client.close()
+
+
+@pytest.fixture
+def nothing_enqueued(redis_client: redis.Redis) -> Iterator[None]:
+    """The test's requests enqueue no message and write no job record."""
+    before = set(redis_client.keys("leadarchive:job:*"))
+    yield
+    assert redis_client.llen("leadarchive") == 0
+    assert set(redis_client.keys("leadarchive:job:*")) == before
+
+
+def add_keys(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, keys: dict[str, tuple[str, str]]
+) -> None:
+    """alice and bob as always, and ``keys`` (name -> (key, scope)) beside them, for one test."""
+    entries = [f"{name}:{hash_key(key)}:{scope}" for name, (key, scope) in keys.items()]
+    monkeypatch.setattr(settings, "api_keys", ",".join([settings.api_keys, *entries]))
 
 
 def poll_until_done(client: TestClient, url: str, headers: dict[str, str]) -> dict[str, Any]:

@@ -112,14 +112,6 @@ def test_defaults_duplicates_and_dry_run(client: TestClient, vicidial: Connectio
 # --- refusals: each answers problem+json and enqueues nothing ---------------------------------
 
 
-@pytest.fixture
-def nothing_enqueued(redis_client: redis.Redis):
-    before = set(redis_client.keys("leadarchive:job:*"))
-    yield
-    assert redis_client.llen("leadarchive") == 0
-    assert set(redis_client.keys("leadarchive:job:*")) == before
-
-
 def _problem(answer, status: int) -> dict:
     assert answer.status_code == status, answer.text
     assert answer.headers["content-type"] == "application/problem+json"

@@ -5,7 +5,6 @@ others ``forbidden``, leaving both their rows byte for byte; an unscoped key is 
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,7 +14,7 @@ from fastapi.testclient import TestClient
 from rich.console import Console
 from sqlalchemy import Connection
 
-from api.auth import KeyName, hash_key, require_action, scope_of
+from api.auth import KeyName, require_action, scope_of
 from api.problems import Problem
 from leadarchive.client import BatchTooLarge, Submitter, submit_all
 from tasks.publishing import publish
@@ -24,7 +23,7 @@ from tasks.runtime import Runtime
 from tasks.scopes import KeyScope, Lists, parse_scope
 from tasks.seed import insert_leads, lead_rows
 from tasks.settings import Settings
-from tests.api.conftest import ALICE, poll_until_done
+from tests.api.conftest import ALICE, add_keys, poll_until_done
 from tests.helpers import archive, live
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -46,17 +45,7 @@ def auth(name: str) -> dict[str, str]:
 
 @pytest.fixture(autouse=True)
 def scoped_keys(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    """alice and bob as always, and the scoped keys beside them."""
-    entries = [f"{name}:{hash_key(key)}:{scope}" for name, (key, scope) in SCOPED.items()]
-    monkeypatch.setattr(settings, "api_keys", ",".join([settings.api_keys, *entries]))
-
-
-@pytest.fixture
-def nothing_enqueued(redis_client: redis.Redis) -> Iterator[None]:
-    before = set(redis_client.keys("leadarchive:job:*"))
-    yield
-    assert redis_client.llen("leadarchive") == 0
-    assert set(redis_client.keys("leadarchive:job:*")) == before
+    add_keys(settings, monkeypatch, SCOPED)
 
 
 def _problem(answer: Any, status: int) -> dict[str, Any]:

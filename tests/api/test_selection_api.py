@@ -4,18 +4,15 @@ it ends); a dry run; DELETE stopping it after its current batch; refused bodies 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import redis
 from fastapi.testclient import TestClient
 from sqlalchemy import Connection, Engine
 
-from api.auth import hash_key
 from tasks.seed import insert_leads, lead_rows
 from tasks.settings import Settings
-from tests.api.conftest import ALICE, BOB, poll_until_done
+from tests.api.conftest import ALICE, BOB, add_keys, poll_until_done
 from tests.helpers import admin_log_rows, archive, live, wait_for
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -38,8 +35,7 @@ def auth(name: str) -> dict[str, str]:
 
 @pytest.fixture(autouse=True)
 def scoped_keys(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    entries = [f"{name}:{hash_key(key)}:{scope}" for name, (key, scope) in SCOPED.items()]
-    monkeypatch.setattr(settings, "api_keys", ",".join([settings.api_keys, *entries]))
+    add_keys(settings, monkeypatch, SCOPED)
 
 
 @pytest.fixture
@@ -48,14 +44,6 @@ def leads(vicidial: Connection) -> dict[int, Any]:
     vicidial.exec_driver_sql("UPDATE vicidial_list SET list_id = 2002 WHERE MOD(lead_id, 4) = 0")
     vicidial.commit()
     return live(vicidial)
-
-
-@pytest.fixture
-def nothing_enqueued(redis_client: redis.Redis) -> Iterator[None]:
-    before = set(redis_client.keys("leadarchive:job:*"))
-    yield
-    assert redis_client.llen("leadarchive") == 0
-    assert set(redis_client.keys("leadarchive:job:*")) == before
 
 
 BODY = {"list_ids": [1001], "delete_leads": True}
