@@ -27,7 +27,6 @@ from rich.console import Console
 from sqlalchemy import Connection
 
 from api.app import create_app
-from api.auth import hash_key
 from leadarchive.cli import build_parser, main
 from leadarchive.client import (
     EXIT_FAILED,
@@ -43,7 +42,7 @@ from tasks.runtime import Runtime
 from tasks.seed import insert_leads, lead_rows
 from tasks.settings import Settings
 from tasks.throttle import Throttles
-from tests.api.conftest import SATURDAY_NIGHT, FakeClock
+from tests.api.conftest import SATURDAY_NIGHT, FakeClock, add_keys
 from tests.helpers import ALICE, ALICE_KEY, Row, archive, free_port, live, wait_for
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -61,8 +60,7 @@ JOBS = "leadarchive:job:*"
 
 @pytest.fixture(autouse=True)
 def archiver_key(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    entry = f"archiver:{hash_key(ARCHIVER_KEY)}:actions=archive+delete"
-    monkeypatch.setattr(settings, "api_keys", f"{settings.api_keys},{entry}")
+    add_keys(settings, monkeypatch, {"archiver": (ARCHIVER_KEY, "actions=archive+delete")})
 
 
 @pytest.fixture
@@ -92,14 +90,6 @@ def api_url(
     finally:
         server.should_exit = True
         thread.join(timeout=10)
-
-
-@pytest.fixture
-def nothing_enqueued(redis_client: redis.Redis) -> Iterator[None]:
-    before = set(redis_client.keys(JOBS))
-    yield
-    assert redis_client.llen("leadarchive") == 0
-    assert set(redis_client.keys(JOBS)) == before
 
 
 @pytest.fixture
