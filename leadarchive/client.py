@@ -84,11 +84,17 @@ class SubmitError(Exception):
 
 
 class StoppedWaiting(Exception):
-    """A second Ctrl-C: the client stopped following a selection job that was asked to stop."""
+    """A second Ctrl-C: the client stopped following a selection job (``asked``: after it had
+    asked the job to stop)."""
 
-    def __init__(self, status_url: str) -> None:
+    def __init__(self, status_url: str, *, asked: bool) -> None:
         self.status_url = status_url
-        super().__init__(f"stopped waiting; the job was asked to stop: {status_url}")
+        self.asked = asked
+        if asked:
+            said = "it was asked to stop after its current batch"
+        else:
+            said = "it was not asked to stop yet (DELETE its status URL to stop it)"
+        super().__init__(f"stopped waiting for the job; {said}: {status_url}")
 
 
 class BatchTooLarge(SubmitError):
@@ -436,7 +442,7 @@ def follow(
 ) -> dict[str, Any]:
     """Poll a selection job until it ends, its progress on a bar (total: the leads selected,
     done: those walked); once ``stop`` is set, ask the job to stop (one ``DELETE``) and go on
-    polling. The job's final status."""
+    polling. The job's final status; ``StoppedWaiting`` on a ``KeyboardInterrupt``."""
     console = console or Console(stderr=True)
     stop = stop or threading.Event()
     asked = False
@@ -448,29 +454,32 @@ def follow(
     )
     with Progress(*columns, console=console, disable=not show_progress) as progress:
         bar = progress.add_task("queued", total=None)
-        while True:
-            job = selector.status(status_url)
-            if stop.is_set() and not asked and job["status"] not in FINAL:
-                asked = True
-                said = selector.cancel(status_url)
-                progress.console.print(
-                    f"Ctrl-C: {said}; following it to its end (Ctrl-C again to stop waiting)",
-                    highlight=False,
-                    markup=False,
-                    soft_wrap=True,
-                )
+        try:
+            while True:
                 job = selector.status(status_url)
-            done = job.get("result") or job.get("progress") or {}
-            progress.update(
-                bar,
-                description=describe(job),
-                total=done.get("selected"),
-                completed=done.get("done", 0),
-            )
-            if job["status"] in FINAL:
-                return job
-            pause = DEFERRED_POLL if job["status"] == "deferred" else selector.poll_interval
-            _sleep(pause, stop if not asked else None)
+                if stop.is_set() and not asked and job["status"] not in FINAL:
+                    said = selector.cancel(status_url)
+                    asked = True
+                    progress.console.print(
+                        f"Ctrl-C: {said}; following it to its end (Ctrl-C again to stop waiting)",
+                        highlight=False,
+                        markup=False,
+                        soft_wrap=True,
+                    )
+                    job = selector.status(status_url)
+                done = job.get("result") or job.get("progress") or {}
+                progress.update(
+                    bar,
+                    description=describe(job),
+                    total=done.get("selected"),
+                    completed=done.get("done", 0),
+                )
+                if job["status"] in FINAL:
+                    return job
+                pause = DEFERRED_POLL if job["status"] == "deferred" else selector.poll_interval
+                _sleep(pause, stop if not asked else None)
+        except KeyboardInterrupt:
+            raise StoppedWaiting(status_url, asked=asked) from None
 
 
 def _sleep(seconds: float, stop: threading.Event | None) -> None:
@@ -494,17 +503,15 @@ def select(
     console = console or Console(stderr=True)
     status_url = selector.start(body)
     stop = threading.Event()
+    where = str(selector.http.base_url.join(status_url))
     try:
         with ctrl_c_stops(stop):
-            where = selector.http.base_url.join(status_url)
             console.print(f"selection job: {where}", highlight=False, soft_wrap=True)
             return follow(
                 selector, status_url, stop=stop, console=console, show_progress=show_progress
             )
-    except KeyboardInterrupt:
-        raise StoppedWaiting(status_url) from None
     except SubmitError as exc:
-        raise SubmitError(f"{exc} (the job may still run: {status_url})") from exc
+        raise SubmitError(f"{exc} (the job may still run: {where})") from exc
 
 
 def selection_exit_code(job: dict[str, Any]) -> int:

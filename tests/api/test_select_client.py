@@ -430,7 +430,8 @@ def test_the_bar_says_why_the_job_waits_and_a_second_ctrl_c_stops_waiting(
         helper.check()
         url = stopped.value.status_url
         # The job was asked to stop once, and stops at its next check.
-        assert selector.cancels == 1
+        assert selector.cancels == 1 and stopped.value.asked
+        assert "it was asked to stop after its current batch" in str(stopped.value)
         final = wait_for(lambda: _final(http, url))
     finally:
         http.close()
