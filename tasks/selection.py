@@ -26,7 +26,7 @@ from datetime import date, datetime, time
 from typing import Annotated, Any, Self
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from sqlalchemy import ColumnElement, Connection, and_, column, func, or_, select, table
 
 from tasks.schema import LIVE_TABLE
@@ -39,8 +39,28 @@ SAMPLE = 20
 
 ListId = Annotated[int, Field(ge=0, le=2**63 - 1)]
 Text = Annotated[str, Field(min_length=1, max_length=20)]
-# Dates come as JSON text (2024-01-01, 2024-01-01T08:00:00-05:00): parsed, not strict.
-Moment = Annotated[datetime, Strict(False)] | Annotated[date, Strict(False)]
+
+
+def _moment(value: object) -> object:
+    """A filter's date from its JSON text: ISO 8601 only (``2024-01-01``, ``2024-01-01T08:00``,
+    ``2024-01-01T08:00:00-05:00``); a number (pydantic would read a Unix time) or any other
+    text is refused. A date or datetime given in Python passes as it is."""
+    if isinstance(value, date):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("must be a date (2024-01-01) or a datetime (2024-01-01T08:00:00) as text")
+    try:
+        if len(value) == 10:
+            return date.fromisoformat(value)
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(
+            "must be an ISO 8601 date (2024-01-01) or datetime (2024-01-01T08:00:00-05:00)"
+        ) from None
+
+
+# A date (its midnight) or a datetime, as JSON text; kept as given (a date stays a date).
+Moment = Annotated[date | datetime, BeforeValidator(_moment)]
 
 _live = table(
     LIVE_TABLE,

@@ -207,8 +207,30 @@ def test_the_walk_resumes_from_its_checkpoint_without_skipping_or_repeating(
         ({"list_ids": ["1001"]}, "valid integer"),
         ({"statuses": ["SALE"], "campaign": ["X"]}, "Extra inputs"),
         ({"entry_date_before": "yesterday"}, "entry_date_before"),
+        # A number is no date (pydantic alone would read it as a Unix time), nor is its text.
+        ({"entry_date_before": 20240101}, "as text"),
+        ({"last_call_before": "1704067200"}, "ISO 8601"),
+        ({"last_call_before": "2024-13-01"}, "ISO 8601"),
     ],
 )
 def test_a_selection_without_a_usable_filter_is_refused(body: dict[str, Any], says: str) -> None:
     with pytest.raises(ValidationError, match=says):
         SelectionFilters.model_validate(body)
+
+
+@pytest.mark.parametrize(
+    ("text", "kept"),
+    [
+        ("2024-01-01", date(2024, 1, 1)),
+        ("2024-01-01T08:30:00", datetime(2024, 1, 1, 8, 30)),
+        ("2024-01-01T08:30:00-05:00", datetime(2024, 1, 1, 13, 30, tzinfo=UTC)),
+    ],
+)
+def test_dates_are_read_from_iso_text_and_shown_as_given(text: str, kept: date) -> None:
+    filters = SelectionFilters.model_validate({"entry_date_before": text})
+    assert filters.entry_date_before == kept
+    assert type(filters.entry_date_before) is type(kept)
+    # What the job's status shows, and its message carries: the same value, the same text.
+    shown = filters.model_dump(mode="json")["entry_date_before"]
+    assert shown == text
+    assert SelectionFilters.model_validate({"entry_date_before": shown}) == filters

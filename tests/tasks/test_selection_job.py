@@ -271,10 +271,14 @@ def test_a_busy_server_pauses_the_walk_and_its_progress_says_why(
         for connection in (*sleepers, kill):
             connection.close()
 
-    assert ending.status == "succeeded" and steward.sleeps == 1
+    assert ending.status == "succeeded" and steward.sleeps >= 1
     waiting = [progress.waiting for _, progress in steward.saves]
-    # The first save, then the wait (no batch ran yet), then the batches without a reason.
+    # The first save, then the wait (no batch ran yet), then the batches without a reason (a
+    # server that other clients keep busy, as the test's own machine may be, adds waits).
     assert waiting[0] is None and "Threads_running" in (waiting[1] or "")
     assert steward.saves[1][0].done == 0
-    assert all(reason is None for reason in waiting[2:])
+    assert waiting.count(None) == 1 + -(-len(SELECTED) // BATCH)
+    for (saved, progress), (previous, _) in zip(steward.saves[1:], steward.saves, strict=False):
+        if progress.waiting is not None:  # a wait runs no batch
+            assert saved.done == previous.done
     assert_archived_or_left_live(conn, before, ending.report)
