@@ -364,7 +364,8 @@ def _run(
             failed = JobOutcome(
                 job_id,
                 record.owner,
-                _lead_count(record, None),
+                # A selection's runs saved their progress since this record was read.
+                _lead_count(jobs.get(job_id) or record, None),
                 request.requested(),
                 error=type(exc).__name__,
                 event_code=kind.event_code,
@@ -375,8 +376,10 @@ def _run(
         raise
     if outcome.status == "lost":
         return _lost(job_id, fields)
-    if outcome.status == "deferred" and outcome.not_before is not None:
+    if outcome.status == "deferred":
         # A selection paused between two batches: office hours began.
+        if outcome.not_before is None:
+            raise ValueError("a run deferred without the time office hours end")
         return _defer(rt, job_id, outcome.not_before, lease, fields)
     if outcome.status == "continued":
         # A selection that used its share of the time limit: queued again, then its next

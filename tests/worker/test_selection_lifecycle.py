@@ -229,3 +229,24 @@ def assert_moved(vicidial: Connection, before: dict[int, Any], lead_ids: list[in
 
 def _iso(moment: datetime) -> str:
     return moment.isoformat(timespec="milliseconds")
+
+
+def test_a_selection_that_fails_mid_way_shows_what_it_did(
+    job: Job, vicidial: Connection, clock: Clock
+) -> None:
+    clock.set(FRIDAY_NIGHT, FRIDAY_NIGHT, FRIDAY_NIGHT, MONDAY_MORNING)
+    assert job.deliver()["status"] == "deferred"  # two batches run
+    # Meanwhile someone changes the archive table: the next batch refuses to run on it.
+    vicidial.exec_driver_sql("ALTER TABLE vicidial_list_archive DROP COLUMN comments")
+    vicidial.commit()
+    clock.set(MONDAY_EVENING)
+    release_due_jobs(job.app)
+
+    failed = job.deliver()
+
+    assert failed["status"] == "failed", failed
+    view = job.view()
+    assert view["status"] == "failed" and view["error"]["type"] == failed["error"]
+    assert view["result"]["done"] == 2 * BATCH  # what its earlier run did
+    (row,) = admin_log_rows(vicidial)
+    assert f"leads={2 * BATCH} actions=insert,delete status=failed" in row["event_notes"]
