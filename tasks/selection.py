@@ -145,6 +145,12 @@ class Batch:
     done: bool
 
 
+def highest_lead_id(conn: Connection) -> int:
+    """The highest lead_id in vicidial_list now (0 when it is empty)."""
+    top: Any = conn.execute(select(func.max(_live.c.lead_id))).scalar()
+    return int(top or 0)
+
+
 def next_batch(
     conn: Connection,
     filters: SelectionFilters,
@@ -153,13 +159,15 @@ def next_batch(
     limit: int,
     *,
     lists: Lists | None = None,
+    until: int | None = None,
     window: int = WINDOW,
 ) -> Batch:
     """The next (at most) ``limit`` selected leads with a lead_id above ``after``, in order
-    (with ``lists``, only leads of those lists)."""
+    (with ``lists``, only leads of those lists; with ``until``, none above that lead_id)."""
     condition = filters.condition(zone, lists)
-    top: Any = conn.execute(select(func.max(_live.c.lead_id))).scalar()
-    highest = int(top or 0)
+    highest = highest_lead_id(conn)
+    if until is not None:
+        highest = min(highest, until)
     found: list[int] = []
     position = after
     while len(found) < limit and position < highest:
@@ -183,13 +191,16 @@ def count(
     zone: ZoneInfo,
     *,
     lists: Lists | None = None,
+    until: int | None = None,
     window: int = WINDOW,
 ) -> tuple[int, list[int]]:
-    """How many live leads the filters select (with ``lists``, of those lists only), and the
-    first ``SAMPLE`` of them; read window by window, like the walk, never in one statement."""
+    """How many live leads the filters select (with ``lists``, of those lists only; with
+    ``until``, none above that lead_id), and the first ``SAMPLE`` of them; read window by window,
+    like the walk, never in one statement."""
     condition = filters.condition(zone, lists)
-    top: Any = conn.execute(select(func.max(_live.c.lead_id))).scalar()
-    highest = int(top or 0)
+    highest = highest_lead_id(conn)
+    if until is not None:
+        highest = min(highest, until)
     total, position = 0, 0
     sample: list[int] = []
     while position < highest:

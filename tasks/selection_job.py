@@ -18,8 +18,10 @@ Invariants:
   job now carries on);
 - before every batch the throttles are asked (``tasks.throttle``); while they say wait, the job
   waits, and its progress says why (``waiting``);
-- ``selected`` is counted once, when the job starts: the leads the filters selected then.
-  ``done`` counts the leads walked; leads the dialer adds or changes meanwhile may make it differ;
+- the selection is taken among the leads that exist when the job starts: the walk ends at the
+  highest lead_id of that moment (``until_lead_id``), so a lead the dialer adds to a selected
+  list while the job runs is not archived with it. ``selected`` is counted then too; ``done``
+  counts the leads walked, and leads changed meanwhile (a status, a call) may make it differ;
 - ``left_live`` lists the leads a delete left in ``vicidial_list`` (at most ``LEFT_LIVE_SHOWN``,
   and their total): without ``delete_leads`` it is empty.
 
@@ -41,7 +43,7 @@ from sqlalchemy import Connection
 from tasks.archive import BatchReport, Tuning, make_report, run_batch
 from tasks.requests import SelectionRequest
 from tasks.scopes import Lists
-from tasks.selection import count, next_batch
+from tasks.selection import count, highest_lead_id, next_batch
 from tasks.throttle import Throttles
 
 # At most this many leads left live are listed in the result (their total is always given).
@@ -69,6 +71,11 @@ class SelectionReport(BaseModel):
     done: int = Field(default=0, ge=0, description="Leads walked")
     last_lead_id: int = Field(
         default=0, ge=0, description="Every selected lead up to this lead_id has been walked"
+    )
+    until_lead_id: int = Field(
+        default=0,
+        ge=0,
+        description="The highest lead_id when the job began: leads added later are not selected",
     )
     counts: dict[str, dict[str, int]] = Field(
         default_factory=dict, description="Every batch's counts, summed"
@@ -157,9 +164,11 @@ def run_selection(
     itself back; see the module docstring."""
     filters, actions = request.filters(), request.actions()
     if checkpoint is None:
-        selected, sample = count(conn, filters, zone, lists=lists)
+        until = highest_lead_id(conn)
+        selected, sample = count(conn, filters, zone, lists=lists, until=until)
         report = SelectionReport(
             selected=selected,
+            until_lead_id=until,
             # Every requested action's outcomes, at zero until a batch counts some.
             counts=make_report([], {}, actions, scoped=lists is not None).counts,
             sample=sample if request.dry_run else None,
@@ -180,7 +189,15 @@ def run_selection(
             if answer == "running":
                 steward.sleep(THROTTLE_PAUSE)
             continue
-        batch = next_batch(conn, filters, zone, report.last_lead_id, batch_size, lists=lists)
+        batch = next_batch(
+            conn,
+            filters,
+            zone,
+            report.last_lead_id,
+            batch_size,
+            lists=lists,
+            until=report.until_lead_id,
+        )
         if batch.lead_ids:
             done = run_batch(conn, batch.lead_ids, actions, tuning, lists=lists)
             report.add(done, delete=actions.delete)

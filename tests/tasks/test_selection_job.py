@@ -53,11 +53,14 @@ class Steward:
     interrupt_after: int | None = None
     interrupt: Ended = "continued"
     on_sleep: Any = None
+    on_save: Any = None
     saves: list[tuple[SelectionReport, SelectionProgress]] = field(default_factory=list)
     sleeps: int = 0
 
     def save(self, report: SelectionReport, progress: SelectionProgress) -> str:
         self.saves.append((report.model_copy(deep=True), progress))
+        if self.on_save is not None:
+            self.on_save()
         if self.stop_after is not None and len(self.saves) > self.stop_after:
             return "stopping"
         return "running"
@@ -282,3 +285,20 @@ def test_a_busy_server_pauses_the_walk_and_its_progress_says_why(
         if progress.waiting is not None:  # a wait runs no batch
             assert saved.done == previous.done
     assert_archived_or_left_live(conn, before, ending.report)
+
+
+def test_leads_added_while_the_job_runs_are_not_selected(conn: Connection) -> None:
+    fill(conn)
+
+    def dialer_adds_a_lead() -> None:  # to the very list being archived, after the job began
+        if len(steward.saves) == 1:
+            insert_leads(conn, lead_rows(1, first_lead_id=LEADS + 1, list_id=1001, seed=77))
+            conn.commit()
+
+    steward = Steward(on_save=dialer_adds_a_lead)
+    ending = walk(conn, request(), steward)
+
+    assert ending.status == "succeeded"
+    assert ending.report.until_lead_id == LEADS
+    assert ending.report.done == ending.report.selected == len(SELECTED)
+    assert LEADS + 1 in live(conn) and LEADS + 1 not in archive(conn)
