@@ -139,6 +139,7 @@ from bench.engine import (
     NoiseStats,
     Outbox,
     Probe,
+    ProbeSamples,
     ProbeStats,
     StatementTimer,
     cost_table,
@@ -600,8 +601,8 @@ def selection_note(final: dict[str, Any], posted: float, followed: Followed) -> 
         f"left live {result.get('left_live_total', 0):,}",
         f"runs {final.get('attempts')}",
     ]
-    if final.get("started_at"):
-        parts.append(f"queue wait {(epoch(final['started_at']) - posted) * 1000:.0f} ms")
+    if final.get("started_at"):  # a selection's started_at is its last run's start
+        parts.append(f"last run began at +{epoch(final['started_at']) - posted:.1f} s")
     parts.append(f"{followed.polls} polls")
     return ", ".join(parts)
 
@@ -689,8 +690,17 @@ class SelectionWalk:
         if jobs.start(job_id, token, timedelta(hours=1)) != "started":
             return ToolOutcome(0.0, 0.0, failed="the job store did not start the job")
         steward = WalkSteward(jobs, job_id, token)
+        first_save: list[float] = []  # when the walk saved its first checkpoint (after count)
+        save = steward.save
+
+        def first(report: SelectionReport, progress: SelectionProgress) -> str | None:
+            if not first_save:
+                first_save.append(time.perf_counter())
+            return save(report, progress)
+
+        steward.save = first  # type: ignore[method-assign]
         statements = Breakdown()
-        windows = {"seconds": 0.0, "calls": 0}
+        windows: list[float] = []  # seconds of each next_batch call
         batches = {"seconds": 0.0, "calls": 0}
 
         def timed_next_batch(*args: Any, **kwargs: Any) -> Any:
@@ -698,8 +708,7 @@ class SelectionWalk:
             try:
                 return next_batch(*args, **kwargs)
             finally:
-                windows["seconds"] += time.perf_counter() - started
-                windows["calls"] += 1
+                windows.append(time.perf_counter() - started)
 
         def timed_run_batch(*args: Any, **kwargs: Any) -> Any:
             started = time.perf_counter()
@@ -728,16 +737,23 @@ class SelectionWalk:
             cpu = time.thread_time() - cpu
         n = max(1, int(batches["calls"]))
         statements.batches, statements.wall = n, float(batches["seconds"])
+        holds = sorted(statements.holds) or [0.0]
+        window_seconds = sum(windows)
         profile = {
             "wall_s": round(wall, 2),
             "batches": n,
-            "window_reads_ms_per_batch": ms(windows["seconds"] / n),
-            "window_calls": windows["calls"],
+            "selected_counted_s": round(first_save[0] - started, 3) if first_save else None,
+            "window_reads_ms_per_batch": ms(window_seconds / n),
+            "window_read_max_ms": ms(max(windows, default=0.0)),
+            "window_calls": len(windows),
             "run_batch_ms_per_batch": ms(batches["seconds"] / n),
+            "run_batch_hold_p50_ms": ms(holds[len(holds) // 2]),
+            "run_batch_hold_p99_ms": ms(holds[min(len(holds) - 1, int(len(holds) * 0.99))]),
+            "run_batch_hold_max_ms": ms(holds[-1]),
             "checkpoint_ms_per_save": ms(steward.seconds / max(1, steward.saves)),
             "checkpoint_saves": steward.saves,
             "rest_ms_per_batch": ms(
-                (wall - windows["seconds"] - batches["seconds"] - steward.seconds) / n
+                (wall - window_seconds - batches["seconds"] - steward.seconds) / n
             ),
             "run_batch_statements_ms_per_batch": statements.per_batch_ms(),
             "run_batch_statements_per_batch": {
@@ -748,7 +764,8 @@ class SelectionWalk:
             else None,
         }
         note = (
-            f"per batch: windows {profile['window_reads_ms_per_batch']} ms, run_batch"
+            f"count {profile['selected_counted_s']} s; per batch: windows"
+            f" {profile['window_reads_ms_per_batch']} ms, run_batch"
             f" {profile['run_batch_ms_per_batch']} ms, checkpoint"
             f" {profile['checkpoint_ms_per_save']} ms, rest {profile['rest_ms_per_batch']} ms"
         )
@@ -858,6 +875,27 @@ class Run:
     load_average: list[float] = field(default_factory=list)
     noise: NoiseStats | None = None
     profile: dict[str, Any] = field(default_factory=dict)
+    # (second of the run, slots due in it, the latest of them in ms, slots > 10 ms late): the
+    # seconds in which some slot was more than 20 ms late, the first LATE_SECONDS of them
+    late_by_second: list[tuple[int, int, float, int]] = field(default_factory=list)
+
+
+LATE_SECONDS = 120
+
+
+def late_by_second(samples: ProbeSamples, start: float) -> list[tuple[int, int, float, int]]:
+    """Where in the run the probe fell behind: per second since ``start``, the slots due, the
+    latest one (ms) and how many were over 10 ms late; only seconds with one over 20 ms."""
+    seconds: dict[int, list[float]] = {}
+    for due, late in zip(samples.due, samples.late, strict=False):
+        if due >= start:
+            seconds.setdefault(int(due - start), []).append(late)
+    found = [
+        (second, len(lates), ms(max(lates)), sum(1 for x in lates if x > 0.010))
+        for second, lates in sorted(seconds.items())
+        if max(lates) > 0.020
+    ]
+    return found[:LATE_SECONDS]
 
 
 def per_10k(seconds: float, leads: int) -> float | None:
@@ -931,6 +969,7 @@ def one_run(
     with noise, probe, writer or contextlib.nullcontext():
         probe.record(True)
         db_before = cpu_seconds(servers)
+        run_started = time.monotonic()
         outcome = run(data)
         db_after = cpu_seconds(servers)
         probe.record(False)
@@ -948,6 +987,7 @@ def one_run(
     result.reset_seconds = round(reset_seconds, 1)
     result.load_average = [round(x, 2) for x in os.getloadavg()]
     result.noise = noise.stats
+    result.late_by_second = late_by_second(samples, run_started)
     if writer is not None and writes.error and not writes.applied:
         raise RuntimeError(f"the writer failed: {writes.error}")
     archived = result.archived
