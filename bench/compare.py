@@ -19,6 +19,11 @@ leads, each run starting from the same freshly copied table:
   statement by statement, the checkpoint saves), into the JSON's ``profile``;
 - **ours, engine only**: the same batches through ``tasks.archive.run_batch`` in this process,
   one after another, without the API, Celery or the client: what the service adds;
+- **restore**: the list archived and deleted first by ``run_batch`` (untimed, before the probe
+  starts), then restored by ``tasks.archive.restore.run_restore`` (the engine of ``POST
+  /vicidial/leads/dearchive``) in this process, 500 leads a batch in ``lead_id`` order: restore's
+  leads/s on the same data (leads restored / wall time). The judge then expects every lead of the
+  list live again with its newest version;
 - **bare verified SQL**: three 500-row statements per batch (``INSERT ... SELECT``, ``UPDATE ...
   JOIN`` where the copy differs, ``DELETE ... JOIN`` guarded by every column equal, NULL-safe and
   byte-exact), from ``bench/engine.py``; the speed a verified set-based batch can reach;
@@ -163,6 +168,7 @@ from bench.oracle import (
 from bench.report import epoch
 from tasks import selection_job
 from tasks.archive import Tuning, q, run_batch
+from tasks.archive.restore import run_restore
 from tasks.db import make_engine
 from tasks.ddl import create_vicidial_tables
 from tasks.jobs import RedisJobStore
@@ -182,6 +188,7 @@ TOOLS = (
     "selection",
     "selection-walk",
     "engine",
+    "restore",
     "bare",
     "recipe",
     "pt-row",
@@ -195,6 +202,7 @@ TOOL_NAMES = {
     "selection": "ours, by selection: 1 POST -> API -> worker",
     "selection-walk": "ours, by selection: the walk in process (profile)",
     "engine": "ours, engine only: run_batch in process",
+    "restore": "restore: run_restore in process (after an untimed archive)",
     "bare": "bare verified SQL, 500-row statements",
     "recipe": "Vicidial recipe, 500-lead chunks",
     "pt-row": "pt-archiver --limit 500 --commit-each",
@@ -788,6 +796,27 @@ def run_engine(data: Dataset) -> ToolOutcome:
         return ToolOutcome(time.perf_counter() - started, time.thread_time() - cpu)
 
 
+class Restore:
+    """Restore the list after archiving it untimed: ``prepare`` archives, the call restores."""
+
+    def prepare(self, data: Dataset) -> None:
+        run_engine(data)
+
+    def __call__(self, data: Dataset) -> ToolOutcome:
+        tuning = Tuning()
+        restored = 0
+        with data.engine.connect() as conn:
+            cpu = time.thread_time()
+            started = time.perf_counter()
+            for chunk in in_chunks(data.archive_ids):
+                report = run_restore(conn, chunk, False, tuning)
+                restored += report.counts["restore"]["restored"]
+            wall = time.perf_counter() - started
+            cpu = time.thread_time() - cpu
+        failed = "" if restored == len(data.archive_ids) else f"restored {restored:,}"
+        return ToolOutcome(wall, cpu, failed=failed, profile={"restored": restored})
+
+
 def run_bare(data: Dataset) -> ToolOutcome:
     """The bare verified SQL of ``bench/engine.py``, 500 leads a batch, in ``lead_id`` order."""
     conn = mysql_connect(data.url_text)
@@ -912,6 +941,8 @@ def graded(
 ) -> Run:
     """A run's figures from the tool's own account and the oracle's verdict."""
     archived = verdict.checked - verdict.live
+    if "restored" in outcome.profile:  # restore: every lead live again is the figure
+        archived = min(int(outcome.profile["restored"]), verdict.live)
     written = {lead for lead, _, _ in writes.applied}
     result = Run(
         tool=tool,
@@ -958,6 +989,9 @@ def one_run(
     # The judge's reference: the rows to be archived, as they are before the run (bench/oracle.py).
     copy = take_copy(data.engine, f"list_id = {ARCHIVE_LIST}")
     log(f"{mode}: {TOOL_NAMES[tool]} (table copied in {reset_seconds:.1f} s)")
+    prepare = getattr(run, "prepare", None)
+    if prepare is not None:  # untimed, before the probe starts (restore: archive the list)
+        prepare(data)
     port = data.url.port or 3306
     servers = {k: v for k, v in find_servers(port).items() if k.startswith("mariadb")}
     probe = Probe(data.url_text, data.leads, args.probe_interval_ms / 1000, seed, thread=False)
@@ -1347,6 +1381,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         tools: dict[str, Callable[[Dataset], ToolOutcome]] = {
             "selection-walk": SelectionWalk(rclient),
             "engine": run_engine,
+            "restore": Restore(),
             "bare": run_bare,
             "recipe": run_recipe,
             **{t: pt_tool(t) for t in PT_OPTIONS},
