@@ -145,6 +145,9 @@ class Killer:
         checkpoint = int((after.get("progress") or {}).get("done", 0))
         self.kills.append(Kill(round(at, 1), done, checkpoint, int(after.get("attempts") or 0)))
         log(f"  kill {len(self.kills)} at {at:.1f} s: checkpoint {checkpoint:,} of {selected:,}")
+        # The killed worker's log is kept (the new worker's starts afresh).
+        worker_log = self.live.logs / "worker.log"
+        worker_log.rename(worker_log.with_name(f"worker-{len(self.kills)}.log"))
         self.live.start_worker()
 
 
@@ -291,7 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         outcome = grade(final, verdict, live_now, killer.kills, seconds, args.kills, writes)
         results["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
         results["progress"] = followed.samples
-        results["worker_log"] = str(logs / "worker.log")
+        results["worker_logs"] = str(logs)
 
     print_outcome(outcome, results)
     if args.json:
