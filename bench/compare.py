@@ -689,6 +689,7 @@ class SelectionWalk:
     """``run_selection`` in this process on the list, every part timed (a profile)."""
 
     redis: redis.Redis
+    batch_size: int = BATCH  # the service's is LEADARCHIVE_MAX_LEAD_IDS (500)
 
     def __call__(self, data: Dataset) -> ToolOutcome:
         request = SelectionRequest.model_validate(json.loads(selection_body(ARCHIVE_LIST)))
@@ -738,7 +739,7 @@ class SelectionWalk:
                 request,
                 steward,
                 zone=ZoneInfo("UTC"),
-                batch_size=BATCH,
+                batch_size=self.batch_size,
                 tuning=Tuning(),
             )
             wall = time.perf_counter() - started
@@ -749,6 +750,7 @@ class SelectionWalk:
         window_seconds = sum(windows)
         profile = {
             "wall_s": round(wall, 2),
+            "batch_size": self.batch_size,
             "batches": n,
             "selected_counted_s": round(first_save[0] - started, 3) if first_save else None,
             "window_reads_ms_per_batch": ms(window_seconds / n),
@@ -1337,6 +1339,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--poll-s", type=float, default=1.0, help="selection: seconds between status polls"
     )
+    parser.add_argument(
+        "--walk-batch", type=int, default=BATCH, help="selection-walk: leads per batch"
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--url", default=DEFAULT_URL, help="MariaDB server URL, no database")
     parser.add_argument("--redis-url", default=DEFAULT_REDIS, help="Redis server URL, no database")
@@ -1379,7 +1384,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"loaded in {results['load_seconds']} s")
 
         tools: dict[str, Callable[[Dataset], ToolOutcome]] = {
-            "selection-walk": SelectionWalk(rclient),
+            "selection-walk": SelectionWalk(rclient, args.walk_batch),
             "engine": run_engine,
             "restore": Restore(),
             "bare": run_bare,
