@@ -85,14 +85,20 @@ def allowed_methods(request: Request) -> list[str]:
     """Every method some route serves at this request's path.
 
     Starlette answers 405 with the methods of the first route whose path matched, so a path
-    served by two routes (GET and DELETE of a job) would claim to allow only one of them.
+    served by two routes (GET and DELETE of a job) would claim to allow only one of them. A path
+    that a route names literally is that route's alone: ``/vicidial/leads/archive/selection``
+    (POST) also fits ``/vicidial/leads/archive/{job_id}``, but is no job's URL.
     """
-    methods: set[str] = set()
+    literal: set[str] = set()
+    templated: set[str] = set()
+    # Without the parameters the route that answered 405 put in the scope.
+    scope = {**request.scope, "path_params": {}}
     for route in request.app.router.routes:
-        match, _ = route.matches(request.scope)
+        match, child = route.matches(scope)
         if match != Match.NONE:
-            methods |= getattr(route, "methods", None) or set()
-    return sorted(methods)
+            methods = getattr(route, "methods", None) or set()
+            (templated if child.get("path_params") else literal).update(methods)
+    return sorted(literal or templated)
 
 
 def install(app: FastAPI) -> None:

@@ -40,14 +40,18 @@ _ACTIONS = ("insert_leads", "update_leads", "delete_leads")
 NO_ACTION = "at least one of insert_leads, update_leads, delete_leads must be true"
 
 
-def _request_schema(schema: dict[str, Any]) -> None:
-    schema["examples"] = [SEED_EXAMPLE]
+def _some_action_schema(schema: dict[str, Any]) -> None:
     # At least one action: insert_leads and update_leads default to true, delete_leads to false,
     # so only a body that sets all three to false (two of them explicitly) has none.
     schema["not"] = {
         "required": ["insert_leads", "update_leads"],
         "properties": {name: {"const": False} for name in _ACTIONS},
     }
+
+
+def _request_schema(schema: dict[str, Any]) -> None:
+    schema["examples"] = [SEED_EXAMPLE]
+    _some_action_schema(schema)
 
 
 class ArchiveFlags(BaseModel):
@@ -192,17 +196,45 @@ SELECTION_EXAMPLE: dict[str, Any] = {
 }
 
 
+_FILTERS = tuple(SelectionFilters.model_fields)
+
+
+def _selection_schema(schema: dict[str, Any]) -> None:
+    """The rules of a selection in its JSON schema too: a filter given is never null, at least
+    one filter, at least one action."""
+    schema["examples"] = [SELECTION_EXAMPLE]
+    for name in _FILTERS:
+        field = schema["properties"][name]
+        kept = [s for s in field.pop("anyOf", []) if s.get("type") != "null"]
+        field.pop("default", None)
+        if len(kept) == 1:
+            field.update(kept[0])
+        elif kept:
+            field["anyOf"] = kept
+    schema["anyOf"] = [{"required": [name]} for name in _FILTERS]
+    _some_action_schema(schema)
+
+
 class SelectionRequest(ArchiveFlags, SelectionFilters):
     """Archive every live lead the filters select (``tasks.selection``), batch by batch.
 
     No lead IDs: the job walks the selection in lead_id order (``tasks.selection_job``). At least
-    one filter and at least one action.
+    one filter, none of them null, and at least one action.
     """
 
-    model_config = ConfigDict(json_schema_extra={"examples": [SELECTION_EXAMPLE]})
+    model_config = ConfigDict(json_schema_extra=_selection_schema)
 
     # The Celery task that runs it (a stable name: in-flight messages and Flower refer to it).
     task_name: ClassVar[str] = "leadarchive.archive_selection"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_null_filter(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            nulls = [name for name in _FILTERS if name in data and data[name] is None]
+            if nulls:
+                raise ValueError(f"{', '.join(nulls)}: null is not a filter; leave it out")
+        return data
 
     @model_validator(mode="after")
     def _some_action(self) -> SelectionRequest:

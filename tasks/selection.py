@@ -22,7 +22,7 @@ Invariants:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from time import perf_counter, sleep
 from typing import Annotated, Any, Self
 from zoneinfo import ZoneInfo
@@ -41,7 +41,9 @@ SAMPLE = 20
 PAUSE = 1.0
 
 ListId = Annotated[int, Field(ge=0, le=2**63 - 1)]
-Text = Annotated[str, Field(min_length=1, max_length=20)]
+# Vicidial's widths: vicidial_list.status is VARCHAR(6), vicidial_lists.campaign_id VARCHAR(8).
+Status = Annotated[str, Field(min_length=1, max_length=6)]
+CampaignId = Annotated[str, Field(min_length=1, max_length=8)]
 
 
 def _moment(value: object) -> object:
@@ -74,7 +76,6 @@ _live = table(
     column("last_local_call_time"),
 )
 _lists = table("vicidial_lists", column("list_id"), column("campaign_id"))
-_DATETIME = "%Y-%m-%d %H:%M:%S"
 
 
 class SelectionFilters(BaseModel):
@@ -82,9 +83,11 @@ class SelectionFilters(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
+    # At most so many values: the largest selection still fits in the API's body limit (64 KB by
+    # default), even with every character of its text written as a JSON escape.
     list_ids: list[ListId] | None = Field(default=None, min_length=1, max_length=1000)
-    campaign_ids: list[Text] | None = Field(default=None, min_length=1, max_length=1000)
-    statuses: list[Text] | None = Field(default=None, min_length=1, max_length=1000)
+    campaign_ids: list[CampaignId] | None = Field(default=None, min_length=1, max_length=100)
+    statuses: list[Status] | None = Field(default=None, min_length=1, max_length=100)
     entry_date_before: Moment | None = Field(
         default=None, description="entry_date before this (a date: its midnight)"
     )
@@ -133,8 +136,59 @@ def _local(moment: datetime | date, zone: ZoneInfo) -> str:
     if not isinstance(moment, datetime):
         moment = datetime.combine(moment, time())
     elif moment.tzinfo is not None:
-        moment = moment.astimezone(zone).replace(tzinfo=None)
-    return moment.strftime(_DATETIME)
+        try:
+            moment = moment.astimezone(zone).replace(tzinfo=None)
+        except OverflowError:  # within hours of year 1 or 9999: before or after any lead
+            moment = datetime.min if moment.year == 1 else datetime.max
+    if moment.microsecond and moment < datetime.max.replace(microsecond=0):
+        # DATETIME holds whole seconds: before 08:30:15.5 is before 08:30:16.
+        moment = moment.replace(microsecond=0) + timedelta(seconds=1)
+    # Not strftime: its %Y writes year 1 as "1", which MariaDB reads as 2001.
+    return moment.isoformat(sep=" ", timespec="seconds")
+
+
+# The column each text filter is compared with: its character set says which values it can hold.
+_TEXT_COLUMNS = {
+    "statuses": (LIVE_TABLE, "status"),
+    "campaign_ids": ("vicidial_lists", "campaign_id"),
+}
+
+
+def storable(conn: Connection, filters: SelectionFilters) -> SelectionFilters:
+    """The filters without the text values their columns cannot hold (a 4-byte character in
+    Vicidial's ``utf8`` columns, anything beyond Latin-1 in an old install's ``latin1`` ones):
+    such a value is no lead's status or campaign, and sent to MariaDB it
+    would fail the statement ("illegal mix of collations"). A filter left with no value matches
+    no lead. (A lone surrogate never gets here: the request model refuses it.)"""
+    charsets: dict[str, str] = {}
+    if conn.dialect.name == "mysql":
+        for name, (table_name, column_name) in _TEXT_COLUMNS.items():
+            found = conn.exec_driver_sql(
+                "SELECT CHARACTER_SET_NAME FROM information_schema.COLUMNS"
+                " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s AND COLUMN_NAME = %s",
+                (table_name, column_name),
+            ).scalar()
+            charsets[name] = str(found or "")
+    kept: dict[str, list[str]] = {}
+    for name in _TEXT_COLUMNS:
+        values: list[str] | None = getattr(filters, name)
+        if values is not None:
+            kept[name] = [value for value in values if _fits(value, charsets.get(name, ""))]
+    return filters.model_copy(update=kept)
+
+
+def _fits(value: str, charset: str) -> bool:
+    """Whether a column of this MariaDB character set can hold ``value``."""
+    if charset in ("utf8", "utf8mb3"):
+        return all(ord(char) <= 0xFFFF for char in value)
+    if charset == "latin1":  # MariaDB's latin1 is Windows-1252
+        try:
+            value.encode("cp1252")
+        except UnicodeEncodeError:
+            return False
+    if charset == "ascii":
+        return value.isascii()
+    return True
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,7 +43,7 @@ from sqlalchemy import Connection
 from tasks.archive import BatchReport, Tuning, make_report, run_batch
 from tasks.requests import SelectionRequest
 from tasks.scopes import Lists
-from tasks.selection import count, highest_lead_id, next_batch
+from tasks.selection import count, highest_lead_id, next_batch, storable
 from tasks.throttle import Throttles
 
 # At most this many leads left live are listed in the result (their total is always given).
@@ -162,7 +162,7 @@ def run_selection(
 ) -> Ending:
     """Walk the selection from ``checkpoint`` (None: from the start) until it ends or must give
     itself back; see the module docstring."""
-    filters, actions = request.filters(), request.actions()
+    filters, actions = storable(conn, request.filters()), request.actions()
     if checkpoint is None:
         until = highest_lead_id(conn)
         selected, sample = count(conn, filters, zone, lists=lists, until=until)

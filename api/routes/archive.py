@@ -74,14 +74,18 @@ async def status(job: OwnedJob) -> dict[str, Any]:
     return job.view()
 
 
+# The cancel route's answers, under every path it serves (a job's URL under any kind's path).
+CANCEL_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: body(JobView, "The cancelled job"),
+    202: body(JobView, "A running selection: it stops after its current batch"),
+    **openapi.problems(401, 404, 409, 503),
+}
+
+
 @router.delete(
     f"{ARCHIVE_PATH}/{{job_id}}",
     summary="Cancel a job that has not started, or stop a selection after its current batch",
-    responses={
-        200: body(JobView, "The cancelled job"),
-        202: body(JobView, "A running selection: it stops after its current batch"),
-        **openapi.problems(401, 404, 409, 503),
-    },
+    responses=CANCEL_RESPONSES,
 )
 async def cancel(job: OwnedJob, job_id: JobId, services: Svc) -> JSONResponse:
     # The job first: its key is checked (401) before its ID (404).

@@ -46,5 +46,5 @@ router.add_api_route(
     archive.cancel,
     methods=["DELETE"],
     summary="Cancel a restore job that has not started",
-    responses={200: body(JobView, "The cancelled job"), **openapi.problems(401, 404, 409, 503)},
+    responses=archive.CANCEL_RESPONSES,
 )

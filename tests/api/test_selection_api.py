@@ -164,9 +164,12 @@ def _status(conn: Connection) -> int:
         (ALICE, {"list_ids": [1], "insert_leads": False, "update_leads": False}, 422, "be true"),
         (ALICE, {"list_ids": [1001], "lead_ids": [1]}, 422, "lead_ids"),
         (ALICE, {"list_ids": ["1001"]}, 422, "list_ids"),
+        (ALICE, {"list_ids": [1001.0]}, 422, "list_ids"),
         (ALICE, {"list_ids": []}, 422, "list_ids"),
         (ALICE, {"last_call_before": "last tuesday"}, 422, "last_call_before"),
         (ALICE, {"statuses": ["NEW"], "delete_lead": True}, 422, "delete_lead"),
+        (ALICE, {"statuses": ["NEW"], "list_ids": None}, 422, "list_ids: null is not a filter"),
+        (ALICE, {"entry_date_before": 20240101}, 422, "as text"),
         (auth("archiver"), BODY, 403, "'selection'"),
         (auth("gentle"), BODY, 403, "'delete'"),
     ],
@@ -175,9 +178,12 @@ def _status(conn: Connection) -> int:
         "no action",
         "lead IDs",
         "list ID as text",
+        "list ID as a float",
         "empty filter",
         "not a date",
         "typo",
+        "null filter",
+        "number as a date",
         "key without selection",
         "key without delete",
     ],
@@ -198,3 +204,14 @@ def test_a_key_with_selection_may_select(
     answer = client.post(URL, json={**BODY, "dry_run": True}, headers=auth("selector"))
     final = poll_until_done(client, answer.headers["location"], auth("selector"))
     assert final["status"] == "succeeded" and final["result"]["selected"] == len(SELECTED)
+
+
+def test_a_method_the_selection_path_does_not_serve_is_405_allowing_post_only(
+    client: TestClient,
+) -> None:
+    # The path also fits the job status route's /vicidial/leads/archive/{job_id}; it is no
+    # job's URL, so only its own method is allowed.
+    answer = client.put(URL, json=BODY, headers=ALICE)
+    assert answer.status_code == 405 and answer.headers["allow"] == "POST"
+    job_url = "/vicidial/leads/archive/" + "A" * 22
+    assert client.put(job_url, headers=ALICE).headers["allow"] == "DELETE, GET"

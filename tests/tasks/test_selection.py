@@ -16,7 +16,7 @@ from sqlalchemy import Connection, Engine
 
 from tasks.ddl import create_vicidial_tables, drop_vicidial_tables
 from tasks.seed import insert_leads, lead_rows
-from tasks.selection import SAMPLE, SelectionFilters, count, next_batch
+from tasks.selection import SAMPLE, SelectionFilters, count, next_batch, storable
 
 ZONE = ZoneInfo("America/New_York")
 LEADS = 400
@@ -234,3 +234,44 @@ def test_dates_are_read_from_iso_text_and_shown_as_given(text: str, kept: date) 
     shown = filters.model_dump(mode="json")["entry_date_before"]
     assert shown == text
     assert SelectionFilters.model_validate({"entry_date_before": shown}) == filters
+
+
+def test_dates_at_the_ends_of_time_and_within_a_second_compare_as_the_database_does(
+    tables: tuple[Connection, list[Lead]],
+) -> None:
+    conn, leads = tables
+    dated = [lead.lead_id for lead in leads if lead.entry_date is not None]
+    last_second = [lead.lead_id for lead in leads if lead.entry_date == "2024-06-30 23:59:59"]
+
+    def selected(before: str) -> list[int]:
+        filters = SelectionFilters.model_validate({"entry_date_before": before})
+        return _walk(conn, filters, 1000, 5000)
+
+    # Year 1 and year 9999, hours off UTC: before and after every lead (never year 2001).
+    assert selected("0001-01-01T00:00:00+23:59") == []
+    assert selected("9999-12-31T23:59:59-23:59") == dated
+    # Half a second after a lead's entry_date: that lead is before it.
+    assert last_second
+    assert set(last_second) <= set(selected("2024-06-30T23:59:59.5"))
+    assert not set(last_second) & set(selected("2024-06-30T23:59:59"))
+
+
+def test_text_a_column_cannot_hold_matches_no_lead_and_fails_nothing(
+    tables: tuple[Connection, list[Lead]],
+) -> None:
+    conn, leads = tables
+    # A 4-byte character (Vicidial's utf8 columns hold none) beside "SALE".
+    given = {
+        "statuses": ["\U00069450AB", "SALE"],
+        "campaign_ids": ["CAMPA", "\U0001f600"],
+    }
+    filters = storable(conn, SelectionFilters.model_validate(given))
+
+    wanted = expected(leads, {"statuses": ["SALE"], "campaign_ids": ["CAMPA"]})
+    assert _walk(conn, filters, 1000, 5000) == wanted
+    assert count(conn, filters, ZONE)[0] == len(wanted)
+    if conn.dialect.name == "mysql":
+        assert (filters.statuses, filters.campaign_ids) == (["SALE"], ["CAMPA"])
+    # None left: that filter matches no lead.
+    nothing = storable(conn, SelectionFilters.model_validate({"statuses": ["\U00069450"]}))
+    assert _walk(conn, nothing, 1000, 5000) == [] and count(conn, nothing, ZONE)[0] == 0

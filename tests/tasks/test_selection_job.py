@@ -98,7 +98,8 @@ def fill(conn: Connection) -> None:
 
 def request(**fields: Any) -> SelectionRequest:
     body = {"list_ids": [1001], "update_leads": False, "delete_leads": True, **fields}
-    return SelectionRequest.model_validate(body)
+    # None leaves a field out (list_ids=None: no list filter).
+    return SelectionRequest.model_validate({k: v for k, v in body.items() if v is not None})
 
 
 def walk(conn: Connection, job: SelectionRequest, steward: Steward, **options: Any) -> Ending:
