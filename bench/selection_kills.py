@@ -202,7 +202,10 @@ def grade(
         "none lost, corrupted or vanished": not (lost or verdict.corrupted or verdict.vanished),
         "no lead of another list gone": verdict.others_gone == 0,
         "every lead gone is archived identically": verdict.archived == archived,
+        # Every lead the job names is live, every live lead is named (past the 1,000 the job
+        # lists, its total must still agree).
         "every live lead reported in left_live": not unreported
+        and reported <= live_now
         and total == len(live_now) == verdict.live,
     }
     return outcome

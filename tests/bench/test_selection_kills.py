@@ -42,6 +42,12 @@ def test_a_live_lead_the_job_did_not_report_fails() -> None:
     assert outcome.live_not_reported == [7]
 
 
+def test_a_lead_reported_live_that_is_gone_fails() -> None:
+    outcome = grade(final([7, 8]), verdict(1), {7}, kills(), 10.0, 3, WriterLog())
+
+    assert not outcome.checks["every live lead reported in left_live"]
+
+
 def test_a_lost_lead_a_kill_not_resumed_or_a_failed_job_fails() -> None:
     lost = Verdict(checked=10, live=0, archived=9, stale=[3])
 
