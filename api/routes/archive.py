@@ -115,5 +115,5 @@ async def cancel(job: OwnedJob, job_id: JobId, services: Svc) -> JSONResponse:
         raise problems.not_found()
     if between_batches and before in ("queued", "deferred"):
         # Cancelled between two runs: no run will write its admin-log row, so this does.
-        await run_in_threadpool(record_cancelled_selection, services.runtime, record)
+        await guard(run_in_threadpool(record_cancelled_selection, services.runtime, record))
     return JSONResponse(record.view(), status_code=202 if before == "stopping" else 200)
