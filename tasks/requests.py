@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
 
@@ -38,6 +38,12 @@ SEED_EXAMPLE: dict[str, Any] = {
 
 _ACTIONS = ("insert_leads", "update_leads", "delete_leads")
 NO_ACTION = "at least one of insert_leads, update_leads, delete_leads must be true"
+
+
+def _digest(meaning: dict[str, Any]) -> str:
+    """A request's fingerprint: the SHA-256 of its canonical JSON (key order, whitespace aside)."""
+    canonical = json.dumps(meaning, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _some_action_schema(schema: dict[str, Any]) -> None:
@@ -63,6 +69,12 @@ class ArchiveFlags(BaseModel):
     update_leads: StrictBool = True
     delete_leads: StrictBool = False
     dry_run: StrictBool = False
+
+    @model_validator(mode="after")
+    def _some_action(self) -> Self:
+        if not (self.insert_leads or self.update_leads or self.delete_leads):
+            raise ValueError(NO_ACTION)
+        return self
 
     def actions(self) -> Actions:
         """The batch's input: which actions to carry out."""
@@ -92,12 +104,6 @@ class ArchiveRequest(ArchiveFlags):
         description='JSON integers only: 1.0, "1", true and null are refused, not coerced',
     )
 
-    @model_validator(mode="after")
-    def _some_action(self) -> ArchiveRequest:
-        if not (self.insert_leads or self.update_leads or self.delete_leads):
-            raise ValueError(NO_ACTION)
-        return self
-
     def summary(self) -> dict[str, Any]:
         """The request as the job's status shows it (the IDs themselves are in the result)."""
         return RequestSummary(
@@ -110,10 +116,7 @@ class ArchiveRequest(ArchiveFlags):
 
     def fingerprint(self) -> str:
         """A digest of the request's meaning, for idempotency keys."""
-        canonical = json.dumps(
-            {**self.summary(), "lead_ids": self.lead_ids}, sort_keys=True, separators=(",", ":")
-        )
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        return _digest({**self.summary(), "lead_ids": self.lead_ids})
 
     @classmethod
     def from_stored(cls, summary: dict[str, Any], lead_ids: list[int]) -> ArchiveRequest:
@@ -164,10 +167,7 @@ class RestoreRequest(BaseModel):
 
     def fingerprint(self) -> str:
         """A digest of the request's meaning (its kind included), for idempotency keys."""
-        canonical = json.dumps(
-            {**self.summary(), "lead_ids": self.lead_ids}, sort_keys=True, separators=(",", ":")
-        )
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        return _digest({**self.summary(), "lead_ids": self.lead_ids})
 
     @classmethod
     def from_stored(cls, summary: dict[str, Any], lead_ids: list[int]) -> RestoreRequest:
@@ -236,12 +236,6 @@ class SelectionRequest(ArchiveFlags, SelectionFilters):
                 raise ValueError(f"{', '.join(nulls)}: null is not a filter; leave it out")
         return data
 
-    @model_validator(mode="after")
-    def _some_action(self) -> SelectionRequest:
-        if not (self.insert_leads or self.update_leads or self.delete_leads):
-            raise ValueError(NO_ACTION)
-        return self
-
     @property
     def lead_ids(self) -> list[int]:
         """None given: the selection's leads are found as the job walks it."""
@@ -263,8 +257,7 @@ class SelectionRequest(ArchiveFlags, SelectionFilters):
 
     def fingerprint(self) -> str:
         """A digest of the request's meaning (its kind included), for idempotency keys."""
-        canonical = json.dumps(self.summary(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        return _digest(self.summary())
 
     @classmethod
     def from_stored(cls, summary: dict[str, Any], lead_ids: list[int]) -> SelectionRequest:

@@ -202,10 +202,11 @@ class Batch:
     done: bool
 
 
-def highest_lead_id(conn: Connection) -> int:
-    """The highest lead_id in vicidial_list now (0 when it is empty)."""
+def highest_lead_id(conn: Connection, until: int | None = None) -> int:
+    """The highest lead_id in vicidial_list now (0 when it is empty), at most ``until``."""
     top: Any = conn.execute(select(func.max(_live.c.lead_id))).scalar()
-    return int(top or 0)
+    highest = int(top or 0)
+    return highest if until is None else min(highest, until)
 
 
 def next_batch(
@@ -222,9 +223,7 @@ def next_batch(
     """The next (at most) ``limit`` selected leads with a lead_id above ``after``, in order
     (with ``lists``, only leads of those lists; with ``until``, none above that lead_id)."""
     condition = filters.condition(zone, lists)
-    highest = highest_lead_id(conn)
-    if until is not None:
-        highest = min(highest, until)
+    highest = highest_lead_id(conn, until)
     found: list[int] = []
     position = after
     while len(found) < limit and position < highest:
@@ -261,9 +260,7 @@ def count(
     table read back to back (about a second) would let the dialer fall ever further behind.
     """
     condition = filters.condition(zone, lists)
-    highest = highest_lead_id(conn)
-    if until is not None:
-        highest = min(highest, until)
+    highest = highest_lead_id(conn, until)
     total, position = 0, 0
     sample: list[int] = []
     while position < highest:
