@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 from tasks.records import FINAL
@@ -29,11 +30,18 @@ def archive_body(ids: list[int]) -> dict[str, Any]:
 
 
 def poll_job(
-    client: RawHTTP, url: str, interval: float, timeout: float = 60.0
+    client: RawHTTP,
+    url: str,
+    interval: float,
+    timeout: float = 60.0,
+    on_poll: Callable[[float, dict[str, Any]], None] | None = None,
 ) -> tuple[dict[str, Any], float, int]:
-    """Poll ``url`` every ``interval`` s until the job ends: its body, the perf_counter, polls."""
-    deadline = time.perf_counter() + timeout
-    tick = time.perf_counter()
+    """Poll ``url`` every ``interval`` s (on a fixed schedule) until the job ends: its body, the
+    perf_counter, polls. ``on_poll`` is given the seconds since the start and every poll's body
+    (the last one's included)."""
+    start = time.perf_counter()
+    deadline = start + timeout
+    tick = start
     polls = 0
     while True:
         tick += interval
@@ -46,6 +54,8 @@ def poll_job(
         if answer.status != 200:
             raise RuntimeError(f"GET {url} answered {answer.status}: {answer.body[:300]!r}")
         body: dict[str, Any] = answer.json()
+        if on_poll is not None:
+            on_poll(seen - start, body)
         if body["status"] in FINAL:
             return body, seen, polls
         if seen > deadline:

@@ -130,7 +130,7 @@ from bench.api import (
     worker_processes,
 )
 from bench.api import machine as machine_info
-from bench.client import RawHTTP
+from bench.client import RawHTTP, poll_job
 from bench.engine import (
     ALL_ACTIONS,
     DEFAULT_URL,
@@ -576,28 +576,15 @@ def follow(
 ) -> Followed:
     """Poll ``url`` every ``interval`` s (on a fixed schedule) until the job ends; ``each`` is
     called with the seconds since the start and the body of every poll that did not see the end."""
-    start = time.perf_counter()
-    tick, polls = start, 0
     samples: list[tuple[float, int]] = []
-    while True:
-        tick += interval
-        delay = tick - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)
-        answer = client.request("GET", url)
-        seen = time.perf_counter()
-        polls += 1
-        if answer.status != 200:
-            raise RuntimeError(f"GET {url} answered {answer.status}: {answer.body[:300]!r}")
-        body: dict[str, Any] = answer.json()
-        done = int((body.get("progress") or {}).get("done", 0))
-        samples.append((round(seen - start, 3), done))
-        if body["status"] in FINAL:
-            return Followed(body, samples, polls, seen)
-        if seen - start > timeout:
-            raise TimeoutError(f"job {url} still {body['status']} after {timeout:.0f} s")
-        if each is not None:
-            each(seen - start, body)
+
+    def seen_one(since: float, body: dict[str, Any]) -> None:
+        samples.append((round(since, 3), int((body.get("progress") or {}).get("done", 0))))
+        if each is not None and body["status"] not in FINAL:
+            each(since, body)
+
+    final, seen, polls = poll_job(client, url, interval, timeout, seen_one)
+    return Followed(final, samples, polls, seen)
 
 
 def selection_note(final: dict[str, Any], posted: float, followed: Followed) -> str:
