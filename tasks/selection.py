@@ -28,7 +28,18 @@ from typing import Annotated, Any, Self
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
-from sqlalchemy import ColumnElement, Connection, and_, column, func, or_, select, table
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Select,
+    and_,
+    column,
+    func,
+    literal_column,
+    or_,
+    select,
+    table,
+)
 
 from tasks.schema import LIVE_TABLE
 from tasks.scopes import Lists
@@ -39,6 +50,9 @@ WINDOW = 5_000
 SAMPLE = 20
 # The count waits this many times as long as each window's read took before the next (see count).
 PAUSE = 1.0
+# A selection an index alone can count is counted in one statement when it is at most this many
+# leads (reading 250,000 entries of Vicidial's list_status index took 30 ms on a 2-core VM).
+INDEX_COUNT = 250_000
 
 ListId = Annotated[int, Field(ge=0, le=2**63 - 1)]
 # Vicidial's widths: vicidial_list.status is VARCHAR(6), vicidial_lists.campaign_id VARCHAR(8).
@@ -250,33 +264,85 @@ def count(
     until: int | None = None,
     window: int = WINDOW,
     pause: float = PAUSE,
+    sample: bool = True,
 ) -> tuple[int, list[int]]:
     """How many live leads the filters select (with ``lists``, of those lists only; with
-    ``until``, none above that lead_id), and the first ``SAMPLE`` of them; read window by window,
-    like the walk, never in one statement.
+    ``until``, none above that lead_id), and the first ``SAMPLE`` of them (``sample``: else none).
 
-    After each window it pauses ``pause`` times as long as the window took: on MyISAM each read
-    holds the table's read lock, which the dialer's updates wait for, and a count of a 1M-lead
-    table read back to back (about a second) would let the dialer fall ever further behind.
+    A selection MariaDB can count from an index alone (lists and statuses: Vicidial's
+    ``list_status`` index) is counted in one statement (``_count_from_index``). Any other is read
+    window by window, like the walk, never in one statement, and so is the sample: after each
+    window the count pauses ``pause`` times as long as the window took. On MyISAM each read holds
+    the table's read lock, which the dialer's updates wait for, and a count of a 1M-lead table
+    read back to back (about a second) would let the dialer fall ever further behind.
     """
     condition = filters.condition(zone, lists)
-    highest = highest_lead_id(conn, until)
-    total, position = 0, 0
-    sample: list[int] = []
-    while position < highest:
+    top = highest_lead_id(conn)
+    highest = top if until is None else min(top, until)
+    # The leads above ``highest`` are counted apart by primary key: only when they are few.
+    total = _count_from_index(conn, condition, highest) if top - highest <= window else None
+    counted = total or 0
+    found: list[int] = []
+    position = 0
+    while position < highest and (total is None or (sample and len(found) < SAMPLE)):
         began = perf_counter()
         upper = min(position + window, highest)
         in_window = and_(_live.c.lead_id > position, _live.c.lead_id <= upper, condition)
-        total += int(conn.execute(select(func.count()).where(in_window)).scalar() or 0)
-        if len(sample) < SAMPLE:
+        if total is None:
+            counted += int(conn.execute(select(func.count()).where(in_window)).scalar() or 0)
+        if sample and len(found) < SAMPLE:
             rows = conn.execute(
                 select(_live.c.lead_id)
                 .where(in_window)
                 .order_by(_live.c.lead_id)
-                .limit(SAMPLE - len(sample))
+                .limit(SAMPLE - len(found))
             ).all()
-            sample += [int(row[0]) for row in rows]
+            found += [int(row[0]) for row in rows]
         position = upper
         if pause and position < highest:
             sleep((perf_counter() - began) * pause)
-    return total, sample
+    return counted, found
+
+
+def _count_from_index(conn: Connection, condition: ColumnElement[bool], highest: int) -> int | None:
+    """The count in one statement, when MariaDB reads it from an index alone and it is at most
+    ``INDEX_COUNT``; else None (count window by window).
+
+    The plan must look up a range of an index without reading rows (``Using index``, a ``ref``
+    or ``range`` access of at most ``INDEX_COUNT`` estimated entries), and the statement reads at
+    most ``INDEX_COUNT + 1`` of them whatever the estimate said: one read lock of a few tens of
+    milliseconds, instead of hundreds of windows. Secondary MyISAM indexes do not hold the
+    lead_id, so the leads above ``highest`` are counted apart (a primary-key range of a few
+    leads) and taken off, in the same statement.
+    """
+    if conn.dialect.name != "mysql":
+        return None
+    matched: Select[Any] = select(literal_column("1")).select_from(_live).where(condition)
+    live_steps = [step for step in _explain(conn, matched) if step["table"] == LIVE_TABLE]
+    if not live_steps or not all(
+        step["type"] in ("ref", "range")
+        and "Using index" in str(step["Extra"] or "").split("; ")
+        and int(step["rows"] or 0) <= INDEX_COUNT
+        for step in live_steps
+    ):
+        return None
+    capped = matched.limit(INDEX_COUNT + 1).subquery()
+    above = (
+        select(func.count())
+        .where(_live.c.lead_id > highest, condition)
+        .with_hint(_live, "FORCE INDEX (PRIMARY)", "mysql")
+    )
+    statement = select(
+        select(func.count()).select_from(capped).scalar_subquery(),
+        above.scalar_subquery(),
+    )
+    every, beyond = conn.execute(statement).one()
+    if int(every) > INDEX_COUNT:
+        return None
+    return int(every) - int(beyond)
+
+
+def _explain(conn: Connection, statement: Select[Any]) -> list[Any]:
+    """MariaDB's plan for ``statement``, one mapping per step (its values bound, never inlined)."""
+    compiled = statement.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    return list(conn.exec_driver_sql("EXPLAIN " + compiled.string, compiled.params).mappings())

@@ -165,7 +165,9 @@ def run_selection(
     filters, actions = storable(conn, request.filters()), request.actions()
     if checkpoint is None:
         until = highest_lead_id(conn)
-        selected, sample = count(conn, filters, zone, lists=lists, until=until)
+        selected, sample = count(
+            conn, filters, zone, lists=lists, until=until, sample=request.dry_run
+        )
         report = SelectionReport(
             selected=selected,
             until_lead_id=until,

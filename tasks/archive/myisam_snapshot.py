@@ -142,18 +142,29 @@ def _run_window(
         finally:
             cursor.run("UNLOCK TABLES")
         candidates = [i for i, p in plans.items() if p.delete == "deleted"]
+        # The server's count of table-lock waits is read after each chunk grown past the target
+        # (a wait shrinks the next at once), and once after the chunks sized to it: when nobody
+        # waited through them all, the next chunk may grow.
         waits = _table_lock_waits(cursor) if candidates else 0
+        unwatched = False
         position = 0
         while position < len(candidates):
             chunk = candidates[position : position + sizer.size]
+            watched = sizer.beyond_target()
             started = time.perf_counter()
             deleted = cursor.write(sql.delete(id_list(chunk)))
             elapsed = time.perf_counter() - started
-            waits, before = _table_lock_waits(cursor), waits
-            sizer.record(len(chunk), elapsed, nobody_waited=waits == before)
+            if watched:
+                waits, before = _table_lock_waits(cursor), waits
+                sizer.record(len(chunk), elapsed, nobody_waited=waits == before)
+            else:
+                sizer.record(len(chunk), elapsed)
+                unwatched = True
             if deleted != len(chunk):
                 _explain_survivors(cursor, sql, chunk, plans)
             position += len(chunk)
+        if unwatched and _table_lock_waits(cursor) == waits:
+            sizer.grow()
     return plans
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -12,8 +13,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from pydantic import ValidationError
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, event
 
+from tasks import selection
 from tasks.ddl import create_vicidial_tables, drop_vicidial_tables
 from tasks.seed import insert_leads, lead_rows
 from tasks.selection import SAMPLE, SelectionFilters, count, next_batch, storable
@@ -275,3 +277,79 @@ def test_text_a_column_cannot_hold_matches_no_lead_and_fails_nothing(
     # None left: that filter matches no lead.
     nothing = storable(conn, SelectionFilters.model_validate({"statuses": ["\U00069450"]}))
     assert _walk(conn, nothing, 1000, 5000) == [] and count(conn, nothing, ZONE)[0] == 0
+
+
+@contextmanager
+def _sent(conn: Connection) -> Iterator[list[str]]:
+    """Every statement ``conn``'s engine sends meanwhile."""
+    sent: list[str] = []
+
+    def record(*args: Any) -> None:
+        sent.append(str(args[2]))
+
+    event.listen(conn.engine, "before_cursor_execute", record)
+    try:
+        yield sent
+    finally:
+        event.remove(conn.engine, "before_cursor_execute", record)
+
+
+def _windows(sent: list[str]) -> list[str]:
+    return [s for s in sent if "lead_id >" in s and "lead_id <=" in s]
+
+
+@pytest.mark.parametrize(
+    ("case", "index_covers"),
+    [
+        ("lists", True),
+        ("lists and statuses", True),
+        ("statuses", True),
+        ("entered before a date", False),  # entry_date is in no index: the rows must be read
+        ("campaign and not called since", False),
+    ],
+)
+def test_a_selection_an_index_covers_is_counted_in_one_statement_the_rest_window_by_window(
+    tables: tuple[Connection, list[Lead]], case: str, index_covers: bool
+) -> None:
+    conn, leads = tables
+    filters = SelectionFilters.model_validate(CASES[case])
+
+    with _sent(conn) as sent:
+        total, sample = count(conn, filters, ZONE, window=97, sample=False)
+
+    assert (total, sample) == (len(expected(leads, CASES[case])), [])
+    in_one = index_covers and conn.dialect.name == "mysql"  # SQLite: always by windows
+    assert (_windows(sent) == []) == in_one
+    if in_one:
+        assert any(s.startswith("EXPLAIN") for s in sent)
+
+
+def test_a_count_beyond_what_one_statement_may_read_falls_back_to_windows(
+    tables: tuple[Connection, list[Lead]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conn, leads = tables
+    filters = SelectionFilters.model_validate(CASES["lists"])
+    want = expected(leads, CASES["lists"])
+    monkeypatch.setattr(selection, "INDEX_COUNT", len(want) - 1)
+
+    with _sent(conn) as sent:
+        total, sample = count(conn, filters, ZONE, window=97)
+
+    assert (total, sample) == (len(want), want[:SAMPLE])
+    assert _windows(sent)  # counted window by window
+
+
+def test_the_count_from_an_index_leaves_out_the_leads_above_the_walks_end(
+    tables: tuple[Connection, list[Lead]],
+) -> None:
+    """Secondary MyISAM indexes hold no lead_id: the leads above ``until`` are taken off."""
+    conn, leads = tables
+    filters = SelectionFilters.model_validate(CASES["lists"])
+    want = expected(leads, CASES["lists"])
+    until = want[len(want) // 2]
+
+    with _sent(conn) as sent:
+        total, _ = count(conn, filters, ZONE, until=until, window=5_000, sample=False)
+
+    assert total == len([lead_id for lead_id in want if lead_id <= until])
+    assert (_windows(sent) == []) == (conn.dialect.name == "mysql")
