@@ -142,29 +142,22 @@ def _run_window(
         finally:
             cursor.run("UNLOCK TABLES")
         candidates = [i for i, p in plans.items() if p.delete == "deleted"]
-        # The server's count of table-lock waits is read after each chunk grown past the target
-        # (a wait shrinks the next at once), and once after the chunks sized to it: when nobody
-        # waited through them all, the next chunk may grow.
+        # The waits are read after every chunk, not once for them all: besides sizing the next
+        # chunk, that round trip is the gap in which the statements the chunk kept waiting (the
+        # dialer's read, then its update) get the table before the next chunk does. Without it
+        # the probe's p99 doubled (9.5 -> 20.1 ms, bench/README.md, "selection").
         waits = _table_lock_waits(cursor) if candidates else 0
-        unwatched = False
         position = 0
         while position < len(candidates):
             chunk = candidates[position : position + sizer.size]
-            watched = sizer.beyond_target()
             started = time.perf_counter()
             deleted = cursor.write(sql.delete(id_list(chunk)))
             elapsed = time.perf_counter() - started
-            if watched:
-                waits, before = _table_lock_waits(cursor), waits
-                sizer.record(len(chunk), elapsed, nobody_waited=waits == before)
-            else:
-                sizer.record(len(chunk), elapsed)
-                unwatched = True
+            waits, before = _table_lock_waits(cursor), waits
+            sizer.record(len(chunk), elapsed, nobody_waited=waits == before)
             if deleted != len(chunk):
                 _explain_survivors(cursor, sql, chunk, plans)
             position += len(chunk)
-        if unwatched and _table_lock_waits(cursor) == waits:
-            sizer.grow()
     return plans
 
 

@@ -4,10 +4,8 @@ Like pt-online-schema-change's ``--chunk-time``: each chunk's time per lead is l
 average), the next chunk is sized to the target, grows gently (at most double) and shrinks at
 once, and never below the minimum (a statement's fixed cost makes tiny chunks all overhead).
 While no session waited for a table lock, nobody is kept waiting, so chunks may grow past the
-target; only such grown chunks need the server's count of table-lock waits read after each
-(``beyond_target``), while the chunks sized to the target are watched by one read after them all
-(``grow`` when nobody waited through them). ``LEARNED`` carries the size a database's last batch
-ended with to the next batch of this process.
+target. ``LEARNED`` carries the size a database's last batch ended with to the next batch of this
+process.
 """
 
 from __future__ import annotations
@@ -44,19 +42,6 @@ class ChunkSizer:
             wanted = max(wanted, self.size * 2 if leads >= self.size else self.size)
         # Grow gently (a cold key cache makes the first chunks look slow), shrink at once.
         self.size = max(self.min_size, min(self.max_size, wanted, self.size * 2))
-
-    def beyond_target(self) -> bool:
-        """Whether the next chunk is larger than the target time calls for (it grew while nobody
-        waited): such a chunk is watched on its own, so that a wait shrinks the next at once."""
-        if self.seconds_per_lead is None:
-            return False
-        at_target = int(self.target / max(self.seconds_per_lead, 1e-7))
-        return self.size > max(self.min_size, min(self.max_size, at_target))
-
-    def grow(self) -> None:
-        """Nobody waited for a table lock through chunks sized to the target: the next may be
-        twice as large (and keeps growing while nobody waits)."""
-        self.size = max(self.min_size, min(self.max_size, self.size * 2))
 
 
 # Which batches learn from each other: the database's URL, the chunk time, the largest chunk.

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from datetime import timedelta
 
 import pytest
@@ -512,83 +510,3 @@ def test_chunks_never_shrink_below_the_minimum() -> None:
     sizer.record(25, 0.100)  # 4 ms a lead against a 2 ms target: one lead would be "right"
 
     assert sizer.size == 8
-
-
-def test_chunks_at_the_target_are_watched_together_and_grown_past_it_one_by_one() -> None:
-    from tasks.archive.sizing import ChunkSizer
-
-    sizer = ChunkSizer(target=0.005, size=40, max_size=500, min_size=8)
-    assert not sizer.beyond_target()  # nothing learned yet: the first chunk sets the pace
-    sizer.record(40, 0.010)  # 0.25 ms a lead: 20 fill the target
-    assert (sizer.size, sizer.beyond_target()) == (20, False)
-    sizer.grow()  # nobody waited through the chunks at the target
-    assert (sizer.size, sizer.beyond_target()) == (40, True)
-    sizer.record(40, 0.010, nobody_waited=False)  # a wait: back to the target at once
-    assert (sizer.size, sizer.beyond_target()) == (20, False)
-    sizer.record(20, 1.0)  # 50 ms a lead: the minimum is no growth past the target
-    assert (sizer.size, sizer.beyond_target()) == (8, False)
-
-
-class _DeleteWatcher:
-    """A batch's observer: the size of each delete chunk, every read of the table-lock waits,
-    and (``wait``) a table-lock wait of another session staged after each window's first
-    delete, as the dialer's update would wait for a chunk."""
-
-    def __init__(self, engine: Engine, *, wait: bool) -> None:
-        self.engine, self.wait = engine, wait
-        self.chunks: list[list[int]] = [[]]  # delete chunk sizes, per window
-        self.status_reads = 0
-
-    def statement(self, sql: str, seconds: float) -> None:
-        if sql.startswith("INSERT INTO leadarchive_snapshot") and self.chunks[-1]:
-            self.chunks.append([])  # a new window
-        elif sql.startswith("SHOW GLOBAL STATUS LIKE 'Table_locks_waited'"):
-            self.status_reads += 1
-        elif sql.startswith("DELETE l FROM"):
-            self.chunks[-1].append(sql.split(" IN (", 1)[1].split(")", 1)[0].count(",") + 1)
-            if self.wait and len(self.chunks[-1]) == 1:
-                self._stage_a_wait()
-
-    def _stage_a_wait(self) -> None:
-        with self.engine.connect() as holder, self.engine.connect() as waiter:
-            # A read of three rows holds the table's read lock for 3 x 20 ms; the update waits.
-            reading = threading.Thread(
-                target=holder.exec_driver_sql, args=("SELECT SLEEP(0.02) FROM lock_wait_probe",)
-            )
-            reading.start()
-            time.sleep(0.01)
-            waiter.exec_driver_sql("UPDATE lock_wait_probe SET n = n + 1")
-            reading.join()
-
-
-@pytest.mark.parametrize("dialer_waits", [False, True])
-def test_delete_chunks_grow_past_the_target_only_after_a_window_nobody_waited_through(
-    vicidial: Connection, engine: Engine, monkeypatch: pytest.MonkeyPatch, dialer_waits: bool
-) -> None:
-    from tasks.archive import myisam_snapshot
-
-    monkeypatch.setattr(myisam_snapshot, "LEARNED", {})  # no size learned by earlier tests
-    vicidial.exec_driver_sql("DROP TABLE IF EXISTS lock_wait_probe")
-    vicidial.exec_driver_sql("CREATE TABLE lock_wait_probe (n INT) ENGINE=MyISAM")
-    vicidial.exec_driver_sql("INSERT INTO lock_wait_probe VALUES (1), (2), (3)")
-    seed(vicidial, 1500)  # three snapshot windows of 500
-    # The target is so short that the minimum (8 leads) is the chunk the target calls for.
-    tuning = Tuning(chunk_time=timedelta(microseconds=1), first_chunk=8, min_chunk=8)
-    watcher = _DeleteWatcher(engine, wait=dialer_waits)
-    try:
-        report = run_batch(vicidial, list(range(1, 1501)), ALL, tuning, observer=watcher)
-    finally:
-        vicidial.exec_driver_sql("DROP TABLE lock_wait_probe")
-
-    assert report.counts["delete"]["deleted"] == 1500 and live(vicidial) == {}
-    first, second, third = watcher.chunks
-    assert max(first) == 8  # at the target, watched together: once before, once after
-    if dialer_waits:
-        # Every window saw a wait: no chunk ever grew, two reads of the waits a window.
-        assert max(second) == max(third) == 8
-        assert watcher.status_reads == 2 * 3
-    else:
-        # Nobody waited through the first window: the second starts at twice the size and,
-        # watched chunk by chunk while nobody waits, keeps growing.
-        assert second[0] == 16 and max(second) > 16
-        assert len(second) + len(third) < len(first)
