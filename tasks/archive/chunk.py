@@ -40,6 +40,11 @@ class Tuning:
 
     # How long one chunk may hold the table lock (pt-online-schema-change's --chunk-time).
     chunk_time: timedelta = timedelta(milliseconds=5)
+    # After a chunk during which a session waited for a table lock, the batch lets the table go
+    # this long before the next chunk: the waiting statement got the table at the chunk's end,
+    # and the dialer's next one (it reads a lead, then updates it) gets it too instead of
+    # waiting a whole chunk more. Like pt-archiver's --sleep, but only when someone waits.
+    yield_time: timedelta = timedelta(microseconds=500)
     first_chunk: int = 25
     # Each statement has a fixed cost of its own (about 2.5 ms for a whole locked chunk): below
     # a few leads a chunk is all overhead, and no faster for the dialer.

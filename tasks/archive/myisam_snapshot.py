@@ -4,7 +4,8 @@ The batch reads its window's live rows once, by primary key, into a temporary ta
 session (``SNAPSHOT``); the archive copies are inserted and refreshed from that snapshot under a
 lock on the archive alone, so the dialer never waits for them; then the deletes run in chunks
 sized to the target lock time, each DELETE comparing the live row with its archive copy itself,
-so a lead the dialer changed since the snapshot stays. Batches are serialised by the batch lock.
+so a lead the dialer changed since the snapshot stays; after a chunk that kept a session waiting,
+the table is left to the dialer for ``Tuning.yield_time``. Batches are serialised by the batch lock.
 The snapshot table is created once per connection (kept in its ``info``); a user without
 CREATE TEMPORARY TABLES gets False from ``snapshot_ready`` and the locked path instead.
 """
@@ -118,7 +119,8 @@ def _run_window(
        alone, so the dialer never waits for it.
     3. Delete in chunks sized to the target lock time (larger while no session waits for a
        table lock), each DELETE comparing the live row with its archive copy itself: a lead the
-       dialer changed since the snapshot stays (mismatch).
+       dialer changed since the snapshot stays (mismatch). After a chunk during which a session
+       waited for a table lock, a pause of ``tuning.yield_time`` before the next.
     Batches are serialised by a named lock: a refresh from an older snapshot must never
     overwrite a copy another batch has just verified and deleted the live row of.
     """
@@ -142,11 +144,15 @@ def _run_window(
         finally:
             cursor.run("UNLOCK TABLES")
         candidates = [i for i, p in plans.items() if p.delete == "deleted"]
-        # The waits are read after every chunk, not once for them all: besides sizing the next
-        # chunk, that round trip is the gap in which the statements the chunk kept waiting (the
-        # dialer's read, then its update) get the table before the next chunk does. Without it
-        # the probe's p99 doubled (9.5 -> 20.1 ms, bench/README.md, "selection").
+        # The waits are read after every chunk, not once for them all: they size the next chunk
+        # and say whether to pause before it. A chunk the dialer waited for ends with the dialer's
+        # waiting statement getting the table; its next one (it reads a lead, then updates it)
+        # must not find the next chunk there first. Without the round trip the probe's p99
+        # doubled (9.5 -> 20.1 ms); with it alone, a read and its update still often each waited
+        # a chunk (p99 16-18 ms); with the pause, 8.6 ms at the same leads/s (bench/README.md,
+        # "selection").
         waits = _table_lock_waits(cursor) if candidates else 0
+        pause = tuning.yield_time.total_seconds()
         position = 0
         while position < len(candidates):
             chunk = candidates[position : position + sizer.size]
@@ -155,6 +161,8 @@ def _run_window(
             elapsed = time.perf_counter() - started
             waits, before = _table_lock_waits(cursor), waits
             sizer.record(len(chunk), elapsed, nobody_waited=waits == before)
+            if waits != before and pause > 0:
+                time.sleep(pause)
             if deleted != len(chunk):
                 _explain_survivors(cursor, sql, chunk, plans)
             position += len(chunk)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import timedelta
+from itertools import pairwise
 
 import pytest
 from sqlalchemy import Connection, Engine
@@ -428,6 +431,66 @@ def test_chunks_follow_the_target_lock_time(conn: Connection) -> None:
     seed(conn, 30)
     report = run_batch(conn, list(range(1, 31)), ALL, tuning)
     assert report.counts["delete"]["deleted"] == 30
+
+
+def _make_a_session_wait_for_a_table_lock(engine: Engine) -> None:
+    """One session holds a read lock on a table of its own while another's UPDATE waits for it:
+    the server's ``Table_locks_waited`` goes up by one, as when the dialer waits for a chunk."""
+
+    def waits() -> int:
+        with engine.connect() as c:
+            return int(c.exec_driver_sql("SHOW GLOBAL STATUS LIKE 'Table_locks_waited'").one()[1])
+
+    def run(statement: str) -> None:
+        with engine.connect() as c:
+            c.exec_driver_sql(statement)
+
+    before = waits()
+    reader = threading.Thread(target=run, args=("SELECT SLEEP(0.15) FROM lock_probe",))
+    reader.start()
+    time.sleep(0.1)  # the reader holds the table's read lock for 0.3 s
+    run("UPDATE lock_probe SET n = n + 1")  # waits for it
+    reader.join()
+    assert waits() > before
+
+
+def test_after_a_chunk_someone_waited_for_the_batch_leaves_the_table_to_the_dialer(
+    vicidial: Connection, engine: Engine
+) -> None:
+    """The dialer reads a lead, then updates it: after a chunk that kept a session waiting for a
+    table lock, the next chunk waits ``yield_time`` so the dialer's next statement goes first;
+    after a chunk nobody waited for, the next one follows at once."""
+    vicidial.exec_driver_sql("CREATE TABLE lock_probe (n INT) ENGINE=MyISAM")
+    # Two rows: a table of one is read before the statement locks it.
+    vicidial.exec_driver_sql("INSERT INTO lock_probe VALUES (0), (1)")
+    seed(vicidial, 40)
+    pause = 0.25
+    tuning = Tuning(first_chunk=10, min_chunk=10, max_chunk=10, yield_time=timedelta(seconds=pause))
+    statements: list[tuple[str, float, float]] = []  # (SQL, start, end)
+
+    class Observer:
+        def statement(self, sql: str, seconds: float) -> None:
+            end = time.perf_counter()
+            statements.append((sql, end - seconds, end))
+            deletes = [s for s in statements if s[0].startswith("DELETE l ")]
+            if sql.startswith("DELETE l ") and len(deletes) == 2:
+                # A session waits while the second chunk runs (before the waits are read).
+                _make_a_session_wait_for_a_table_lock(engine)
+
+    try:
+        report = run_batch(vicidial, list(range(1, 41)), ALL, tuning, observer=Observer())
+    finally:
+        vicidial.exec_driver_sql("DROP TABLE lock_probe")
+
+    assert report.counts["delete"]["deleted"] == 40
+    # Each chunk's DELETE is followed by the reading of the waits, then the next chunk.
+    at = [n for n, s in enumerate(statements) if s[0].startswith("DELETE l ")]
+    assert len(at) == 4
+    assert all("Table_locks_waited" in statements[n + 1][0] for n in at)
+    # From the end of that reading to the next chunk's start.
+    gaps = [statements[after][1] - statements[n + 1][2] for n, after in pairwise(at)]
+    assert gaps[1] >= pause  # the chunk a session waited for
+    assert gaps[0] < pause and gaps[2] < pause  # nobody waited
 
 
 def test_a_dialer_table_the_user_cannot_read_blocks_deletes(
