@@ -34,6 +34,7 @@ from sqlalchemy import (
     Select,
     and_,
     column,
+    exists,
     func,
     literal_column,
     or_,
@@ -41,7 +42,7 @@ from sqlalchemy import (
     table,
 )
 
-from tasks.schema import LIVE_TABLE
+from tasks.schema import ARCHIVE_TABLE, LIVE_TABLE
 from tasks.scopes import Lists
 
 # Read this many lead IDs of the primary key per statement (about 2 ms of a MyISAM read lock on
@@ -90,6 +91,7 @@ _live = table(
     column("last_local_call_time"),
 )
 _lists = table("vicidial_lists", column("list_id"), column("campaign_id"))
+_archive = table(ARCHIVE_TABLE, column("lead_id"))
 
 
 class SelectionFilters(BaseModel):
@@ -221,6 +223,21 @@ def highest_lead_id(conn: Connection, until: int | None = None) -> int:
     top: Any = conn.execute(select(func.max(_live.c.lead_id))).scalar()
     highest = int(top or 0)
     return highest if until is None else min(highest, until)
+
+
+def archived_and_gone(conn: Connection, lead_ids: list[int]) -> int:
+    """How many of ``lead_ids`` have an archive copy and are no longer in vicidial_list."""
+    if not lead_ids:
+        return 0
+    gone: Any = conn.execute(
+        select(func.count())
+        .select_from(_archive)
+        .where(
+            _archive.c.lead_id.in_(lead_ids),
+            ~exists().where(_live.c.lead_id == _archive.c.lead_id),
+        )
+    ).scalar()
+    return int(gone or 0)
 
 
 def next_batch(

@@ -8,9 +8,10 @@ is its ``Steward``: it saves the job's progress, and says when the job must give
 Invariants:
 
 - the checkpoint (``SelectionReport.last_lead_id``, with the counts so far) is saved after every
-  batch, while the run still holds the job; a run that is killed, loses its lease or fails is
-  resumed from the last checkpoint: the batch in flight runs again (it is idempotent), no lead
-  above the checkpoint is skipped, none below it is walked again;
+  batch, and before it with the batch's lead IDs (``in_flight``), while the run still holds the
+  job; a run that is killed, loses its lease or fails is resumed from the last checkpoint: the
+  batch in flight runs again (it is idempotent), no lead above the checkpoint is skipped, none
+  below it is walked again;
 - between two batches, and never inside one, the job gives itself back: when the office-hours
   window closes (``deferred`` until it opens again), when its run has used its share of the task
   time limit (``continued``: queued again, with a new message), when a cancel asked it to stop
@@ -26,8 +27,9 @@ Invariants:
   and their total): without ``delete_leads`` it is empty.
 
 Counts after a kill: the leads of the batch in flight when the run died are counted when that
-batch runs again; those it had already deleted are gone from the live table then, and are not
-counted (the data is safe, the counts miss them).
+batch runs again, from the live table as it is then. Those the dead run had already archived and
+deleted are gone from it: the next run counts them from ``in_flight`` (in ``done``, and as
+``deleted``; their insert and update outcomes died with the run and are not counted).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from sqlalchemy import Connection
 from tasks.archive import BatchReport, Tuning, make_report, run_batch
 from tasks.requests import SelectionRequest
 from tasks.scopes import Lists
-from tasks.selection import count, highest_lead_id, next_batch, storable
+from tasks.selection import archived_and_gone, count, highest_lead_id, next_batch, storable
 from tasks.throttle import Throttles
 
 # At most this many leads left live are listed in the result (their total is always given).
@@ -88,6 +90,10 @@ class SelectionReport(BaseModel):
     left_live_total: int = Field(default=0, ge=0, description="How many leads a delete left live")
     sample: list[int] | None = Field(
         default=None, description="A dry run: the first 20 selected lead IDs"
+    )
+    in_flight: list[int] | None = Field(
+        default=None,
+        description="The lead IDs of the batch that was running when this checkpoint was saved",
     )
 
     def add(self, report: BatchReport, *, delete: bool) -> None:
@@ -177,6 +183,9 @@ def run_selection(
         )
     else:
         report = SelectionReport.model_validate(checkpoint)
+        if report.in_flight:
+            deleting = actions.delete and not request.dry_run
+            _count_what_the_dead_run_deleted(conn, report, report.in_flight, delete=deleting)
     answer = steward.save(report, report.progress())
     steps = 0  # batches run and throttle waits, in this run
     while answer == "running":
@@ -201,11 +210,31 @@ def run_selection(
             until=report.until_lead_id,
         )
         if batch.lead_ids:
+            # Saved before it runs: a run that dies inside it leaves the next one its lead IDs.
+            report.in_flight = batch.lead_ids
+            answer = steward.save(report, report.progress())
+            if answer != "running":
+                report.in_flight = None  # it did not run
+                break
             done = run_batch(conn, batch.lead_ids, actions, tuning, lists=lists)
             report.add(done, delete=actions.delete)
+            report.in_flight = None
         report.last_lead_id = batch.position
         answer = steward.save(report, report.progress())
         if batch.done:
             # Saved first: a run that dies before the job is marked ended finds nothing left.
             return Ending("succeeded", report)
     return Ending("cancelled" if answer == "stopping" else "lost", report)
+
+
+def _count_what_the_dead_run_deleted(
+    conn: Connection, report: SelectionReport, in_flight: list[int], *, delete: bool
+) -> None:
+    """A run died inside the batch ``in_flight``: count the leads it had archived and deleted
+    (the next batch, read from the live table, no longer finds them)."""
+    gone = archived_and_gone(conn, in_flight) if delete else 0
+    report.done += gone
+    if gone:
+        deleted = report.counts.setdefault("delete", {})
+        deleted["deleted"] = deleted.get("deleted", 0) + gone
+    report.in_flight = None

@@ -21,6 +21,7 @@ import pymysql
 import pytest
 from sqlalchemy import Connection
 
+from tasks import selection_job
 from tasks.archive import Actions, run_batch
 from tasks.requests import SelectionRequest
 from tasks.scopes import Lists
@@ -151,10 +152,10 @@ def test_the_walk_archives_the_whole_selection_batch_by_batch(conn: Connection) 
         },
     }
     assert_archived_or_left_live(conn, before, report)
-    # A checkpoint before the first batch and after every batch, each further on and counting
-    # every lead up to it.
+    # A checkpoint before the first batch, and before and after every batch (before it, with
+    # its lead IDs), each further on and counting every lead up to it.
     batches = -(-len(SELECTED) // BATCH)
-    assert len(steward.saves) == 1 + batches
+    assert len(steward.saves) == 1 + 2 * batches
     assert steward.saves[-1][0] == report
     positions = [saved.last_lead_id for saved, _ in steward.saves]
     assert positions == sorted(positions) and positions[0] == 0
@@ -162,6 +163,9 @@ def test_the_walk_archives_the_whole_selection_batch_by_batch(conn: Connection) 
         walked = [i for i in SELECTED if i <= saved.last_lead_id]
         assert saved.done == len(walked) == progress.done
         assert progress.selected == len(SELECTED) and progress.waiting is None
+    in_flight = [saved.in_flight for saved, _ in steward.saves[1::2]]
+    assert in_flight == [SELECTED[n : n + BATCH] for n in range(0, len(SELECTED), BATCH)]
+    assert all(saved.in_flight is None for saved, _ in steward.saves[::2])
 
 
 def test_a_walk_given_back_after_every_batch_resumes_from_its_checkpoint(
@@ -188,10 +192,50 @@ def test_a_walk_given_back_after_every_batch_resumes_from_its_checkpoint(
     assert_archived_or_left_live(conn, before, report)
 
 
+class RunDied(Exception):
+    """The run's process died here (SIGKILL, a power cut): nothing after this point runs."""
+
+
+def test_a_run_that_died_inside_a_batch_is_resumed_and_counts_what_it_had_deleted(
+    conn: Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fill(conn)
+    before = live(conn)
+    batches: list[list[int]] = []
+
+    def dies_inside_its_third_batch(c: Connection, lead_ids: list[int], *a: Any, **k: Any) -> Any:
+        batches.append(lead_ids)
+        if len(batches) == 3:
+            run_batch(c, lead_ids[:4], *a, **k)  # archives and deletes four of its leads
+            raise RunDied
+        return run_batch(c, lead_ids, *a, **k)
+
+    monkeypatch.setattr(selection_job, "run_batch", dies_inside_its_third_batch)
+    steward = Steward()
+    with pytest.raises(RunDied):
+        walk(conn, request(), steward)
+    monkeypatch.undo()
+    # Its last checkpoint: two batches done, the third's lead IDs saved before it ran.
+    checkpoint = steward.checkpoint
+    assert checkpoint["done"] == 2 * BATCH and checkpoint["in_flight"] == SELECTED[14:21]
+    assert not set(SELECTED[14:18]) & set(live(conn))
+
+    ending = walk(conn, request(), Steward(), checkpoint=checkpoint)
+
+    assert ending.status == "succeeded"
+    report = ending.report
+    # The four it had deleted are counted, though the next batch no longer finds them live.
+    assert report.done == report.selected == len(SELECTED)
+    assert report.counts["delete"]["deleted"] == 58 and report.in_flight is None
+    assert_archived_or_left_live(conn, before, report)
+
+
 def test_a_cancel_stops_the_walk_after_its_current_batch(conn: Connection) -> None:
     fill(conn)
     before = live(conn)
-    steward = Steward(stop_after=3)  # the job's first save, then two batches
+    # The job's first save, then two batches (each saved before and after), and the third's
+    # first save: the answer to its last one is "stopping".
+    steward = Steward(stop_after=6)
 
     ending = walk(conn, request(), steward)
 
@@ -277,11 +321,12 @@ def test_a_busy_server_pauses_the_walk_and_its_progress_says_why(
 
     assert ending.status == "succeeded" and steward.sleeps >= 1
     waiting = [progress.waiting for _, progress in steward.saves]
-    # The first save, then the wait (no batch ran yet), then the batches without a reason (a
-    # server that other clients keep busy, as the test's own machine may be, adds waits).
+    # The first save, then the wait (no batch ran yet), then the batches without a reason, each
+    # saved before and after it (a server that other clients keep busy, as the test's own
+    # machine may be, adds waits).
     assert waiting[0] is None and "Threads_running" in (waiting[1] or "")
     assert steward.saves[1][0].done == 0
-    assert waiting.count(None) == 1 + -(-len(SELECTED) // BATCH)
+    assert waiting.count(None) == 1 + 2 * -(-len(SELECTED) // BATCH)
     for (saved, progress), (previous, _) in zip(steward.saves[1:], steward.saves, strict=False):
         if progress.waiting is not None:  # a wait runs no batch
             assert saved.done == previous.done
