@@ -115,6 +115,14 @@ class SelectionReport(BaseModel):
                 del shown["archived"], shown["live"]
                 self.left_live.append(shown)
 
+    def add_deleted(self, leads: int) -> None:
+        """Count in ``leads`` a dead run had archived and deleted (their other outcomes died
+        with it)."""
+        if leads:
+            self.done += leads
+            deleted = self.counts.setdefault("delete", {})
+            deleted["deleted"] = deleted.get("deleted", 0) + leads
+
     def progress(self, waiting: str | None = None) -> SelectionProgress:
         return SelectionProgress(selected=self.selected, done=self.done, waiting=waiting)
 
@@ -184,8 +192,11 @@ def run_selection(
     else:
         report = SelectionReport.model_validate(checkpoint)
         if report.in_flight:
+            # A run died inside this batch: the leads it had archived and deleted are gone from
+            # the live table, and the next batch read from it no longer finds them.
             deleting = actions.delete and not request.dry_run
-            _count_what_the_dead_run_deleted(conn, report, report.in_flight, delete=deleting)
+            report.add_deleted(archived_and_gone(conn, report.in_flight) if deleting else 0)
+            report.in_flight = None
     answer = steward.save(report, report.progress())
     steps = 0  # batches run and throttle waits, in this run
     while answer == "running":
@@ -225,16 +236,3 @@ def run_selection(
             # Saved first: a run that dies before the job is marked ended finds nothing left.
             return Ending("succeeded", report)
     return Ending("cancelled" if answer == "stopping" else "lost", report)
-
-
-def _count_what_the_dead_run_deleted(
-    conn: Connection, report: SelectionReport, in_flight: list[int], *, delete: bool
-) -> None:
-    """A run died inside the batch ``in_flight``: count the leads it had archived and deleted
-    (the next batch, read from the live table, no longer finds them)."""
-    gone = archived_and_gone(conn, in_flight) if delete else 0
-    report.done += gone
-    if gone:
-        deleted = report.counts.setdefault("delete", {})
-        deleted["deleted"] = deleted.get("deleted", 0) + gone
-    report.in_flight = None
