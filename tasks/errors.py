@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import redis.exceptions
 from pymysql.constants import CR, ER
+from sqlalchemy.exc import PendingRollbackError
 
 
 class LeadArchiveError(Exception):
@@ -145,7 +146,9 @@ TRANSIENT_MYSQL_ERRORS: frozenset[int] = frozenset(
 
 def is_transient(exc: BaseException) -> bool:
     """True for a database error that a retry may cure (connection lost, deadlock, lock wait)."""
-    if isinstance(exc, BatchBusyError | ConcurrentChangeError):
+    # A connection SQLAlchemy found lost and invalidated is used again only after a rollback:
+    # on our autocommit connections that refusal follows a lost connection and nothing else.
+    if isinstance(exc, BatchBusyError | ConcurrentChangeError | PendingRollbackError):
         return True
     seen: set[int] = set()
     current: BaseException | None = exc

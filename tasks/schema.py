@@ -18,7 +18,7 @@ from pymysql.constants import ER
 from sqlalchemy import Connection, bindparam, text
 from sqlalchemy.exc import DBAPIError
 
-from tasks.errors import MissingTableError, SchemaMismatchError, mysql_error_code
+from tasks.errors import MissingTableError, SchemaMismatchError, is_transient, mysql_error_code
 
 LIVE_TABLE = "vicidial_list"
 ARCHIVE_TABLE = "vicidial_list_archive"
@@ -279,12 +279,16 @@ def probe_in_use_tables(conn: Connection) -> tuple[tuple[Hold, ...], tuple[str, 
     each table is read instead: only "no such table" (which the server says only to a user who
     may know) means absent; anything else means "exists, perhaps, and cannot be checked". A
     missing column (an older Vicidial without ``preview_lead_id``) cannot name a lead: skipped.
+    Trouble a retry may cure (the connection lost, a lock wait timeout) is raised as it is: it
+    says nothing about the table, and a lost connection must not be used again.
     """
     every = " UNION ALL ".join(f"({_probe(hold)})" for hold in HOLDS)
     try:
         conn.exec_driver_sql(every)
-    except DBAPIError:
-        pass  # one of them is absent or unreadable: ask hold by hold which
+    except DBAPIError as exc:
+        if is_transient(exc):
+            raise
+        # One of them is absent or unreadable: ask hold by hold which.
     else:
         return HOLDS, ()
     readable: list[Hold] = []
@@ -293,6 +297,8 @@ def probe_in_use_tables(conn: Connection) -> tuple[tuple[Hold, ...], tuple[str, 
         try:
             conn.exec_driver_sql(_probe(hold))
         except DBAPIError as exc:
+            if is_transient(exc):
+                raise
             code = mysql_error_code(exc)
             if code not in (ER.NO_SUCH_TABLE, ER.BAD_FIELD_ERROR) and hold.table not in unreadable:
                 unreadable.append(hold.table)

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 
 import pytest
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import OperationalError, PendingRollbackError
 
-from tasks.archive import Actions, BatchReport, run_batch
-from tasks.errors import InUseUnknownError
-from tasks.schema import HELD_BY, inspect_tables
+from tasks.archive import Actions, BatchReport, Tuning, run_batch
+from tasks.errors import InUseUnknownError, is_transient
+from tasks.schema import HELD_BY, inspect_tables, probe_in_use_tables
 from tasks.seed import insert_leads, lead_rows
 from tests.helpers import archive, column, live, mysql_user
 
@@ -287,3 +289,39 @@ def test_each_hold_is_checked_the_way_its_index_allows(conn: Connection) -> None
 
     assert [lead.held_by for lead in report.leads] == [*HELD_BY, None]
     assert set(live(conn)) == {1, 2, 3, 4, 5}
+
+
+def test_a_connection_lost_while_the_dialer_tables_are_probed_is_retried(
+    conn: Connection, engine: Engine
+) -> None:
+    """A lost connection says nothing about the dialer's tables: the probe raises the loss itself,
+    which the job retries. (It used to swallow it, then fail the job on SQLAlchemy's refusal to
+    use the invalidated connection again: CI's MariaDB restart scenario.)"""
+    with engine.connect() as c:
+        session = c.exec_driver_sql("SELECT CONNECTION_ID()").scalar_one()
+        conn.exec_driver_sql(f"KILL {int(session)}")
+
+        with pytest.raises(OperationalError) as lost:
+            probe_in_use_tables(c)
+        assert is_transient(lost.value)
+        with pytest.raises(PendingRollbackError) as refused:
+            c.exec_driver_sql("SELECT 1")
+        assert is_transient(refused.value)
+
+
+def test_a_dialer_table_locked_past_the_lock_wait_is_retried_not_called_unreadable(
+    conn: Connection, engine: Engine
+) -> None:
+    seed(conn, 2)
+    conn.exec_driver_sql("LOCK TABLES vicidial_callbacks WRITE")
+    try:
+        with engine.connect() as c, pytest.raises(OperationalError) as waited:
+            run_batch(c, [1, 2], ALL, Tuning(lock_wait_timeout=timedelta(seconds=1)))
+    finally:
+        conn.exec_driver_sql("UNLOCK TABLES")
+    assert is_transient(waited.value)
+    assert set(live(conn)) == {1, 2}
+
+    with engine.connect() as c:
+        assert run_batch(c, [1, 2], ALL).counts["delete"]["deleted"] == 2
+    assert live(conn) == {}
