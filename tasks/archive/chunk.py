@@ -16,6 +16,7 @@ copy: a lead moved to another list after a snapshot stays live (``mismatch``).
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -142,6 +143,38 @@ def write_planned(
             raise ConcurrentChangeError(
                 f"{action} touched {done} rows where the locked check expected {len(targets)}"
             )
+
+
+class LockWaits:
+    """Whether anyone waited for a table lock while a chunk held one, and making way if so.
+
+    MyISAM's chunks (the snapshot path's deletes, the locked path's chunks, restore's inserts)
+    lock ``vicidial_list`` as a whole. The server counts every table-lock request that had to
+    wait (``Table_locks_waited``, any session, any table); read after each chunk, a rise means
+    the dialer (or someone) waited for it. A chunk the dialer waited for ends with the dialer's
+    waiting statement getting the table; its next one (it reads a lead, then updates it) must
+    not find the next chunk there first: ``after_chunk`` then lets the table go for
+    ``Tuning.yield_time``. The reading also tells the chunk sizer whether chunks may grow.
+    """
+
+    def __init__(self, cursor: Cursor, tuning: Tuning) -> None:
+        self._cursor = cursor
+        self._pause = tuning.yield_time.total_seconds()
+        self._count = self._read()
+
+    def after_chunk(self) -> bool:
+        """Read the count again: True, after the pause, when someone waited since the last
+        reading; False at once otherwise."""
+        before, self._count = self._count, self._read()
+        if self._count == before:
+            return False
+        if self._pause > 0:
+            time.sleep(self._pause)
+        return True
+
+    def _read(self) -> int:
+        rows = self._cursor.rows("SHOW GLOBAL STATUS LIKE 'Table_locks_waited'")
+        return int(rows[0][1]) if rows else 0
 
 
 @contextmanager

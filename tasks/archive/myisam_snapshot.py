@@ -18,7 +18,15 @@ from functools import partial
 from pymysql.constants import ER
 from sqlalchemy import Connection
 
-from tasks.archive.chunk import AfterRead, Tuning, as_text, batch_lock, read_states, write_planned
+from tasks.archive.chunk import (
+    AfterRead,
+    LockWaits,
+    Tuning,
+    as_text,
+    batch_lock,
+    read_states,
+    write_planned,
+)
 from tasks.archive.cursor import Cursor
 from tasks.archive.plan import Actions, LeadResult, plan_lead
 from tasks.archive.sizing import LEARNED, ChunkSizer
@@ -143,36 +151,36 @@ def _run_window(
             )
         finally:
             cursor.run("UNLOCK TABLES")
-        candidates = [i for i, p in plans.items() if p.delete == "deleted"]
-        # The waits are read after every chunk, not once for them all: they size the next chunk
-        # and say whether to pause before it. A chunk the dialer waited for ends with the dialer's
-        # waiting statement getting the table; its next one (it reads a lead, then updates it)
-        # must not find the next chunk there first. Without the round trip the probe's p99
-        # doubled (9.5 -> 20.1 ms); with it alone, a read and its update still often each waited
-        # a chunk (p99 16-18 ms); with the pause, 8.6 ms at the same leads/s (bench/README.md,
-        # "selection").
-        waits = _table_lock_waits(cursor) if candidates else 0
-        pause = tuning.yield_time.total_seconds()
-        position = 0
-        while position < len(candidates):
-            chunk = candidates[position : position + sizer.size]
-            started = time.perf_counter()
-            deleted = cursor.write(sql.delete(id_list(chunk)))
-            elapsed = time.perf_counter() - started
-            waits, before = _table_lock_waits(cursor), waits
-            sizer.record(len(chunk), elapsed, nobody_waited=waits == before)
-            if waits != before and pause > 0:
-                time.sleep(pause)
-            if deleted != len(chunk):
-                _explain_survivors(cursor, sql, chunk, plans)
-            position += len(chunk)
+        _delete_in_chunks(cursor, sql, plans, sizer, tuning)
     return plans
 
 
-def _table_lock_waits(cursor: Cursor) -> int:
-    """The server's count of table-lock requests that had to wait (any session, any table)."""
-    rows = cursor.rows("SHOW GLOBAL STATUS LIKE 'Table_locks_waited'")
-    return int(rows[0][1]) if rows else 0
+def _delete_in_chunks(
+    cursor: Cursor,
+    sql: Statements,
+    plans: dict[int, LeadResult],
+    sizer: ChunkSizer,
+    tuning: Tuning,
+) -> None:
+    """The guarded DELETE of the leads planned for it, chunk by chunk."""
+    candidates = [i for i, p in plans.items() if p.delete == "deleted"]
+    if not candidates:
+        return
+    # The waits are read after every chunk, not once for them all: they size the next chunk and
+    # say whether to pause before it. Without the round trip the probe's p99 doubled (9.5 ->
+    # 20.1 ms); with it alone, a read and its update still often each waited a chunk (p99 16-18
+    # ms); with the pause, 8.6 ms at the same leads/s (bench/README.md, "selection").
+    waits = LockWaits(cursor, tuning)
+    position = 0
+    while position < len(candidates):
+        chunk = candidates[position : position + sizer.size]
+        started = time.perf_counter()
+        deleted = cursor.write(sql.delete(id_list(chunk)))
+        elapsed = time.perf_counter() - started
+        sizer.record(len(chunk), elapsed, nobody_waited=not waits.after_chunk())
+        if deleted != len(chunk):
+            _explain_survivors(cursor, sql, chunk, plans)
+        position += len(chunk)
 
 
 def _explain_survivors(

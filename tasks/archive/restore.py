@@ -38,7 +38,7 @@ from typing import Any, Literal
 from sqlalchemy import Connection
 
 from tasks.archive.batch import checked_statements, chunk_sizer, open_session
-from tasks.archive.chunk import Tuning, batch_lock
+from tasks.archive.chunk import LockWaits, Tuning, batch_lock
 from tasks.archive.cursor import Cursor, StatementObserver
 from tasks.archive.innodb import prepare_session, with_retries
 from tasks.archive.plan import LeadsReport, validate_lead_ids
@@ -178,6 +178,10 @@ def run_restore(
         _check_grants(cursor, rsql)
     sizer = chunk_sizer(tuning)
     results: dict[int, RestoreResult] = {}
+    # MyISAM: each chunk's INSERT locks vicidial_list as a whole, and the restore makes way for
+    # the dialer after a chunk it waited for (``LockWaits``), as the archive's deletes do.
+    myisam = not (dry_run or sqlite or pair.transactional)
+    waits = LockWaits(cursor, tuning) if myisam and unique else None
     for start in range(0, len(unique), LOCK_WINDOW):
         window = unique[start : start + LOCK_WINDOW]
         # The batch lock, once per window (as the archive's snapshot path takes it): other
@@ -194,7 +198,9 @@ def run_restore(
                     results.update(_plan(chunk, _read(cursor, rsql, chunk), dry_run=True))
                 else:
                     results.update(_run_chunk(cursor, dbapi, rsql, chunk, tuning, after_insert))
-                sizer.record(len(chunk), time.perf_counter() - started)
+                elapsed = time.perf_counter() - started
+                nobody_waited = waits is not None and not waits.after_chunk()
+                sizer.record(len(chunk), elapsed, nobody_waited=nobody_waited)
                 position += len(chunk)
     return _report(ids, results)
 

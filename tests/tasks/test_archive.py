@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
-from itertools import pairwise
 
 import pytest
 from sqlalchemy import Connection, Engine
 
-from tasks.archive import Actions, BatchReport, Tuning, run_batch
+from tasks.archive import SNAPSHOT, Actions, BatchReport, Tuning, run_batch
+from tasks.archive.restore import run_restore
 from tasks.errors import BatchError, MissingTableError, SchemaMismatchError
 from tasks.seed import LEAD_COLUMNS, insert_leads, lead_rows
 from tests.helpers import archive, column, live, mysql_user
@@ -454,43 +455,110 @@ def _make_a_session_wait_for_a_table_lock(engine: Engine) -> None:
     assert waits() > before
 
 
+Timed = list[tuple[str, float, float]]  # (SQL, start, end)
+WAITS = "Table_locks_waited"
+
+
+class Recorder:
+    """Keeps every statement a batch sends, with when it started and ended; ``hook`` is called
+    with them all after each one."""
+
+    def __init__(self, hook: Callable[[Timed], None] | None = None) -> None:
+        self.timed: Timed = []
+        self._hook = hook
+
+    @property
+    def statements(self) -> list[str]:
+        return [sql for sql, _, _ in self.timed]
+
+    def statement(self, sql: str, seconds: float) -> None:
+        end = time.perf_counter()
+        self.timed.append((sql, end - seconds, end))
+        if self._hook is not None:
+            self._hook(self.timed)
+
+
+def _run_path(
+    path: str,
+    vicidial: Connection,
+    database_url: str,
+    ids: list[int],
+    tuning: Tuning,
+    recorder: Recorder,
+) -> None:
+    """Archive ``ids`` on the snapshot path or on the locked path (a user without CREATE
+    TEMPORARY TABLES), or archive them untimed and restore them; each must move every lead."""
+    if path == "restore":
+        run_batch(vicidial, ids, ALL)
+        restored = run_restore(vicidial, ids, tuning=tuning, observer=recorder)
+        assert restored.counts["restore"]["restored"] == len(ids)
+        return
+    if path == "locked":
+        cron_like = "SELECT, INSERT, UPDATE, DELETE, LOCK TABLES ON `{db}`.*"
+        with mysql_user(vicidial, database_url, cron_like) as limited, limited.connect() as c:
+            report = run_batch(c, ids, ALL, tuning, observer=recorder)
+    else:
+        report = run_batch(vicidial, ids, ALL, tuning, observer=recorder)
+    assert report.counts["delete"]["deleted"] == len(ids)
+    filled = any(sql.startswith(f"INSERT INTO {SNAPSHOT}") for sql in recorder.statements)
+    assert filled == (path == "snapshot")
+
+
+MYISAM_PATHS = ["snapshot", "locked", "restore"]
+
+
+@pytest.mark.parametrize("path", MYISAM_PATHS)
 def test_after_a_chunk_someone_waited_for_the_batch_leaves_the_table_to_the_dialer(
-    vicidial: Connection, engine: Engine
+    vicidial: Connection, engine: Engine, database_url: str, path: str
 ) -> None:
     """The dialer reads a lead, then updates it: after a chunk that kept a session waiting for a
     table lock, the next chunk waits ``yield_time`` so the dialer's next statement goes first;
-    after a chunk nobody waited for, the next one follows at once."""
+    after a chunk nobody waited for, the next one follows at once. On every MyISAM path that
+    locks vicidial_list chunk by chunk: the snapshot path's deletes, the locked path's chunks,
+    restore's inserts."""
     vicidial.exec_driver_sql("CREATE TABLE lock_probe (n INT) ENGINE=MyISAM")
     # Two rows: a table of one is read before the statement locks it.
     vicidial.exec_driver_sql("INSERT INTO lock_probe VALUES (0), (1)")
     seed(vicidial, 40)
     pause = 0.25
     tuning = Tuning(first_chunk=10, min_chunk=10, max_chunk=10, yield_time=timedelta(seconds=pause))
-    statements: list[tuple[str, float, float]] = []  # (SQL, start, end)
 
-    class Observer:
-        def statement(self, sql: str, seconds: float) -> None:
-            end = time.perf_counter()
-            statements.append((sql, end - seconds, end))
-            deletes = [s for s in statements if s[0].startswith("DELETE l ")]
-            if sql.startswith("DELETE l ") and len(deletes) == 2:
-                # A session waits while the second chunk runs (before the waits are read).
-                _make_a_session_wait_for_a_table_lock(engine)
+    def during_the_second_chunk(timed: Timed) -> None:
+        # A session waits while the second chunk runs: after its first statement, before the
+        # waits are read again.
+        if sum(WAITS in sql for sql, _, _ in timed[:-1]) == 2 and WAITS in timed[-2][0]:
+            _make_a_session_wait_for_a_table_lock(engine)
 
+    recorder = Recorder(during_the_second_chunk)
     try:
-        report = run_batch(vicidial, list(range(1, 41)), ALL, tuning, observer=Observer())
+        _run_path(path, vicidial, database_url, list(range(1, 41)), tuning, recorder)
     finally:
         vicidial.exec_driver_sql("DROP TABLE lock_probe")
 
-    assert report.counts["delete"]["deleted"] == 40
-    # Each chunk's DELETE is followed by the reading of the waits, then the next chunk.
-    at = [n for n, s in enumerate(statements) if s[0].startswith("DELETE l ")]
-    assert len(at) == 4
-    assert all("Table_locks_waited" in statements[n + 1][0] for n in at)
-    # From the end of that reading to the next chunk's start.
-    gaps = [statements[after][1] - statements[n + 1][2] for n, after in pairwise(at)]
+    # The waits are read before the first chunk and after each of the four.
+    timed = recorder.timed
+    readings = [n for n, (sql, _, _) in enumerate(timed) if WAITS in sql]
+    assert len(readings) == 5
+    # From the end of each reading after a chunk to the next chunk's first statement.
+    gaps = [timed[n + 1][1] - timed[n][2] for n in readings[1:4]]
     assert gaps[1] >= pause  # the chunk a session waited for
     assert gaps[0] < pause and gaps[2] < pause  # nobody waited
+
+
+@pytest.mark.parametrize("path", MYISAM_PATHS)
+def test_while_nobody_waits_chunks_grow_past_the_target(
+    vicidial: Connection, database_url: str, path: str
+) -> None:
+    """A dialer that waits for nothing needs no room: chunks double past the target time (a
+    microsecond here) instead of staying at the smallest, on every MyISAM path."""
+    seed(vicidial, 40)
+    tuning = Tuning(chunk_time=timedelta(microseconds=1), first_chunk=5, min_chunk=5, max_chunk=40)
+    recorder = Recorder()
+    _run_path(path, vicidial, database_url, list(range(1, 41)), tuning, recorder)
+    chunks = sum(WAITS in sql for sql in recorder.statements) - 1
+    # 5, 10, 20, then the last 5; without growth, eight chunks of 5 (a wait another client of
+    # the server happened to make meanwhile would cost a doubling, not all of them).
+    assert 4 <= chunks < 8
 
 
 def test_a_dialer_table_the_user_cannot_read_blocks_deletes(
