@@ -45,6 +45,10 @@ Run it from the repository root::
     .venv/bin/python bench/engine.py                                  # 10k, 100k, 1M leads
     .venv/bin/python bench/engine.py --sizes 10000 --phase-seconds 5  # a quick check
     .venv/bin/python bench/engine.py --sweep --pt-archiver --json /tmp/bench.json
+    .venv/bin/python bench/engine.py --sizes 1000000 --cron-user      # ours on the locked path
+
+``--cron-user`` runs ours as a new user with the grants of Vicidial's stock ``cron`` (no CREATE
+TEMPORARY TABLES), so that ``run_batch`` takes MyISAM's locked path; the user is dropped at the end.
 
 ``LEADARCHIVE_BENCH_MYSQL_URL`` (or ``--url``) points it at another server; the default is root
 with no password on 127.0.0.1:3306. Loading a million leads takes about two minutes.
@@ -800,6 +804,13 @@ class Bench:
     rng: random.Random
     pair: TablePair | None = None
     size: int = 0
+    # Ours' connections (``--cron-user``: a user without CREATE TEMPORARY TABLES); the engine's
+    # own when None.
+    ours_engine: Engine | None = None
+
+    @property
+    def ours(self) -> Engine:
+        return self.ours_engine or self.engine
 
     # ---- data ------------------------------------------------------------------------------
 
@@ -917,7 +928,7 @@ class Bench:
         with (
             noise,
             self.engine.connect() as bare_conn,
-            self.engine.connect() as ours_conn,
+            self.ours.connect() as ours_conn,
         ):
             bare_dbapi = bare_conn.connection.dbapi_connection
             assert bare_dbapi is not None  # noqa: S101 - a live Connection always has one
@@ -1034,7 +1045,7 @@ class Bench:
         def run(seconds: float) -> tuple[int, float, Breakdown]:
             breakdown = Breakdown()
             tuning = self.tuning(chunk_time_ms)
-            with self.engine.connect() as conn:
+            with self.ours.connect() as conn:
                 leads, elapsed, _ = self.back_to_back(
                     lambda ids: run_ours(conn, ids, tuning, breakdown), seconds
                 )
@@ -1313,6 +1324,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--no-dialer", action="store_true", help="skip the dialer-impact phases")
     parser.add_argument("--pt-archiver", action="store_true", help="add pt-archiver --limit 1")
+    parser.add_argument(
+        "--cron-user",
+        action="store_true",
+        help="ours as a user without CREATE TEMPORARY TABLES (Vicidial's cron): the locked path",
+    )
     parser.add_argument("--seed", type=int, default=1, help="seed of the batches' lead choice")
     parser.add_argument("--url", default=DEFAULT_URL, help="server URL, without a database")
     parser.add_argument("--json", type=Path, help="also write the results here")
@@ -1363,6 +1379,20 @@ def machine(engine: Engine) -> dict[str, Any]:
     }
 
 
+def cron_user(server: Engine, url: URL) -> tuple[str, Engine]:
+    """A new MariaDB user with the grants of Vicidial's ``cron`` on the bench database (no CREATE
+    TEMPORARY TABLES, so ``run_batch`` takes the locked path): its account and an engine."""
+    user, password = f"la_bench_{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    account = f"'{user}'@'{url.host or 'localhost'}'"
+    with server.connect() as conn:
+        conn.exec_driver_sql(f"CREATE USER {account} IDENTIFIED BY '{password}'")
+        conn.exec_driver_sql(
+            f"GRANT SELECT, INSERT, UPDATE, DELETE, LOCK TABLES ON `{url.database}`.* TO {account}"
+        )
+    cron_url = url.set(username=user, password=password)
+    return account, make_engine(cron_url.render_as_string(hide_password=False), pool_size=4)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     server = make_engine(args.url)
@@ -1376,9 +1406,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         conn.exec_driver_sql(f"CREATE DATABASE `{name}` CHARACTER SET utf8 COLLATE utf8_unicode_ci")
     log(f"database {name}; {info['server']}, {info['cores']} cores")
     engine = make_engine(url.render_as_string(hide_password=False), pool_size=4)
+    cron = cron_user(server, url) if args.cron_user else None
     try:
         bench = Bench(
-            args=args, url=url, database=name, engine=engine, rng=random.Random(args.seed)
+            args=args,
+            url=url,
+            database=name,
+            engine=engine,
+            rng=random.Random(args.seed),
+            ours_engine=cron[1] if cron else None,
         )
         for size in sorted(args.sizes):
             log(f"loading {size:,} leads")
@@ -1391,6 +1427,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         engine.dispose()
         with server.connect() as conn:
+            if cron:
+                cron[1].dispose()
+                conn.exec_driver_sql(f"DROP USER {cron[0]}")
             conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{name}`")
         server.dispose()
         log(f"dropped {name}")
@@ -1403,6 +1442,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         f" key_buffer_size {info['key_buffer_size'] // 2**20} MiB; engine {info['engine_code']};"
         " probe in a"
         f" {'thread' if args.probe_thread else 'separate process'}"
+        + (
+            "; ours as a user without CREATE TEMPORARY TABLES (locked path)"
+            if args.cron_user
+            else ""
+        )
     )
     if args.json:
         payload = {
