@@ -148,13 +148,20 @@ def write_planned(
 class LockWaits:
     """Whether anyone waited for a table lock while a chunk held one, and making way if so.
 
-    MyISAM's chunks (the snapshot path's deletes, the locked path's chunks, restore's inserts)
-    lock ``vicidial_list`` as a whole. The server counts every table-lock request that had to
-    wait (``Table_locks_waited``, any session, any table); read after each chunk, a rise means
-    the dialer (or someone) waited for it. A chunk the dialer waited for ends with the dialer's
-    waiting statement getting the table; its next one (it reads a lead, then updates it) must
-    not find the next chunk there first: ``after_chunk`` then lets the table go for
-    ``Tuning.yield_time``. The reading also tells the chunk sizer whether chunks may grow.
+    The snapshot path's deletes are plain statements that lock ``vicidial_list`` as a whole.
+    The server counts every table-lock request that had to wait (``Table_locks_waited``, any
+    session, any table); read after each chunk, a rise means the dialer (or someone) waited for
+    it. A chunk the dialer waited for ends with the dialer's waiting statement getting the
+    table; its next one (it reads a lead, then updates it) must not find the next chunk there
+    first: ``after_chunk`` then lets the table go for ``Tuning.yield_time``. The reading also
+    tells the chunk sizer whether chunks may grow.
+
+    Blind to ``LOCK TABLES``: a statement waiting for tables another session locked that way
+    waits for their metadata lock, which the count leaves out (MariaDB 10.11; seeing it needs
+    the PROCESS privilege or performance_schema, neither of which the service has). So the
+    locked path, whose chunks run under ``LOCK TABLES``, does not read it at all, and restore,
+    whose inserts do, reads it for the pause only (its DELETE's read of ``vicidial_list`` is a
+    plain statement) and never grows its chunks on it.
     """
 
     def __init__(self, cursor: Cursor, tuning: Tuning) -> None:

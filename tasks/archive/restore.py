@@ -178,8 +178,10 @@ def run_restore(
         _check_grants(cursor, rsql)
     sizer = chunk_sizer(tuning)
     results: dict[int, RestoreResult] = {}
-    # MyISAM: each chunk's INSERT locks vicidial_list as a whole, and the restore makes way for
-    # the dialer after a chunk it waited for (``LockWaits``), as the archive's deletes do.
+    # MyISAM: each chunk's INSERT locks vicidial_list as a whole under LOCK TABLES, then its
+    # DELETE reads it. After a chunk someone waited for, the restore makes way for the dialer
+    # (``LockWaits``), as the archive's deletes do; but a dialer waiting for the INSERT waits for
+    # a metadata lock, which the reading cannot see, so chunks never grow past the target on it.
     myisam = not (dry_run or sqlite or pair.transactional)
     waits = LockWaits(cursor, tuning) if myisam and unique else None
     for start in range(0, len(unique), LOCK_WINDOW):
@@ -198,9 +200,9 @@ def run_restore(
                     results.update(_plan(chunk, _read(cursor, rsql, chunk), dry_run=True))
                 else:
                     results.update(_run_chunk(cursor, dbapi, rsql, chunk, tuning, after_insert))
-                elapsed = time.perf_counter() - started
-                nobody_waited = waits is not None and not waits.after_chunk()
-                sizer.record(len(chunk), elapsed, nobody_waited=nobody_waited)
+                sizer.record(len(chunk), time.perf_counter() - started)
+                if waits is not None:
+                    waits.after_chunk()
                 position += len(chunk)
     return _report(ids, results)
 
