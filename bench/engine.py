@@ -57,6 +57,7 @@ with no password on 127.0.0.1:3306. Loading a million leads takes about two minu
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import math
@@ -93,7 +94,7 @@ from tasks.db import make_engine
 from tasks.ddl import create_vicidial_tables, drop_vicidial_tables
 from tasks.schema import ARCHIVE_TABLE, LIVE_TABLE, TablePair, inspect_tables
 from tasks.seed import insert_leads, lead_rows
-from testkit.servers import mysql_connect
+from testkit.servers import mysql_connect, mysql_user
 
 DEFAULT_URL = os.environ.get("LEADARCHIVE_BENCH_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/")
 # The probe owns every lead whose ID is a multiple of this; the batches take all the others.
@@ -1379,20 +1380,6 @@ def machine(engine: Engine) -> dict[str, Any]:
     }
 
 
-def cron_user(server: Engine, url: URL) -> tuple[str, Engine]:
-    """A new MariaDB user with the grants of Vicidial's ``cron`` on the bench database (no CREATE
-    TEMPORARY TABLES, so ``run_batch`` takes the locked path): its account and an engine."""
-    user, password = f"la_bench_{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
-    account = f"'{user}'@'{url.host or 'localhost'}'"
-    with server.connect() as conn:
-        conn.exec_driver_sql(f"CREATE USER {account} IDENTIFIED BY '{password}'")
-        conn.exec_driver_sql(
-            f"GRANT SELECT, INSERT, UPDATE, DELETE, LOCK TABLES ON `{url.database}`.* TO {account}"
-        )
-    cron_url = url.set(username=user, password=password)
-    return account, make_engine(cron_url.render_as_string(hide_password=False), pool_size=4)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     server = make_engine(args.url)
@@ -1406,30 +1393,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         conn.exec_driver_sql(f"CREATE DATABASE `{name}` CHARACTER SET utf8 COLLATE utf8_unicode_ci")
     log(f"database {name}; {info['server']}, {info['cores']} cores")
     engine = make_engine(url.render_as_string(hide_password=False), pool_size=4)
-    cron = cron_user(server, url) if args.cron_user else None
     try:
-        bench = Bench(
-            args=args,
-            url=url,
-            database=name,
-            engine=engine,
-            rng=random.Random(args.seed),
-            ours_engine=cron[1] if cron else None,
-        )
-        for size in sorted(args.sizes):
-            log(f"loading {size:,} leads")
-            load_seconds = bench.load(size)
-            log(f"loaded in {load_seconds:.1f} s; cost ratio, {args.batches} batches per side")
-            cost_rows.append(bench.cost_ratio(load_seconds))
-            log(f"ours/bare time {cost_rows[-1].ratio_ours_to_bare_time:.2f}x")
-        if not args.no_dialer:
-            phase_rows = bench.dialer()
+        with contextlib.ExitStack() as stack:
+            ours_engine = None
+            if args.cron_user:
+                # Vicidial's stock cron grants: no CREATE TEMPORARY TABLES, so the locked path.
+                ours_engine = stack.enter_context(
+                    mysql_user(
+                        stack.enter_context(server.connect()),
+                        url.render_as_string(hide_password=False),
+                        "SELECT, INSERT, UPDATE, DELETE, LOCK TABLES ON `{db}`.*",
+                        pool_size=4,
+                    )
+                )
+            bench = Bench(
+                args=args,
+                url=url,
+                database=name,
+                engine=engine,
+                rng=random.Random(args.seed),
+                ours_engine=ours_engine,
+            )
+            for size in sorted(args.sizes):
+                log(f"loading {size:,} leads")
+                load_seconds = bench.load(size)
+                log(f"loaded in {load_seconds:.1f} s; cost ratio, {args.batches} batches per side")
+                cost_rows.append(bench.cost_ratio(load_seconds))
+                log(f"ours/bare time {cost_rows[-1].ratio_ours_to_bare_time:.2f}x")
+            if not args.no_dialer:
+                phase_rows = bench.dialer()
     finally:
         engine.dispose()
         with server.connect() as conn:
-            if cron:
-                cron[1].dispose()
-                conn.exec_driver_sql(f"DROP USER {cron[0]}")
             conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{name}`")
         server.dispose()
         log(f"dropped {name}")

@@ -9,6 +9,7 @@ serves a whole test session (or soak run); each scenario takes a fresh database 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -21,14 +22,40 @@ from typing import Any
 
 import pymysql
 import redis
-from sqlalchemy import URL, Engine, make_url
+from sqlalchemy import URL, Connection, Engine, make_url
 
+from tasks.db import make_engine
 from testkit.polling import wait_until
 from testkit.processes import free_port
 
 MARIADBD = shutil.which("mariadbd", path="/usr/sbin:/usr/bin:/usr/local/sbin") or "mariadbd"
 INSTALL_DB = shutil.which("mariadb-install-db") or "mariadb-install-db"
 REDIS_SERVER = shutil.which("redis-server") or "redis-server"
+
+
+@contextmanager
+def mysql_user(
+    conn: Connection, database_url: str, *grants: str, pool_size: int = 2
+) -> Iterator[Engine]:
+    """An engine for a fresh MariaDB user holding only ``grants`` (``{db}`` is the database).
+
+    Each grant reads like ``SELECT ON `{db}`.*``; the user is dropped afterwards.
+    """
+    url = make_url(database_url)
+    user, password = f"la_{secrets.token_hex(5)}", secrets.token_hex(12)
+    account = f"'{user}'@'{url.host or '127.0.0.1'}'"
+    conn.exec_driver_sql(f"CREATE USER {account} IDENTIFIED BY '{password}'")
+    engine = make_engine(
+        url.set(username=user, password=password).render_as_string(hide_password=False),
+        pool_size=pool_size,
+    )
+    try:
+        for grant in grants:
+            conn.exec_driver_sql(f"GRANT {grant.format(db=url.database)} TO {account}")
+        yield engine
+    finally:
+        engine.dispose()
+        conn.exec_driver_sql(f"DROP USER {account}")
 
 
 def mysql_connect(url: str, **options: Any) -> pymysql.Connection[Any]:

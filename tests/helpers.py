@@ -1,27 +1,23 @@
 """Test helpers: reading tables back byte for byte, settings for a test run, polling.
 
 What the tests share with bench/ and soak/ lives in ``testkit`` and is re-exported here, so a
-test imports its helpers from one place; what only tests need (MariaDB users with chosen grants,
-the admin log, the check for jobs a test left behind) is defined here.
+test imports its helpers from one place (MariaDB users with chosen grants among them); what only
+tests need (the admin log, the check for jobs a test left behind) is defined here.
 """
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
 import redis
-from sqlalchemy import Connection, Engine, make_url
+from sqlalchemy import Connection
 
-from tasks.db import make_engine
 from tasks.records import JobRecord
 from testkit.checksum import Row, archive, column, live, table_rows
 from testkit.polling import WaitTimeout, wait_until
 from testkit.processes import free_port
-from testkit.servers import PrivateRedis, private_redis
+from testkit.servers import PrivateRedis, mysql_user, private_redis
 from testkit.settings import ALICE, ALICE_KEY, BOB, BOB_KEY, make_settings
 
 # What the tests import from here; each lives in testkit, shared with bench/ and soak/.
@@ -56,28 +52,6 @@ def stored(record: JobRecord | None) -> dict[str, str] | None:
 def wait_for(predicate: Any, timeout: float = 20.0, interval: float = 0.02) -> Any:
     """Poll until ``predicate()`` is truthy; its value, or an assertion error on timeout."""
     return wait_until(predicate, timeout, interval=interval)
-
-
-@contextmanager
-def mysql_user(conn: Connection, database_url: str, *grants: str) -> Iterator[Engine]:
-    """An engine for a fresh MariaDB user holding only ``grants`` (``{db}`` is the database).
-
-    Each grant reads like ``SELECT ON `{db}`.*``; the user is dropped afterwards.
-    """
-    url = make_url(database_url)
-    user, password = f"la_{secrets.token_hex(5)}", secrets.token_hex(12)
-    account = f"'{user}'@'127.0.0.1'"
-    conn.exec_driver_sql(f"CREATE USER {account} IDENTIFIED BY '{password}'")
-    engine = make_engine(
-        url.set(username=user, password=password).render_as_string(hide_password=False)
-    )
-    try:
-        for grant in grants:
-            conn.exec_driver_sql(f"GRANT {grant.format(db=url.database)} TO {account}")
-        yield engine
-    finally:
-        engine.dispose()
-        conn.exec_driver_sql(f"DROP USER {account}")
 
 
 def admin_log_rows(conn: Connection) -> list[dict[str, Any]]:
