@@ -44,7 +44,8 @@ class Tuning:
     # After a chunk during which a session waited for a table lock, the batch lets the table go
     # this long before the next chunk: the waiting statement got the table at the chunk's end,
     # and the dialer's next one (it reads a lead, then updates it) gets it too instead of
-    # waiting a whole chunk more. Like pt-archiver's --sleep, but only when someone waits.
+    # waiting a whole chunk more. Like pt-archiver's --sleep, but only when someone waits (on
+    # MyISAM's locked path, after every chunk: who waits for its LOCK TABLES cannot be seen).
     yield_time: timedelta = timedelta(microseconds=500)
     first_chunk: int = 25
     # Each statement has a fixed cost of its own (about 2.5 ms for a whole locked chunk): below

@@ -571,6 +571,28 @@ def test_chunks_under_lock_tables_never_grow_past_the_target(
     assert len(locked) == 8  # eight chunks of 5
 
 
+def test_the_locked_path_leaves_the_table_to_the_dialer_after_every_chunk(
+    vicidial: Connection, database_url: str
+) -> None:
+    """The locked path cannot see who waits for its LOCK TABLES (below), so it makes way after
+    every chunk: ``yield_time`` between a chunk's UNLOCK TABLES and the next chunk, none after
+    the last."""
+    seed(vicidial, 40)
+    pause = 0.1
+    tuning = Tuning(first_chunk=10, min_chunk=10, max_chunk=10, yield_time=timedelta(seconds=pause))
+    recorder = Recorder()
+    started = time.perf_counter()
+    _run_path("locked", vicidial, database_url, list(range(1, 41)), tuning, recorder)
+    ended = time.perf_counter()
+    timed = recorder.timed
+    unlocks = [end for sql, _, end in timed if sql == "UNLOCK TABLES"]
+    locks = [start for sql, start, _ in timed if sql.startswith("LOCK TABLES")]
+    assert len(unlocks) == len(locks) == 4
+    # From each chunk's UNLOCK TABLES to the next chunk's LOCK TABLES.
+    assert all(lock - unlock >= pause for unlock, lock in zip(unlocks, locks[1:], strict=False))
+    assert ended - started < 4 * pause  # no pause after the last chunk
+
+
 def test_a_session_waiting_for_lock_tables_is_not_counted_as_a_table_lock_wait(
     vicidial: Connection, engine: Engine
 ) -> None:
