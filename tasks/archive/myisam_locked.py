@@ -4,7 +4,9 @@ Each chunk runs under ``LOCK TABLES`` on the live table, the archive and the dia
 reads, which makes the check and the statements one atomic step (MyISAM has no transactions),
 and under the batch lock (``batch_lock``, taken by ``run_batch`` for each chunk): a chunk must not
 verify and delete between another batch's snapshot and that batch's refresh of the archive. The
-table lock is released after every chunk, sized to the target lock time.
+table lock is released after every chunk, sized to the target lock time, and ``run_batch`` leaves
+the table to the dialer for ``Tuning.yield_time`` before the next: a session waiting for a LOCK
+TABLES waits for its metadata lock, which ``LockWaits`` cannot see, so it pauses whoever waits.
 """
 
 from __future__ import annotations
