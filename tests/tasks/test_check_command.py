@@ -189,6 +189,33 @@ def test_check_reports_reused_ids_pending_callbacks_and_custom_fields(
     assert "held by: hopper, live_call, agent, preview, callback" in out
 
 
+def test_check_tells_a_user_without_create_temporary_tables_how_to_get_the_faster_path(
+    vicidial: Connection, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Vicidial's stock cron grants are enough (ready), but MyISAM batches then take the slower
+    locked path: check says so, and prints the GRANT that gives the snapshot path."""
+    cron_like = "SELECT, INSERT, UPDATE, DELETE, LOCK TABLES ON `{db}`.*"
+    with mysql_user(vicidial, database_url, cron_like) as limited:
+        url = limited.url.render_as_string(hide_password=False)
+        locked = main(["check", "--database-url", url])
+        locked_out = capsys.readouterr().out
+        grants = [line for line in locked_out.splitlines() if line.startswith("GRANT ")]
+        assert len(grants) == 1
+        vicidial.exec_driver_sql(grants[0])  # the administrator runs what check printed
+        granted = main(["check", "--database-url", url])
+        granted_out = capsys.readouterr().out
+
+    assert locked == 0
+    assert "MyISAM batches take the locked path" in " ".join(locked_out.split())
+    assert grants[0] == (
+        f"GRANT CREATE TEMPORARY TABLES ON `{limited.url.database}`.*"
+        f" TO '{limited.url.username}'@'127.0.0.1';"
+    )
+    assert granted == 0
+    assert "GRANT" not in granted_out
+    assert "MyISAM batches copy from a snapshot of their own" in " ".join(granted_out.split())
+
+
 def test_check_says_whether_jobs_are_written_to_vicidials_admin_log(
     vicidial: Connection, database_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
