@@ -94,7 +94,7 @@ from tasks.db import make_engine
 from tasks.ddl import create_vicidial_tables, drop_vicidial_tables
 from tasks.schema import ARCHIVE_TABLE, LIVE_TABLE, TablePair, inspect_tables
 from tasks.seed import insert_leads, lead_rows
-from testkit.servers import mysql_connect, mysql_user
+from testkit.servers import CRON_GRANTS, mysql_connect, mysql_user
 
 DEFAULT_URL = os.environ.get("LEADARCHIVE_BENCH_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/")
 # The probe owns every lead whose ID is a multiple of this; the batches take all the others.
@@ -1397,12 +1397,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.ExitStack() as stack:
             ours_engine = None
             if args.cron_user:
-                # Vicidial's stock cron grants: no CREATE TEMPORARY TABLES, so the locked path.
                 ours_engine = stack.enter_context(
                     mysql_user(
                         stack.enter_context(server.connect()),
                         url.render_as_string(hide_password=False),
-                        "SELECT, INSERT, UPDATE, DELETE, LOCK TABLES ON `{db}`.*",
+                        CRON_GRANTS,
                         pool_size=4,
                     )
                 )

@@ -33,6 +33,11 @@ INSTALL_DB = shutil.which("mariadb-install-db") or "mariadb-install-db"
 REDIS_SERVER = shutil.which("redis-server") or "redis-server"
 
 
+# Vicidial's stock `cron` user's grants (for mysql_user): no CREATE TEMPORARY TABLES, so a MyISAM
+# batch takes the locked path.
+CRON_GRANTS = "SELECT, INSERT, UPDATE, DELETE, LOCK TABLES ON `{db}`.*"
+
+
 @contextmanager
 def mysql_user(
     conn: Connection, database_url: str, *grants: str, pool_size: int = 2

@@ -17,7 +17,7 @@ from tasks.records import JobRecord
 from testkit.checksum import Row, archive, column, live, table_rows
 from testkit.polling import WaitTimeout, wait_until
 from testkit.processes import free_port
-from testkit.servers import PrivateRedis, mysql_user, private_redis
+from testkit.servers import CRON_GRANTS, PrivateRedis, mysql_user, private_redis
 from testkit.settings import ALICE, ALICE_KEY, BOB, BOB_KEY, make_settings
 
 # What the tests import from here; each lives in testkit, shared with bench/ and soak/.
@@ -26,6 +26,7 @@ __all__ = [
     "ALICE_KEY",
     "BOB",
     "BOB_KEY",
+    "CRON_GRANTS",
     "PrivateRedis",
     "Row",
     "admin_log_rows",

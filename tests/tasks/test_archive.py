@@ -15,6 +15,7 @@ from tasks.archive.restore import run_restore
 from tasks.errors import BatchError, MissingTableError, SchemaMismatchError
 from tasks.seed import LEAD_COLUMNS, insert_leads, lead_rows
 from tests.helpers import archive, column, live, mysql_user, wait_for
+from tests.tasks.test_dialer_holds import cron_like
 
 ALL = Actions(insert=True, update=True, delete=True)
 
@@ -494,8 +495,7 @@ def _run_path(
         assert restored.counts["restore"]["restored"] == len(ids)
         return
     if path == "locked":
-        cron_like = "SELECT, INSERT, UPDATE, DELETE, LOCK TABLES ON `{db}`.*"
-        with mysql_user(vicidial, database_url, cron_like) as limited, limited.connect() as c:
+        with cron_like(vicidial, database_url) as c:
             report = run_batch(c, ids, ALL, tuning, observer=recorder)
     else:
         report = run_batch(vicidial, ids, ALL, tuning, observer=recorder)
@@ -581,8 +581,7 @@ def test_the_locked_path_leaves_the_table_to_the_dialer_after_every_chunk(
     pause = 0.1
     tuning = Tuning(first_chunk=10, min_chunk=10, max_chunk=10, yield_time=timedelta(seconds=pause))
     recorder = Recorder()
-    cron_like = "SELECT, INSERT, UPDATE, DELETE, LOCK TABLES ON `{db}`.*"
-    with mysql_user(vicidial, database_url, cron_like) as limited, limited.connect() as c:
+    with cron_like(vicidial, database_url) as c:
         report = run_batch(c, list(range(1, 41)), ALL, tuning, observer=recorder)
         returned = time.perf_counter()
     assert report.counts["delete"]["deleted"] == 40
@@ -665,8 +664,7 @@ def test_without_create_temporary_tables_the_batch_takes_its_slower_path(
     seed(conn, 30)
     conn.exec_driver_sql("INSERT INTO vicidial_hopper (lead_id, list_id) VALUES (7, 1)")
     before = live(conn)
-    cron_like = "SELECT, INSERT, UPDATE, DELETE, LOCK TABLES ON `{db}`.*"
-    with mysql_user(conn, database_url, cron_like) as limited, limited.connect() as c:
+    with cron_like(conn, database_url) as c:
         with pytest.raises(Exception, match="denied"):
             c.exec_driver_sql("CREATE TEMPORARY TABLE probe (a INT)")
         report = run_batch(c, list(range(1, 31)), ALL, Tuning(first_chunk=4, max_chunk=8))

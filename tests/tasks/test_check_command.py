@@ -9,7 +9,7 @@ from leadarchive.cli import main
 from tasks.archive import Actions, run_batch
 from tasks.checks import column_definitions
 from tasks.seed import insert_leads, lead_rows
-from tests.helpers import mysql_user
+from tests.helpers import CRON_GRANTS, mysql_user
 
 
 def test_check_reports_a_ready_database(
@@ -194,8 +194,7 @@ def test_check_tells_a_user_without_create_temporary_tables_how_to_get_the_faste
 ) -> None:
     """Vicidial's stock cron grants are enough (ready), but MyISAM batches then take the slower
     locked path: check says so, and prints the GRANT that gives the snapshot path."""
-    cron_like = "SELECT, INSERT, UPDATE, DELETE, LOCK TABLES ON `{db}`.*"
-    with mysql_user(vicidial, database_url, cron_like) as limited:
+    with mysql_user(vicidial, database_url, CRON_GRANTS) as limited:
         url = limited.url.render_as_string(hide_password=False)
         locked = main(["check", "--database-url", url])
         locked_out = capsys.readouterr().out

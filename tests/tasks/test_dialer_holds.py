@@ -20,7 +20,7 @@ from tasks.archive import Actions, BatchReport, Tuning, run_batch
 from tasks.errors import InUseUnknownError, is_transient
 from tasks.schema import HELD_BY, inspect_tables, probe_in_use_tables
 from tasks.seed import insert_leads, lead_rows
-from tests.helpers import archive, column, live, mysql_user
+from tests.helpers import CRON_GRANTS, archive, column, live, mysql_user
 
 ALL = Actions(insert=True, update=True, delete=True)
 DRY = Actions(insert=True, update=True, delete=True, dry_run=True)
@@ -57,8 +57,7 @@ def report_of(report: BatchReport, lead_id: int) -> dict[str, object]:
 @contextmanager
 def cron_like(conn: Connection, database_url: str) -> Iterator[Connection]:
     """A user like Vicidial's `cron`: no CREATE TEMPORARY TABLES, so the locked path runs."""
-    grant = "SELECT, INSERT, UPDATE, DELETE, LOCK TABLES ON `{db}`.*"
-    with mysql_user(conn, database_url, grant) as limited, limited.connect() as c:
+    with mysql_user(conn, database_url, CRON_GRANTS) as limited, limited.connect() as c:
         yield c
 
 
