@@ -2,9 +2,8 @@
 
 Tables, engines, collations, the schema match, column order, the dialer tables the in-use guard
 reads, pending callbacks, lists with custom fields, reused lead IDs, privileges, and which MyISAM
-path the batches will take. For an archive
-that drifted from ``vicidial_list`` it prints the exact ``ALTER TABLE`` that makes it match: the
-administrator runs it; the service never alters a table.
+path the batches will take. For an archive that drifted from ``vicidial_list`` it prints the exact
+``ALTER TABLE`` that makes it match: the administrator runs it; the service never alters a table.
 
 Every statement here is short: the reused-ID scan walks the archive in primary-key ranges, so a
 check run while the dialer works never holds MyISAM's table lock for long.
@@ -92,15 +91,15 @@ def check_database(conn: Connection) -> CheckReport:
     held_everywhere, per_table = _held_privileges(conn)
     report.problems += _missing_privileges(tables, held_everywhere, per_table)
     if tables.get(LIVE_TABLE, ("", ""))[0] == "MyISAM":
-        _report_batch_path(conn, held_everywhere, report)
+        _report_batch_path(str(version[2]), str(version[1]), held_everywhere, report)
     report.facts.append(_admin_log_fact(tables, report.problems))
     return report
 
 
-def _report_batch_path(conn: Connection, held: set[str], report: CheckReport) -> None:
+def _report_batch_path(account: str, database: str, held: set[str], report: CheckReport) -> None:
     """Which of MyISAM's two paths the batches take: without CREATE TEMPORARY TABLES (Vicidial's
     stock ``cron`` user) the locked path, which works but is slower, so it is advice, not a
-    problem."""
+    problem. ``account`` is ``CURRENT_USER()``, ``database`` the database checked."""
     if "CREATE TEMPORARY TABLES" in held:
         report.facts.append(
             "MyISAM batches copy from a snapshot of their own (CREATE TEMPORARY TABLES granted)"
@@ -111,11 +110,10 @@ def _report_batch_path(conn: Connection, held: set[str], report: CheckReport) ->
         " under LOCK TABLES and leaves the table to the dialer after it: about 2.6 times slower"
         " beside a busy dialer"
     )
-    account = conn.exec_driver_sql("SELECT CURRENT_USER(), DATABASE()").one()
-    user, _, host = str(account[0]).rpartition("@")
-    database = str(account[1]).replace("`", "``")
+    user, _, host = account.rpartition("@")
+    quoted = database.replace("`", "``")
     report.advice.append("for the faster snapshot path, grant (deploy/grants.sql grants it):")
-    report.advice.append(f"GRANT CREATE TEMPORARY TABLES ON `{database}`.* TO '{user}'@'{host}';")
+    report.advice.append(f"GRANT CREATE TEMPORARY TABLES ON `{quoted}`.* TO '{user}'@'{host}';")
 
 
 def _check_schema(conn: Connection, report: CheckReport) -> None:
