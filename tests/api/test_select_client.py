@@ -15,7 +15,7 @@ import re
 import signal
 import threading
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx2 as httpx
@@ -24,12 +24,13 @@ import redis
 import uvicorn
 from celery import Celery
 from rich.console import Console
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine
 
 from api.app import create_app
 from leadarchive.cli import build_parser, main
 from leadarchive.client import (
     EXIT_FAILED,
+    EXIT_INTERRUPTED,
     EXIT_LEFT_LIVE,
     EXIT_OK,
     FINAL,
@@ -38,6 +39,7 @@ from leadarchive.client import (
     select,
     selection_exit_code,
 )
+from tasks.archive import Tuning
 from tasks.runtime import Runtime
 from tasks.seed import insert_leads, lead_rows
 from tasks.settings import Settings
@@ -373,6 +375,87 @@ def test_ctrl_c_asks_the_job_to_stop_and_follows_it_to_its_end(
     assert job["result"]["done"] == 0 and job["result"]["selected"] == len(SELECTED)
     assert "Ctrl-C: the job stops after its current batch; following it to its end" in err
     assert live(vicidial) == leads and archive(vicidial) == {}
+
+
+def _delete_waits(dialer: Connection) -> bool:
+    """Whether a DELETE from vicidial_list waits for the table (the dialer's lock holds it)."""
+    waiting = dialer.exec_driver_sql(
+        "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE DB = DATABASE()"
+        " AND INFO LIKE 'DELETE%%vicidial_list%%' AND STATE LIKE 'Waiting for table%%'"
+    ).scalar()
+    return bool(waiting)
+
+
+@pytest.mark.parametrize("presses", [1, 2], ids=["once", "twice"])
+def test_ctrl_c_while_a_batch_deletes_stops_the_job_after_that_batch(
+    api_url: str,
+    vicidial: Connection,
+    engine: Engine,
+    leads: dict[int, Row],
+    rt: Runtime,
+    redis_client: redis.Redis,
+    sigint: Callable[[], None],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    presses: int,
+) -> None:
+    # The dialer's read lock holds the first batch at its first DELETE, for up to 10 s.
+    monkeypatch.setitem(rt.__dict__, "tuning", Tuning(lock_wait_timeout=timedelta(seconds=10)))
+    dialer = engine.connect()
+    dialer.exec_driver_sql("LOCK TABLES vicidial_list READ")
+    asked, client_ended = threading.Event(), threading.Event()
+    ask = Selector.cancel
+
+    def cancel(selector: Selector, status_url: str) -> str:
+        said = ask(selector, status_url)
+        asked.set()
+        return said
+
+    monkeypatch.setattr(Selector, "cancel", cancel)
+
+    def operator() -> None:
+        try:
+            wait_for(lambda: _delete_waits(dialer))
+            sigint()
+            wait_for(asked.is_set)
+            if presses == 2:
+                sigint()
+                client_ended.wait(timeout=10)
+        finally:
+            dialer.exec_driver_sql("UNLOCK TABLES")
+            dialer.close()
+
+    helper = Helper(operator, rt, redis_client)
+
+    code = leadarchive(api_url, "--list-ids", "1001", "--delete", "--json")
+
+    client_ended.set()
+    helper.check()
+    out, err = capsys.readouterr()
+    if presses == 1:
+        assert code == EXIT_FAILED
+        job = json.loads(out)
+        assert "Ctrl-C: the job stops after its current batch; following it to its end" in err
+    else:
+        # It stopped waiting while the batch was still held, and said how to find the job.
+        assert code == EXIT_INTERRUPTED and out == ""
+        assert "stopped waiting for the job; it was asked to stop after its current batch" in err
+        job_id = err.split("/vicidial/leads/archive/", 1)[1].split()[0]
+
+        def ended() -> dict[str, Any] | None:
+            record = rt.jobs.get(job_id)
+            view = record.view() if record is not None else None
+            return view if view is not None and view["status"] in FINAL else None
+
+        job = wait_for(ended)
+    assert job["status"] == "cancelled" and job["cancel_requested"]
+    result = job["result"]
+    assert 0 < result["done"] < len(SELECTED)
+    walked = [i for i in SELECTED if i <= result["last_lead_id"]]
+    assert result["done"] == len(walked) == result["counts"]["delete"]["deleted"]
+    now_live, archived = live(vicidial), archive(vicidial)
+    assert set(archived) == set(walked) and all(archived[i] == leads[i] for i in walked)
+    assert all(now_live[i] == leads[i] for i in leads if i not in walked)
 
 
 class Watched(Selector):

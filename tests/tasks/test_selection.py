@@ -142,6 +142,8 @@ CASES: dict[str, dict[str, Any]] = {
     },
     "last called before": {"last_call_before": date(2024, 3, 1)},
     "last called before, later": {"last_call_before": datetime(2025, 1, 15, 9, 0, 1)},
+    # Exactly one of the call times: a lead called then was not called before it.
+    "last called before, at a call": {"last_call_before": datetime(2024, 3, 1, 12, 0, 0)},
     "lists and statuses": {"list_ids": [1001, 1002], "statuses": ["NEW", "SALE"]},
     "campaign and not called since": {
         "campaign_ids": ["CAMPA"],
@@ -172,6 +174,11 @@ def test_each_filter_and_their_combinations_select_the_expected_leads(
     assert (total, sample) == (len(want), want[:SAMPLE])
     if case != "a list nobody has":
         assert 0 < len(want) < LEADS  # the case really filters
+    if "last_call_before" in CASES[case]:
+        # The data exercise both sides of the rule for a lead never called.
+        never_called = {lead.lead_id for lead in leads if lead.last_call is None}
+        assert never_called & set(want)
+        assert any(lead.entry_date and lead.lead_id in never_called - set(want) for lead in leads)
 
 
 def _walk(conn: Connection, filters: SelectionFilters, limit: int, window: int = 13) -> list[int]:
@@ -276,6 +283,30 @@ def test_text_a_column_cannot_hold_matches_no_lead_and_fails_nothing(
         assert (filters.statuses, filters.campaign_ids) == (["SALE"], ["CAMPA"])
     # None left: that filter matches no lead.
     nothing = storable(conn, SelectionFilters.model_validate({"statuses": ["\U00069450"]}))
+    assert _walk(conn, nothing, 1000, 5000) == [] and count(conn, nothing, ZONE)[0] == 0
+
+
+@pytest.mark.parametrize("tables", ["MyISAM"], indirect=True)
+def test_text_beyond_latin1_matches_no_lead_of_a_latin1_install(
+    tables: tuple[Connection, list[Lead]],
+) -> None:
+    conn, leads = tables
+    # Vicidial installs older than its utf8 default have latin1 columns.
+    conn.exec_driver_sql(
+        "ALTER TABLE vicidial_list MODIFY status VARCHAR(6) CHARACTER SET latin1 NULL"
+    )
+    conn.exec_driver_sql(
+        "ALTER TABLE vicidial_lists MODIFY campaign_id VARCHAR(8) CHARACTER SET latin1 NULL"
+    )
+    given = {"statuses": ["\u03a9", "SALE", "\u20ac"], "campaign_ids": ["CAMPA", "\u03a9MEGA"]}
+    filters = storable(conn, SelectionFilters.model_validate(given))
+
+    # MariaDB's latin1 is Windows-1252: it holds the euro sign, not the omega.
+    assert (filters.statuses, filters.campaign_ids) == (["SALE", "\u20ac"], ["CAMPA"])
+    wanted = expected(leads, {"statuses": ["SALE"], "campaign_ids": ["CAMPA"]})
+    assert wanted and _walk(conn, filters, 1000, 5000) == wanted
+    assert count(conn, filters, ZONE)[0] == len(wanted)
+    nothing = storable(conn, SelectionFilters.model_validate({"statuses": ["\u03a9"]}))
     assert _walk(conn, nothing, 1000, 5000) == [] and count(conn, nothing, ZONE)[0] == 0
 
 

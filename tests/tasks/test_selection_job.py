@@ -47,10 +47,12 @@ MISMATCH, HELD = 10, 20  # two leads of list 1001 a delete must leave live
 
 @dataclass
 class Steward:
-    """Records every save; answers "stopping" after ``stop_after`` saves, and gives the job back
-    (``interrupt``) before the batch that follows save number ``interrupt_after``."""
+    """Records every save; answers ``answer`` ("stopping": a cancel) after ``stop_after`` saves,
+    and gives the job back (``interrupt``) before the batch that follows save number
+    ``interrupt_after``."""
 
     stop_after: int | None = None
+    answer: str | None = "stopping"
     interrupt_after: int | None = None
     interrupt: Ended = "continued"
     on_sleep: Any = None
@@ -58,12 +60,12 @@ class Steward:
     saves: list[tuple[SelectionReport, SelectionProgress]] = field(default_factory=list)
     sleeps: int = 0
 
-    def save(self, report: SelectionReport, progress: SelectionProgress) -> str:
+    def save(self, report: SelectionReport, progress: SelectionProgress) -> str | None:
         self.saves.append((report.model_copy(deep=True), progress))
         if self.on_save is not None:
             self.on_save()
         if self.stop_after is not None and len(self.saves) > self.stop_after:
-            return "stopping"
+            return self.answer
         return "running"
 
     def interruption(self, steps: int) -> tuple[Ended, datetime | None] | None:
@@ -248,6 +250,53 @@ def test_a_cancel_stops_the_walk_after_its_current_batch(conn: Connection) -> No
     for lead_id in SELECTED[3 * BATCH :]:
         assert now_live[lead_id] == before[lead_id] and lead_id not in archived
     assert all(lead_id not in now_live for lead_id in walked if lead_id not in (MISMATCH, HELD))
+
+
+@pytest.mark.parametrize(
+    ("answer", "status"),
+    [("stopping", "cancelled"), (None, "lost")],
+    ids=["cancelled", "lease lost"],
+)
+def test_a_stop_answered_before_a_batch_runs_none_of_it(
+    conn: Connection, answer: str | None, status: str
+) -> None:
+    fill(conn)
+    before = live(conn)
+    # The job's first save, then two batches (each saved before and after): the save before the
+    # third, the one that carries its lead IDs, is answered "stopping" (a cancel) or, for a run
+    # that no longer holds the job, with nothing.
+    steward = Steward(stop_after=5, answer=answer)
+
+    ending = walk(conn, request(), steward)
+
+    assert ending.status == status
+    assert steward.saves[-1][0].in_flight == SELECTED[2 * BATCH : 3 * BATCH]
+    report = ending.report
+    assert report.done == 2 * BATCH and report.in_flight is None
+    assert report.last_lead_id == SELECTED[2 * BATCH - 1]
+    now_live, archived = live(conn), archive(conn)
+    for lead_id in SELECTED[2 * BATCH :]:
+        assert now_live[lead_id] == before[lead_id] and lead_id not in archived
+
+
+def test_a_status_no_column_can_hold_selects_no_lead_and_fails_nothing(
+    conn: Connection,
+) -> None:
+    fill(conn)
+    conn.exec_driver_sql("UPDATE vicidial_list SET status = IF(lead_id <= 30, 'SALE', 'NEW')")
+    conn.commit()
+    sale = [i for i in SELECTED if i <= 30]
+    # A 4-byte character, which Vicidial's utf8 status column cannot hold, beside "SALE".
+    emoji = "\U0001f600"
+
+    ending = walk(conn, request(statuses=[emoji, "SALE"]), Steward())
+
+    assert ending.status == "succeeded"
+    assert ending.report.selected == ending.report.done == len(sale)
+    assert ending.report.counts["delete"]["deleted"] == len(sale) - 2  # MISMATCH and HELD stay
+    assert set(live(conn)) == set(range(1, LEADS + 1)) - set(sale) | {MISMATCH, HELD}
+    alone = walk(conn, request(statuses=[emoji]), Steward())
+    assert alone.status == "succeeded" and alone.report.selected == alone.report.done == 0
 
 
 def test_a_dry_run_counts_and_samples_and_changes_nothing(conn: Connection) -> None:
