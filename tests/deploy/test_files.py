@@ -10,7 +10,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from fastapi import APIRouter
 
+from api.routes import archive, dearchive, operations, selection
 from leadarchive.cli import build_parser
 from tasks.settings import EXAMPLE_SECRET, Settings
 from tests.deploy.compose import ROOT
@@ -112,25 +114,50 @@ def test_env_example_holds_no_secret() -> None:
     assert values["LEADARCHIVE_FLOWER_BASIC_AUTH"].endswith(f":{EXAMPLE_SECRET}")
 
 
-def test_proxies_forward_only_the_archive_path_to_the_api_port() -> None:
+def _route_paths(routers: tuple[APIRouter, ...]) -> list[str]:
+    """Every path these routers serve, with a job ID in place of ``{job_id}``."""
+    paths = {route.path for router in routers for route in router.routes}  # type: ignore[attr-defined]
+    return sorted(path.replace("{job_id}", "A" * 22) for path in paths)
+
+
+# What the proxies must pass on: every route of the job API. The operations routes (/healthz,
+# /readyz, /metrics, /docs) stay on the loopback.
+PUBLIC = _route_paths((archive.router, selection.router, dearchive.router))
+PRIVATE = [*_route_paths((operations.router,)), "/docs", "/openapi.json", "/vicidial/admin.php"]
+
+
+def test_proxies_forward_every_job_route_and_nothing_else_to_the_api_port() -> None:
     api_port = shlex.split(read_unit(DEPLOY / "leadarchive-api.service")["Service"]["ExecStart"])
     port = api_port[api_port.index("--port") + 1]
-    upstream = f"http://127.0.0.1:{port}/vicidial/leads/archive"
+    assert {"/vicidial/leads/dearchive", "/vicidial/leads/archive/selection"} <= set(PUBLIC)
+
     apache = (DEPLOY / "apache-leadarchive.conf").read_text(encoding="utf-8")
     assert "<VirtualHost *:443>" in apache
     assert re.search(r"^\s*SSLEngine on$", apache, re.M)
-    assert re.search(rf"^\s*ProxyPass\s+/vicidial/leads/archive\s+{upstream}$", apache, re.M)
-    assert re.search(rf"^\s*ProxyPassReverse\s+/vicidial/leads/archive\s+{upstream}$", apache, re.M)
+    forwards = dict(re.findall(r"^\s*ProxyPass\s+(\S+)\s+(\S+)$", apache, re.M))
+    reverses = dict(re.findall(r"^\s*ProxyPassReverse\s+(\S+)\s+(\S+)$", apache, re.M))
+    assert forwards == reverses
+    for prefix, upstream in forwards.items():
+        assert upstream == f"http://127.0.0.1:{port}{prefix}"  # the same path, on the API's port
+
+    def apache_passes(path: str) -> bool:
+        return any(path == prefix or path.startswith(prefix + "/") for prefix in forwards)
+
+    (headers_for,) = re.findall(r'^\s*<LocationMatch "([^"]+)">$', apache, re.M)
     assert re.search(r'^\s*RequestHeader set X-Forwarded-Proto "?https"?$', apache, re.M)
-    assert len(re.findall(r"^\s*ProxyPass\s", apache, re.M)) == 1
 
     nginx = (DEPLOY / "nginx-leadarchive.conf").read_text(encoding="utf-8")
     assert re.search(r"^\s*listen 443 ssl;", nginx, re.M)
     assert re.search(rf"^\s*server 127\.0\.0\.1:{port};", nginx, re.M)
-    assert re.search(r"^\s*location /vicidial/leads/archive \{", nginx, re.M)
-    assert len(re.findall(r"^\s*location ", nginx, re.M)) == 1
+    (location,) = re.findall(r"^\s*location ~ (\S+) \{$", nginx, re.M)  # a regular expression
     for header in ("X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host"):
         assert re.search(rf"^\s*proxy_set_header {header} ", nginx, re.M), header
+
+    for path in PUBLIC:
+        assert apache_passes(path) and re.match(headers_for, path), path
+        assert re.match(location, path), path
+    for path in PRIVATE:
+        assert not apache_passes(path) and not re.match(location, path), path
 
 
 def test_proxy_body_caps_are_small_but_above_the_apis_own() -> None:
