@@ -6,10 +6,12 @@ import argparse
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING
 
 from rich.console import Console
@@ -99,6 +101,10 @@ def _run(args: argparse.Namespace) -> int:
         LEADARCHIVE_OFFICE_HOURS=settings.office_hours or "",
         LEADARCHIVE_TIMEZONE=settings.timezone,
     )
+    # A SIGTERM to this process alone (`kill PID`, a supervisor's stop) ends it here once the
+    # API has shut down (uvicorn raises the signal again when it is done), so that the worker is
+    # stopped too instead of being left running on its own.
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     worker = subprocess.Popen(
         [
             sys.executable,
@@ -112,28 +118,33 @@ def _run(args: argparse.Namespace) -> int:
         ],
         env=env,
     )
-    url = f"http://{args.host}:{args.port}"
-    console.print(f"LeadArchive is listening on {url}  (docs: {url}/docs)")
-    if settings.embedded:
-        console.print(f"Embedded demo: data in {settings.data_dir.resolve()}")
-    if key:
-        console.print(f"Demo API key: {key}", highlight=False, soft_wrap=True)
-        body = json.dumps(SEED_EXAMPLE)
-        console.print(
-            f"Try: curl -s -X POST {url}/vicidial/leads/archive -H 'Authorization: Key={key}'"
-            f" -H 'Content-Type: application/json' -d '{body}'",
-            highlight=False,
-            soft_wrap=True,
-        )
     try:
+        url = f"http://{args.host}:{args.port}"
+        console.print(f"LeadArchive is listening on {url}  (docs: {url}/docs)")
+        if settings.embedded:
+            console.print(f"Embedded demo: data in {settings.data_dir.resolve()}")
+        if key:
+            console.print(f"Demo API key: {key}", highlight=False, soft_wrap=True)
+            body = json.dumps(SEED_EXAMPLE)
+            console.print(
+                f"Try: curl -s -X POST {url}/vicidial/leads/archive -H 'Authorization: Key={key}'"
+                f" -H 'Content-Type: application/json' -d '{body}'",
+                highlight=False,
+                soft_wrap=True,
+            )
         uvicorn.run(create_app(settings), host=args.host, port=args.port, access_log=False)
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut this short
         worker.terminate()
         try:
             worker.wait(timeout=20)
         except subprocess.TimeoutExpired:
             worker.kill()
     return 0
+
+
+def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
 
 
 def _private_folder(folder: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import sqlite3
 import subprocess
 import time
@@ -13,6 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import httpx2 as httpx
+import psutil
 
 from tasks.db import make_engine
 from tasks.records import FINAL
@@ -188,3 +190,20 @@ def test_the_demo_keeps_its_data_private_and_runs_again_a_job_it_was_running_whe
     assert (record.status, record.attempts) == ("succeeded", 2)
     live_after, archive_after = _tables(tmp_path)
     assert 7 in archive_after and 7 not in live_after
+
+
+def test_a_sigterm_to_the_run_command_alone_stops_its_worker_too(tmp_path: Path) -> None:
+    process = _start_demo(tmp_path, free_port(), tmp_path / "run.log")
+    try:
+        # The worker, and its pool process once it is ready.
+        run = psutil.Process(process.pid)
+        workers = wait_for(lambda: len(run.children(recursive=True)) == 2 and run.children(True))
+
+        # To the run process alone, as `kill PID` or a supervisor's stop sends it.
+        process.send_signal(signal.SIGTERM)
+
+        assert process.wait(timeout=60) == 0
+        _, alive = psutil.wait_procs(workers, timeout=30)
+        assert alive == [], f"left running: {alive}"
+    finally:
+        stop_group(process, grace=30)
