@@ -133,11 +133,8 @@ def _run_archive(conn: Connection, request: ArchiveRequest, held: Held) -> Outco
 
 
 def _run_restore(conn: Connection, request: RestoreRequest, held: Held) -> Outcome:
-    if held.record.lists is not None:
-        # The API refuses a restore for a key limited to lists (api/routes/dearchive.py); a
-        # record that says otherwise was not written by it.
-        raise ValueError("a key limited to lists cannot restore")
-    return Outcome(run_restore(conn, request.lead_ids, request.dry_run, held.rt.tuning))
+    tuning, lists = held.rt.tuning, held.record.lists
+    return Outcome(run_restore(conn, request.lead_ids, request.dry_run, tuning, lists=lists))
 
 
 class _Steward:

@@ -90,21 +90,12 @@ def authorize_request(owner: str, job_request: JobRequest) -> None:
 
     Called for every kind of job once its body is valid and before anything is written. An
     archive request needs ``archive`` for insert and update and ``delete`` for delete; a
-    selection needs ``selection`` too; a restore needs ``restore``, and a key limited to lists may
-    not restore (the restore reads no list). A key limited to lists may select: its selection
-    walks only those lists.
+    selection needs ``selection`` too; a restore needs ``restore``. A key limited to lists may
+    do each: the job's record keeps the lists, its batches report a lead of another list
+    ``forbidden``, and a selection walks only those lists.
     """
     if isinstance(job_request, RestoreRequest):
         require_action(owner, "restore")
-        if scope_of(owner).lists is not None:
-            raise Problem(
-                403,
-                "action-not-allowed",
-                "Forbidden",
-                "this key is limited to some lists, and a restore cannot be limited to lists:"
-                " use a key without lists to restore",
-                action="restore",
-            )
         return
     needed = [ARCHIVE_REQUEST_ACTIONS[a] for a in job_request.requested()]
     if isinstance(job_request, SelectionRequest):

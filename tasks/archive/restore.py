@@ -11,6 +11,9 @@ How a chunk runs (the unique lead IDs, sorted, in chunks sized to the target loc
    copy every archived lead that is not live into ``vicidial_list``: one ``INSERT ... SELECT`` of
    every column, itself guarded (``NOT EXISTS`` a live row). A lead already live is refused
    (``already_live``, as ``lead_dearchive`` refuses it), one in neither table is ``not_archived``;
+   for a job of a key limited to lists (``lists``), a lead whose list (its live row's, else its
+   archive row's, read in the same held step) is not one of them is ``forbidden``, and neither
+   of its rows is written;
 2. the locks are released (the dialer may write the live copy from here on), ``after_insert`` is
    told (tests stage the dialer's write there);
 3. the archive rows are removed by one ``DELETE`` that compares each with its live copy, every
@@ -41,12 +44,14 @@ from tasks.archive.batch import checked_statements, chunk_sizer, open_session
 from tasks.archive.chunk import LockWaits, Tuning, batch_lock
 from tasks.archive.cursor import Cursor, StatementObserver
 from tasks.archive.innodb import prepare_session, with_retries
-from tasks.archive.plan import LeadsReport, validate_lead_ids
+from tasks.archive.plan import FORBIDDEN, LeadsReport, validate_lead_ids
 from tasks.archive.sql import Statements, id_list, q
 from tasks.errors import MYSQL_ACCESS_DENIED, BatchError, ConcurrentChangeError, mysql_error_code
 from tasks.schema import ARCHIVE_TABLE, LIVE_TABLE
+from tasks.scopes import Lists
 
-RestoreOutcome = Literal["restored", "already_live", "not_archived"]
+RestoreOutcome = Literal["restored", "already_live", "not_archived", "forbidden"]
+# Every job's outcomes; a job scoped to lists has FORBIDDEN too.
 RESTORE_OUTCOMES: tuple[RestoreOutcome, ...] = ("restored", "already_live", "not_archived")
 
 # The batch lock is held for at most this many leads at a time (SNAPSHOT_WINDOW's size).
@@ -98,11 +103,14 @@ class RestoreStatements:
 
     sql: Statements
 
-    def states(self, ids: str) -> str:
-        """(lead_id, live) rows: 1 for each live lead, 0 for each archived one."""
+    def states(self, ids: str, with_list: bool = False) -> str:
+        """(lead_id, live, list_id) rows: live 1 for each live lead, 0 for each archived one;
+        the row's list_id ``with_list``, else NULL."""
+        live_list, archive_list = ("l.list_id", "a.list_id") if with_list else ("NULL", "NULL")
         return (
-            f"SELECT l.lead_id, 1 FROM {self.sql.live_by_id} WHERE l.lead_id IN ({ids})"
-            f" UNION ALL SELECT a.lead_id, 0 FROM {self.sql.archive_by_id}"
+            f"SELECT l.lead_id, 1, {live_list} FROM {self.sql.live_by_id}"
+            f" WHERE l.lead_id IN ({ids})"
+            f" UNION ALL SELECT a.lead_id, 0, {archive_list} FROM {self.sql.archive_by_id}"
             f" WHERE a.lead_id IN ({ids})"
         )
 
@@ -158,13 +166,16 @@ def run_restore(
     *,
     after_insert: AfterInsert | None = None,
     observer: StatementObserver | None = None,
+    lists: Lists | None = None,
 ) -> RestoreReport:
     """Restore ``lead_ids`` from the archive and report every lead's outcome, in request order.
 
     ``after_insert``, an observer, is called with each chunk's restored lead IDs after their
     live copies are inserted and the locks released, before their archive rows are deleted.
     Nothing in the product passes one; tests stage the dialer's races there. ``observer`` is
-    told every statement, as ``run_batch``'s.
+    told every statement, as ``run_batch``'s. ``lists``: the lists a scoped key may touch
+    (None: every list); a lead of another list is ``forbidden``, and both its rows stay as they
+    are.
     """
     tuning = tuning or Tuning()
     ids = validate_lead_ids(lead_ids)
@@ -172,6 +183,8 @@ def run_restore(
     dbapi, cursor, sqlite = open_session(conn, tuning, observer, "the restore")
     rsql = RestoreStatements(checked_statements(conn, cursor))
     pair = rsql.sql.pair
+    if lists is not None and not any(c.name == "list_id" for c in pair.columns):
+        raise BatchError(f"{LIVE_TABLE} has no list_id column: a job scoped to lists cannot run")
     if pair.transactional:
         prepare_session(cursor, tuning)
     if not dry_run and not sqlite:
@@ -197,14 +210,17 @@ def run_restore(
                 chunk = window[position : position + sizer.size]
                 started = time.perf_counter()
                 if dry_run:
-                    results.update(_plan(chunk, _read(cursor, rsql, chunk), dry_run=True))
+                    states = _read(cursor, rsql, chunk, lists)
+                    results.update(_plan(chunk, states, dry_run=True))
                 else:
-                    results.update(_run_chunk(cursor, dbapi, rsql, chunk, tuning, after_insert))
+                    results.update(
+                        _run_chunk(cursor, dbapi, rsql, chunk, tuning, after_insert, lists)
+                    )
                 sizer.record(len(chunk), time.perf_counter() - started)
                 if waits is not None:
                     waits.after_chunk()
                 position += len(chunk)
-    return _report(ids, results)
+    return _report(ids, results, scoped=lists is not None)
 
 
 def _check_grants(cursor: Cursor, rsql: RestoreStatements) -> None:
@@ -219,25 +235,45 @@ def _check_grants(cursor: Cursor, rsql: RestoreStatements) -> None:
             raise
 
 
+@dataclass(slots=True)
+class _State:
+    """Where a lead is, and whether the job may touch it."""
+
+    live: bool = False
+    archived: bool = False
+    forbidden: bool = False
+
+
 def _read(
-    cursor: Cursor, rsql: RestoreStatements, chunk: list[int]
-) -> dict[int, tuple[bool, bool]]:
-    """Each lead's (live, archived)."""
-    states = {i: (False, False) for i in chunk}
-    for lead_id, is_live in cursor.rows(rsql.states(id_list(chunk))):
-        live, archived = states[int(lead_id)]
-        states[int(lead_id)] = (live or bool(is_live), archived or not is_live)
+    cursor: Cursor, rsql: RestoreStatements, chunk: list[int], lists: Lists | None
+) -> dict[int, _State]:
+    """Each lead's state; with ``lists``, a lead whose list (its live row's, else its archive
+    row's) is not one of them is forbidden."""
+    states = {i: _State() for i in chunk}
+    rows = cursor.rows(rsql.states(id_list(chunk), with_list=lists is not None))
+    for lead_id, is_live, list_id in rows:
+        state = states[int(lead_id)]
+        allowed = lists is None or lists.allows(list_id)
+        if is_live:
+            state.live, state.forbidden = True, not allowed
+        else:
+            state.archived = True
+            if not state.live:
+                state.forbidden = not allowed
     return states
 
 
 def _plan(
-    chunk: list[int], states: dict[int, tuple[bool, bool]], *, dry_run: bool
+    chunk: list[int], states: dict[int, _State], *, dry_run: bool
 ) -> dict[int, RestoreResult]:
     """Each lead's outcome; where it will be once restored (where it is, in a dry run)."""
     plans = {}
     for i in chunk:
-        live, archived = states[i]
-        if live:
+        state = states[i]
+        live, archived = state.live, state.archived
+        if state.forbidden:
+            plans[i] = RestoreResult(i, FORBIDDEN, archived, live)
+        elif live:
             plans[i] = RestoreResult(i, "already_live", archived, live)
         elif archived:
             plans[i] = RestoreResult(i, "restored", archived, not dry_run)
@@ -253,19 +289,20 @@ def _run_chunk(
     chunk: list[int],
     tuning: Tuning,
     after_insert: AfterInsert | None,
+    lists: Lists | None,
 ) -> dict[int, RestoreResult]:
     """Insert the chunk's live copies with its rows held still, then delete the verified
     archive rows."""
     pair = rsql.sql.pair
     if pair.dialect == "sqlite":
-        plans = _in_transaction(cursor, dbapi, "BEGIN IMMEDIATE", rsql, chunk, tuning)
+        plans = _in_transaction(cursor, dbapi, "BEGIN IMMEDIATE", rsql, chunk, tuning, lists)
     elif pair.transactional:
-        plans = _in_transaction(cursor, dbapi, "START TRANSACTION", rsql, chunk, tuning)
+        plans = _in_transaction(cursor, dbapi, "START TRANSACTION", rsql, chunk, tuning, lists)
     else:
         # MyISAM has no transactions: LOCK TABLES makes the check and the INSERT one step.
         cursor.run(rsql.lock_tables)
         try:
-            plans = _insert_planned(cursor, rsql, chunk)
+            plans = _insert_planned(cursor, rsql, chunk, lists)
         finally:
             cursor.run("UNLOCK TABLES")
     restored = [i for i, p in plans.items() if p.restore == "restored"]
@@ -283,10 +320,10 @@ def _run_chunk(
 
 
 def _insert_planned(
-    cursor: Cursor, rsql: RestoreStatements, chunk: list[int]
+    cursor: Cursor, rsql: RestoreStatements, chunk: list[int], lists: Lists | None
 ) -> dict[int, RestoreResult]:
     """Read the held chunk's state and insert exactly the live copies it calls for."""
-    plans = _plan(chunk, _read(cursor, rsql, chunk), dry_run=False)
+    plans = _plan(chunk, _read(cursor, rsql, chunk, lists), dry_run=False)
     targets = [i for i, p in plans.items() if p.restore == "restored"]
     if targets:
         done = cursor.write(rsql.insert(id_list(targets)))
@@ -307,6 +344,7 @@ def _in_transaction(
     rsql: RestoreStatements,
     chunk: list[int],
     tuning: Tuning,
+    lists: Lists | None,
 ) -> dict[int, RestoreResult]:
     """The insert step in one transaction (InnoDB: its rows locked in ``lead_id`` order, live
     table first, as the archive batch locks them), tried again after a deadlock."""
@@ -318,7 +356,7 @@ def _in_transaction(
             if rsql.sql.pair.transactional:
                 cursor.rows(rsql.sql.lock_rows(LIVE_TABLE, ids))
                 cursor.rows(rsql.sql.lock_rows(ARCHIVE_TABLE, ids))
-            plans = _insert_planned(cursor, rsql, chunk)
+            plans = _insert_planned(cursor, rsql, chunk, lists)
         except BaseException:
             dbapi.rollback()
             raise
@@ -328,14 +366,18 @@ def _in_transaction(
     return with_retries(attempt, tuning)
 
 
-def _report(ids: Sequence[int], results: dict[int, RestoreResult]) -> RestoreReport:
-    """Every requested ID once, in request order, with counts under ``restore``."""
+def _report(
+    ids: Sequence[int], results: dict[int, RestoreResult], *, scoped: bool
+) -> RestoreReport:
+    """Every requested ID once, in request order, with counts under ``restore`` (and a
+    ``forbidden`` count when the job is ``scoped`` to lists)."""
     seen = Counter(ids)
     order = list(dict.fromkeys(ids))
     leads = [results[i] for i in order]
     tally = Counter(lead.restore for lead in leads)
+    outcomes = (*RESTORE_OUTCOMES, FORBIDDEN) if scoped else RESTORE_OUTCOMES
     return RestoreReport(
-        counts={"restore": {outcome: tally[outcome] for outcome in RESTORE_OUTCOMES}},
+        counts={"restore": {outcome: tally[outcome] for outcome in outcomes}},
         duplicates=[i for i in order if seen[i] > 1],
         leads=leads,
     )

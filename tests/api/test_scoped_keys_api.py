@@ -86,13 +86,10 @@ def test_an_action_the_key_may_not_use_is_403_naming_it(
     ("name", "url", "says"),
     [
         ("crm", "/vicidial/leads/dearchive", "'restore'"),  # no `restore` among its actions
-        ("listed-restorer", "/vicidial/leads/dearchive", "limited to some lists"),
         ("restorer", URL, "'archive'"),  # may restore, not archive
     ],
 )
-def test_restore_needs_its_action_and_a_key_without_lists(
-    client: TestClient, name: str, url: str, says: str
-) -> None:
+def test_restore_needs_its_action(client: TestClient, name: str, url: str, says: str) -> None:
     answer = client.post(url, json={"lead_ids": [1, 2]}, headers=auth(name))
 
     problem = _problem(answer, 403)
@@ -111,6 +108,36 @@ def test_a_key_that_may_restore_restores(client: TestClient, vicidial: Connectio
     assert answer.status_code == 202, answer.text
     final = poll_until_done(client, answer.headers["location"], auth("restorer"))
     assert final["status"] == "succeeded", final.get("error")
+
+
+def test_a_key_limited_to_lists_restores_only_leads_of_those_lists(
+    client: TestClient, vicidial: Connection
+) -> None:
+    insert_leads(vicidial, lead_rows(4, list_id=1001, seed=31))
+    vicidial.exec_driver_sql("UPDATE vicidial_list SET list_id = 2002 WHERE lead_id > 2")
+    vicidial.commit()
+    moved = client.post(URL, json={"lead_ids": [1, 2, 3, 4], "delete_leads": True}, headers=ALICE)
+    poll_until_done(client, moved.headers["location"], ALICE)
+    archived = archive(vicidial)
+
+    answer = client.post(
+        "/vicidial/leads/dearchive", json={"lead_ids": [1, 3]}, headers=auth("listed-restorer")
+    )
+
+    assert answer.status_code == 202, answer.text
+    final = poll_until_done(client, answer.headers["location"], auth("listed-restorer"))
+    assert final["status"] == "succeeded", final.get("error")
+    result = final["result"]
+    assert result["counts"] == {
+        "restore": {"restored": 1, "already_live": 0, "not_archived": 0, "forbidden": 1}
+    }
+    assert {lead["lead_id"]: lead["restore"] for lead in result["leads"]} == {
+        1: "restored",
+        3: "forbidden",
+    }
+    # Lead 3, of list 2002, stays archived as it was; lead 1 is live again, as it was archived.
+    assert live(vicidial) == {1: archived[1]}
+    assert archive(vicidial) == {i: archived[i] for i in (2, 3, 4)}
 
 
 @pytest.mark.usefixtures("nothing_enqueued")

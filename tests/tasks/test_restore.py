@@ -1,6 +1,7 @@
 """The restore batch (``tasks.archive.restore``) on MyISAM, InnoDB and SQLite.
 
-Each lead's outcome (restored, already_live, not_archived), the archive row edited after
+Each lead's outcome (restored, already_live, not_archived, and forbidden for a job scoped to
+lists), the archive row edited after
 archiving (the edited row comes back), the dialer writing the live copy between the INSERT and the
 verified DELETE (both rows kept, nothing lost), a dry run (nothing changes), and the DELETE's own
 comparison run directly against copies one column off (what the mutation check removes).
@@ -17,6 +18,7 @@ from tasks.archive import Actions, run_batch
 from tasks.archive.restore import RestoreStatements, run_restore
 from tasks.archive.sql import SQL_MODE, Statements
 from tasks.schema import inspect_tables
+from tasks.scopes import Lists
 from tasks.seed import insert_leads, lead_rows
 from tests.helpers import archive, live
 
@@ -87,6 +89,41 @@ def test_a_dry_run_changes_nothing(conn: Connection) -> None:
         "live": False,
     }
     assert (live(conn), archive(conn)) == (live_before, archive_before)
+
+
+@pytest.mark.parametrize("dry_run", [False, True], ids=["run", "dry run"])
+def test_a_key_limited_to_lists_restores_only_leads_of_those_lists(
+    conn: Connection, dry_run: bool
+) -> None:
+    archived_leads(conn, 8, [1, 2, 5, 6])
+    # Leads 1-4 on list 1001, 5-8 on list 2002; the archive row of lead 2 (only in the archive)
+    # says list 2002: its list is that row's.
+    for table in ("vicidial_list", "vicidial_list_archive"):
+        conn.exec_driver_sql(f"UPDATE {table} SET list_id = IF(lead_id < 5, 1001, 2002)")
+    conn.exec_driver_sql("UPDATE vicidial_list_archive SET list_id = 2002 WHERE lead_id = 2")
+    live_before, archive_before = live(conn), archive(conn)
+
+    report = run_restore(conn, [1, 2, 5, 3, 7, 99], dry_run, lists=Lists.of([(1001, 1001)]))
+
+    assert outcomes(report) == {
+        1: "restored",
+        2: "forbidden",
+        5: "forbidden",
+        3: "already_live",
+        7: "forbidden",  # live, on another list: not even already_live
+        99: "not_archived",
+    }
+    assert report.counts == {
+        "restore": {"restored": 1, "already_live": 1, "not_archived": 1, "forbidden": 3}
+    }
+    shown = {lead["lead_id"]: lead for lead in report.as_json()["leads"]}
+    assert shown[5] == {"lead_id": 5, "restore": "forbidden", "archived": True, "live": False}
+    after_live, after_archive = live(conn), archive(conn)
+    if dry_run:
+        assert (after_live, after_archive) == (live_before, archive_before)
+        return
+    assert after_live == {**live_before, 1: archive_before[1]}  # as it was archived
+    assert after_archive == {i: archive_before[i] for i in (2, 5, 6)}
 
 
 @pytest.mark.parametrize(
