@@ -100,7 +100,7 @@ def authenticate(header: str | None, hashes: Mapping[str, T]) -> T:
         if hmac.compare_digest(digest, known):
             name = known_name
     if name is None:
-        raise unauthorized()
+        raise unauthorized(unknown_key=True)
     return name
 
 

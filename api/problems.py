@@ -50,14 +50,14 @@ class Problem(Exception):
         )
 
 
-def unauthorized() -> Problem:
-    return Problem(
-        401,
-        "unauthorized",
-        "Unauthorized",
-        "send the header Authorization: Key=<API key>",
-        headers={"WWW-Authenticate": "Key"},
-    )
+def unauthorized(unknown_key: bool = False) -> Problem:
+    """401: no well-formed ``Authorization: Key=...`` header, or (``unknown_key``) a key this
+    service does not know. The key itself is never repeated."""
+    if unknown_key:
+        detail = "this API key is not one of the service's keys (LEADARCHIVE_API_KEYS)"
+    else:
+        detail = "send the header Authorization: Key=<API key>"
+    return Problem(401, "unauthorized", "Unauthorized", detail, headers={"WWW-Authenticate": "Key"})
 
 
 def not_found() -> Problem:

@@ -14,6 +14,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
+import sqlalchemy
 from rich.console import Console
 from rich.markup import escape
 from sqlalchemy.exc import DBAPIError
@@ -21,7 +22,7 @@ from sqlalchemy.exc import DBAPIError
 from leadarchive.client import DEFAULT_WINDOW
 from tasks.db import make_engine
 from tasks.errors import LeadArchiveError, SeedError
-from tasks.schema import inspect_tables
+from tasks.schema import ARCHIVE_TABLE, inspect_tables
 from tasks.seed import DemoList, remove_demo, seed_demo
 from tasks.startup import checked_settings, service_settings, undecided_office_hours
 from worker import main as worker_main
@@ -398,7 +399,7 @@ def _keys_new(args: argparse.Namespace) -> int:
             return 2
     console.print(f"API key for {args.name} (shown once, store it now):")
     console.print(key, highlight=False, soft_wrap=True)
-    if scope.unscoped:
+    if "&" not in entry:
         console.print("Add this entry to LEADARCHIVE_API_KEYS (comma-separated):")
     else:
         console.print(
@@ -518,14 +519,20 @@ def _check(args: argparse.Namespace) -> int:
         # Plain text, no markup: a statement to copy as it is.
         console.print(advice, highlight=False, markup=False)
     settings = checked_settings()
-    if not args.database_url and settings.office_hours_undecided:
+    undecided = not args.database_url and settings.office_hours_undecided
+    if undecided:
         # Not the database's readiness, but the next thing the services will refuse over.
         advice = undecided_office_hours(settings)
         console.print(
             f"[yellow]  ! api, worker and flower will not start: {advice}[/yellow]",
             highlight=False,
         )
-    console.print("[green]ready[/green]" if report.ready else "[red]not ready[/red]")
+    if not report.ready:
+        console.print("[red]not ready[/red]")
+    elif undecided:
+        console.print("[green]the database is ready[/green]; the services wait for office hours")
+    else:
+        console.print("[green]ready[/green]")
     return 0 if report.ready else 1
 
 
@@ -535,9 +542,16 @@ def _create_archive_table(args: argparse.Namespace) -> int:
     engine = make_engine(_database_url(args))
     try:
         with engine.connect() as conn:
+            if sqlalchemy.inspect(conn).has_table(ARCHIVE_TABLE):
+                err.print(
+                    f"{ARCHIVE_TABLE} already exists: nothing was changed"
+                    " (`leadarchive check` compares it with vicidial_list)"
+                )
+                return 1
             create_archive_table(conn)
     except Exception as exc:
-        console.print(f"[red]could not create vicidial_list_archive:[/red] {exc}")
+        reason = escape(str(getattr(exc, "orig", None) or exc))
+        err.print(f"[red]could not create {ARCHIVE_TABLE}:[/red] {reason}", soft_wrap=True)
         return 1
     finally:
         engine.dispose()
@@ -554,7 +568,11 @@ def _positive(text: str) -> int:
 
 def _client_options(parser: argparse.ArgumentParser) -> None:
     """The API's address and key, and the archive actions: ``submit``'s and ``select``'s."""
-    parser.add_argument("--url", default=os.environ.get("LEADARCHIVE_URL", "http://127.0.0.1:8000"))
+    parser.add_argument(
+        "--url",
+        default=os.environ.get("LEADARCHIVE_URL", "http://127.0.0.1:8000"),
+        help="the API's address (default: $LEADARCHIVE_URL, else http://127.0.0.1:8000)",
+    )
     parser.add_argument("--key", help="API key (default: $LEADARCHIVE_CLIENT_KEY)")
     parser.add_argument("--no-insert", action="store_true", help="do not copy missing leads")
     parser.add_argument("--no-update", action="store_true", help="do not refresh copies")
@@ -579,7 +597,10 @@ def _output_options(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="leadarchive", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="leadarchive",
+        description="One console script for the API, the worker, Flower and the operator's tools.",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     api = commands.add_parser("api", help="run the HTTP API")
@@ -587,7 +608,12 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--port", type=int, default=8000)
     api.add_argument("--certfile", help="serve HTTPS with this certificate (PEM)")
     api.add_argument("--keyfile", help="the certificate's private key (PEM)")
-    api.add_argument("--limit-concurrency", type=int, default=1000)
+    api.add_argument(
+        "--limit-concurrency",
+        type=int,
+        default=1000,
+        help="connections served at once; beyond them, 503 (default 1000)",
+    )
     api.set_defaults(handler=_api)
 
     worker = commands.add_parser("worker", help="run a Celery worker (events on)")
@@ -599,7 +625,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--host", default="127.0.0.1")
     run.add_argument("--port", type=int, default=8000)
-    run.add_argument("--demo-leads", type=int, default=500)
+    run.add_argument(
+        "--demo-leads", type=int, default=500, help="the embedded demo's leads (default 500)"
+    )
     run.set_defaults(handler=_run)
 
     flower = commands.add_parser("flower", help="run Flower, with basic auth")
@@ -628,7 +656,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"jobs unfinished at once (default {DEFAULT_WINDOW})",
     )
     _max_wait_option(submit)
-    submit.add_argument("--run-id", default="", help="start new jobs for an input run before")
+    submit.add_argument(
+        "--run-id",
+        default="",
+        help="submit input already submitted as new jobs: the same IDs and flags under another"
+        " run ID are not matched with the earlier run's jobs (default: the input alone decides)",
+    )
     _output_options(submit)
     submit.set_defaults(handler=_submit)
 

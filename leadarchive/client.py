@@ -144,6 +144,11 @@ class Summary:
             lead["lead_id"] for lead in job["result"]["leads"] if lead.get("delete") in LEFT_LIVE
         ]
 
+    @property
+    def dry_run(self) -> bool:
+        """The run's jobs were dry runs: they changed nothing."""
+        return any(job.get("request", {}).get("dry_run") for job in self.jobs)
+
     def exit_code(self) -> int:
         if self.failed:
             return EXIT_FAILED
@@ -158,6 +163,7 @@ class Summary:
                 for j in self.failed
             ],
             "left_live": sorted(self.left_live),
+            "dry_run": self.dry_run,
             "exit_code": self.exit_code(),
         }
 
@@ -200,7 +206,9 @@ class ApiClient:
             except httpx.TransportError as exc:
                 failures += 1
                 if failures == _TRANSPORT_ATTEMPTS:
-                    raise SubmitError(f"cannot reach the API: {exc}") from exc
+                    raise SubmitError(
+                        f"cannot reach the API at {self.http.base_url}: {exc}"
+                    ) from exc
                 wait = delay
             else:
                 if answer.status_code not in _BUSY or _office_hours(answer):
@@ -391,10 +399,13 @@ def print_summary(summary: Summary, out: TextIO | None = None) -> None:
         for outcome, count in outcomes.items():
             table.add_row(action, outcome, str(count))
     console.print(table)
+    if summary.dry_run:
+        console.print("dry run: nothing was changed, the counts say what a run would do")
     for job in summary.failed:
         console.print(f"[red]job {job['job_id']} {job['status']}[/red]: {job.get('error')}")
     if summary.left_live:
-        console.print(f"{len(summary.left_live)} leads were not deleted (see --json for IDs)")
+        verb = "would not be" if summary.dry_run else "were not"
+        console.print(f"{len(summary.left_live)} leads {verb} deleted (see --json for IDs)")
 
 
 @contextmanager
@@ -542,7 +553,7 @@ def print_selection(job: dict[str, Any], out: TextIO | None = None) -> None:
             f" (up to lead ID {result['last_lead_id']})",
             highlight=False,
         )
-    if result.get("sample") is not None:
+    if result.get("sample"):
         sample = ", ".join(str(lead_id) for lead_id in result["sample"])
         console.print(f"sample of the selected lead IDs: {sample}", highlight=False)
     left = result.get("left_live_total", 0)

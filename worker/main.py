@@ -20,9 +20,11 @@ DEFAULT_METRICS_PORT = 9808
 
 def add_options(parser: argparse.ArgumentParser) -> None:
     """The worker's command-line options."""
-    parser.add_argument("--concurrency", type=int, default=2)
-    parser.add_argument("--loglevel", default="INFO")
-    parser.add_argument("--metrics-host", default="127.0.0.1")
+    parser.add_argument("--concurrency", type=int, default=2, help="pool processes (default 2)")
+    parser.add_argument("--loglevel", default="INFO", help="Celery's log level (default INFO)")
+    parser.add_argument(
+        "--metrics-host", default="127.0.0.1", help="the metrics' address (default 127.0.0.1)"
+    )
     parser.add_argument(
         "--metrics-port",
         type=int,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from datetime import UTC, datetime
@@ -145,9 +146,17 @@ def test_missing_malformed_or_unknown_key_is_401(
 
     answer = client.post(URL, json=SEED_REQUEST, headers=headers)
 
-    _problem(answer, 401)
+    problem = _problem(answer, 401)
     assert answer.headers["www-authenticate"] == "Key"
     assert "alice-test-key" not in answer.text
+    # A well-formed header (a key of 16 to 256 printable characters) whose key the service
+    # does not know is told so; any other is told what to send.
+    well_formed = re.fullmatch(r"Key=[\x21-\x7e]{16,256}", authorization or "")
+    assert problem["detail"] == (
+        "this API key is not one of the service's keys (LEADARCHIVE_API_KEYS)"
+        if well_formed
+        else "send the header Authorization: Key=<API key>"
+    )
 
 
 @pytest.mark.usefixtures("nothing_enqueued")

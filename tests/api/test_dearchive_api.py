@@ -179,10 +179,20 @@ def test_the_command_line_submit_dearchive(
     argv = ["submit", "--dearchive", "--url", "http://testserver", "--key", ALICE_KEY]
     assert main([*argv, "--delete", "1"]) == 2  # archive flags do not apply to a restore
     assert (live(vicidial), archive(vicidial)) != (before, {})
+    unchanged = (live(vicidial), archive(vicidial))
+    capsys.readouterr()
+    # A dry run says so, below the table and in --json.
+    assert main([*argv, "--dry-run", "1", "3"]) == EXIT_OK
+    assert "\ndry run: nothing was changed, the counts say what a run would do\n" in (
+        capsys.readouterr().out
+    )
+    assert main([*argv, "--dry-run", "--json", "1"]) == EXIT_OK
+    assert json.loads(capsys.readouterr().out)["dry_run"] is True
+    assert (live(vicidial), archive(vicidial)) == unchanged
     code = main([*argv, "--json", "--batch-size", "2", "1", "2", "3", "99"])
     report = json.loads(capsys.readouterr().out)
     assert code == EXIT_OK
     assert len(report["jobs"]) == 2
     assert report["counts"] == {"restore": {"restored": 2, "already_live": 1, "not_archived": 1}}
-    assert report["left_live"] == [] and report["failed"] == []
+    assert report["left_live"] == [] and report["failed"] == [] and report["dry_run"] is False
     assert (live(vicidial), archive(vicidial)) == (before, {})

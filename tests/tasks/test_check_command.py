@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 from sqlalchemy import Connection
 
@@ -9,6 +12,7 @@ from leadarchive.cli import main
 from tasks.archive import Actions, run_batch
 from tasks.checks import column_definitions
 from tasks.seed import insert_leads, lead_rows
+from tasks.settings import get_settings
 from tests.helpers import CRON_GRANTS, mysql_user
 
 
@@ -23,6 +27,30 @@ def test_check_reports_a_ready_database(
     assert "vicidial_list_archive: engine MyISAM" in out
     assert "columns match" in out
     assert "ready" in out.splitlines()[-1]
+
+
+def test_check_says_the_services_will_not_start_without_office_hours(
+    vicidial: Connection,
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # This machine's settings, as the service reads them: a database, no office hours.
+    monkeypatch.chdir(tmp_path)
+    for name in [n for n in os.environ if n.startswith("LEADARCHIVE_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("LEADARCHIVE_DATABASE_URL", database_url)
+    get_settings.cache_clear()
+    try:
+        code = main(["check"])
+    finally:
+        get_settings.cache_clear()
+
+    out = " ".join(capsys.readouterr().out.split())
+    assert code == 0  # the database is ready
+    assert "! api, worker and flower will not start: LEADARCHIVE_OFFICE_HOURS is not set" in out
+    assert out.endswith("the database is ready; the services wait for office hours")
 
 
 def test_check_names_a_drifted_column(
@@ -49,13 +77,19 @@ def test_a_missing_archive_is_reported_then_created_by_vicidials_recipe(
     missing = main(["check", "--database-url", database_url])
     missing_out = capsys.readouterr().out
     created = main(["create-archive-table", "--database-url", database_url])
+    capsys.readouterr()
     again = main(["create-archive-table", "--database-url", database_url])
+    again_err = capsys.readouterr().err
     ready = main(["check", "--database-url", database_url])
 
     assert missing == 1
     assert "vicidial_list_archive does not exist" in missing_out
     assert "create-archive-table" in missing_out
     assert (created, again, ready) == (0, 1, 0)
+    assert " ".join(again_err.split()) == (
+        "vicidial_list_archive already exists: nothing was changed"
+        " (`leadarchive check` compares it with vicidial_list)"
+    )
     extra = vicidial.exec_driver_sql(
         "SELECT EXTRA FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE()"
         " AND TABLE_NAME = 'vicidial_list_archive' AND COLUMN_NAME = 'lead_id'"

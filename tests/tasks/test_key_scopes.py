@@ -167,6 +167,10 @@ def test_keys_new_without_options_prints_an_unscoped_entry(
     assert (
         _settings(tmp_path, api_keys=lines[-1]).api_key_scopes()[hash_key(lines[1])].scope.unscoped
     )
+    assert "quote" not in lines[2]
+    # A scope of one part has no '&' to quote either.
+    code, lines, _ = _keys_new(capsys, "crm", "--actions", "archive")
+    assert code == 0 and lines[-1].endswith(":actions=archive") and "quote" not in lines[2]
 
 
 @pytest.mark.usefixtures("no_settings")
