@@ -55,6 +55,8 @@ SELECTION_FILTERS = (
     "last_call_before",
 )
 FINAL = ("succeeded", "failed", "cancelled")
+# What the API's 202 to a DELETE of a running selection means.
+STOPS_AFTER_BATCH = "the job stops after its current batch"
 # Leads the run wanted deleted but that stay in vicidial_list.
 LEFT_LIVE = ("not_archived", "mismatch", "in_use", "id_reused")
 
@@ -294,7 +296,7 @@ class Selector(ApiClient):
         """Ask the job to stop (``DELETE``); what the API answered, in words."""
         answer = self._call("DELETE", status_url)
         if answer.status_code == 202:
-            return "the job stops after its current batch"
+            return STOPS_AFTER_BATCH
         if answer.status_code == 200:
             return "the job was cancelled (no batch was running)"
         return f"the job could not be cancelled ({answer.status_code}): {_detail(answer)}"
@@ -471,6 +473,9 @@ def follow(
                 if stop.is_set() and not asked and job["status"] not in FINAL:
                     said = selector.cancel(status_url)
                     asked = True
+                    if (job.get("progress") or {}).get("waiting") and said == STOPS_AFTER_BATCH:
+                        # Between two batches, waiting for a throttle: it stops at its next check.
+                        said = "the job stops at its next check (it was waiting, not in a batch)"
                     progress.console.print(
                         f"Ctrl-C: {said}; following it to its end (Ctrl-C again to stop waiting)",
                         highlight=False,
