@@ -102,10 +102,6 @@ def _run(args: argparse.Namespace) -> int:
         LEADARCHIVE_OFFICE_HOURS=settings.office_hours or "",
         LEADARCHIVE_TIMEZONE=settings.timezone,
     )
-    # A SIGTERM to this process alone (`kill PID`, a supervisor's stop) ends it here once the
-    # API has shut down (uvicorn raises the signal again when it is done), so that the worker is
-    # stopped too instead of being left running on its own.
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     worker = subprocess.Popen(
         [
             sys.executable,
@@ -120,6 +116,10 @@ def _run(args: argparse.Namespace) -> int:
         env=env,
     )
     try:
+        # A SIGTERM to this process alone (`kill PID`, a supervisor's stop) ends it here once
+        # the API has shut down (uvicorn raises the signal again when it is done), so that the
+        # worker is stopped too instead of being left running on its own.
+        signal.signal(signal.SIGTERM, _stop_on_sigterm)
         url = f"http://{args.host}:{args.port}"
         console.print(f"LeadArchive is listening on {url}  (docs: {url}/docs)")
         if settings.embedded:
@@ -141,6 +141,7 @@ def _run(args: argparse.Namespace) -> int:
             worker.wait(timeout=20)
         except subprocess.TimeoutExpired:
             worker.kill()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
     return 0
 
 

@@ -55,8 +55,6 @@ SELECTION_FILTERS = (
     "last_call_before",
 )
 FINAL = ("succeeded", "failed", "cancelled")
-# What the API's 202 to a DELETE of a running selection means.
-STOPS_AFTER_BATCH = "the job stops after its current batch"
 # Leads the run wanted deleted but that stay in vicidial_list.
 LEFT_LIVE = ("not_archived", "mismatch", "in_use", "id_reused")
 
@@ -296,7 +294,10 @@ class Selector(ApiClient):
         """Ask the job to stop (``DELETE``); what the API answered, in words."""
         answer = self._call("DELETE", status_url)
         if answer.status_code == 202:
-            return STOPS_AFTER_BATCH
+            if (answer.json().get("progress") or {}).get("waiting"):
+                # Between two batches, waiting for a throttle: it stops at its next check.
+                return "the job stops at its next check (it was waiting, not in a batch)"
+            return "the job stops after its current batch"
         if answer.status_code == 200:
             return "the job was cancelled (no batch was running)"
         return f"the job could not be cancelled ({answer.status_code}): {_detail(answer)}"
@@ -473,9 +474,6 @@ def follow(
                 if stop.is_set() and not asked and job["status"] not in FINAL:
                     said = selector.cancel(status_url)
                     asked = True
-                    if (job.get("progress") or {}).get("waiting") and said == STOPS_AFTER_BATCH:
-                        # Between two batches, waiting for a throttle: it stops at its next check.
-                        said = "the job stops at its next check (it was waiting, not in a batch)"
                     progress.console.print(
                         f"Ctrl-C: {said}; following it to its end (Ctrl-C again to stop waiting)",
                         highlight=False,

@@ -96,11 +96,16 @@ def test_a_key_limited_to_lists_restores_only_leads_of_those_lists(
     conn: Connection, dry_run: bool
 ) -> None:
     archived_leads(conn, 8, [1, 2, 5, 6])
-    # Leads 1-4 on list 1001, 5-8 on list 2002; the archive row of lead 2 (only in the archive)
-    # says list 2002: its list is that row's.
+    run_batch(conn, [3, 7], Actions(insert=True, update=False, delete=False))  # copies; still live
+    # Leads 1-4 on list 1001, 5-8 on list 2002. A lead's list is its live row's, else its archive
+    # row's: lead 2, only in the archive, is on 2002 there; the archive copies of the live leads
+    # 3 and 7 say the other list, which does not count.
     for table in ("vicidial_list", "vicidial_list_archive"):
         conn.exec_driver_sql(f"UPDATE {table} SET list_id = IF(lead_id < 5, 1001, 2002)")
-    conn.exec_driver_sql("UPDATE vicidial_list_archive SET list_id = 2002 WHERE lead_id = 2")
+    conn.exec_driver_sql(
+        "UPDATE vicidial_list_archive SET list_id = IF(lead_id = 7, 1001, 2002)"
+        " WHERE lead_id IN (2, 3, 7)"
+    )
     live_before, archive_before = live(conn), archive(conn)
 
     report = run_restore(conn, [1, 2, 5, 3, 7, 99], dry_run, lists=Lists.of([(1001, 1001)]))
@@ -123,7 +128,7 @@ def test_a_key_limited_to_lists_restores_only_leads_of_those_lists(
         assert (after_live, after_archive) == (live_before, archive_before)
         return
     assert after_live == {**live_before, 1: archive_before[1]}  # as it was archived
-    assert after_archive == {i: archive_before[i] for i in (2, 5, 6)}
+    assert after_archive == {i: archive_before[i] for i in (2, 3, 5, 6, 7)}
 
 
 @pytest.mark.parametrize(
