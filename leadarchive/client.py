@@ -124,6 +124,13 @@ def batches(ids: list[int], size: int) -> Iterator[list[int]]:
         yield ids[start : start + size]
 
 
+def _left_live(lead: dict[str, Any]) -> bool:
+    """A lead the run asked to delete that is (or, in a dry run, would stay) in vicidial_list:
+    kept by the guard, or of a list the key may not touch (``forbidden``) while live."""
+    outcome = lead.get("delete")
+    return outcome in LEFT_LIVE or (outcome == "forbidden" and bool(lead.get("live")))
+
+
 @dataclass
 class Summary:
     """What a run did, totalled over its jobs."""
@@ -140,9 +147,7 @@ class Summary:
             return
         for action, outcomes in job["result"]["counts"].items():
             self.counts.setdefault(action, Counter()).update(outcomes)
-        self.left_live += [
-            lead["lead_id"] for lead in job["result"]["leads"] if lead.get("delete") in LEFT_LIVE
-        ]
+        self.left_live += [lead["lead_id"] for lead in job["result"]["leads"] if _left_live(lead)]
 
     @property
     def dry_run(self) -> bool:

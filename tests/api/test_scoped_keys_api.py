@@ -16,7 +16,7 @@ from sqlalchemy import Connection
 
 from api.auth import KeyName, require_action, scope_of
 from api.problems import Problem
-from leadarchive.client import BatchTooLarge, Submitter, submit_all
+from leadarchive.client import EXIT_LEFT_LIVE, BatchTooLarge, Submitter, submit_all
 from tasks.publishing import publish
 from tasks.requests import ArchiveRequest
 from tasks.runtime import Runtime
@@ -298,6 +298,23 @@ def test_the_client_sends_batches_of_the_keys_own_limit(
     # A batch size the user chose is not changed behind their back.
     with pytest.raises(BatchTooLarge, match="the limit is 5"):
         submit_all(submitter, list(range(1, 13)), flags, batch_size=10, console=_quiet())
+
+
+def test_the_client_counts_live_forbidden_leads_as_left_undeleted(
+    client: TestClient, vicidial: Connection
+) -> None:
+    """`leadarchive submit --delete` with a key limited to lists: a live lead of another list
+    stays in vicidial_list, so the run says so (exit 1), as for any lead the guard kept."""
+    seed_two_lists(vicidial)
+    submitter = Submitter(client, SCOPED["ops"][0], poll_interval=0.02)
+    flags = {"insert_leads": True, "update_leads": True, "delete_leads": True}
+
+    summary = submit_all(submitter, list(range(1, 10)), flags, console=_quiet())
+
+    assert summary.counts["delete"]["forbidden"] == 4
+    # Leads 5-7 are live on list 2001; lead 8, of that list too, is in the archive only.
+    assert sorted(summary.left_live) == [5, 6, 7] == sorted(live(vicidial))
+    assert summary.exit_code() == EXIT_LEFT_LIVE
 
 
 def _quiet() -> Console:
