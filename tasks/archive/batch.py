@@ -37,7 +37,13 @@ from tasks.archive.sizing import ChunkSizer
 from tasks.archive.sql import SQL_MODE, Statements, q
 from tasks.db import autocommit_dbapi
 from tasks.errors import BatchError, InUseUnknownError
-from tasks.schema import ARCHIVE_TABLE, LIVE_TABLE, inspect_tables, probe_in_use_tables
+from tasks.schema import (
+    ARCHIVE_TABLE,
+    LIVE_TABLE,
+    TablePair,
+    inspect_tables,
+    probe_in_use_tables,
+)
 from tasks.scopes import Lists
 
 # Kept in SQLAlchemy's per-DBAPI-connection ``info``: the checked tables and their SQL.
@@ -72,8 +78,7 @@ def run_batch(
     dbapi, cursor, sqlite = open_session(conn, tuning, observer, "the batch")
     sql = checked_statements(conn, cursor)
     pair = sql.pair
-    if lists is not None and not any(c.name == "list_id" for c in pair.columns):
-        raise BatchError(f"{LIVE_TABLE} has no list_id column: a job scoped to lists cannot run")
+    require_list_column(pair, lists)
     if actions.delete and not actions.dry_run and pair.unreadable_in_use:
         raise InUseUnknownError(pair.unreadable_in_use)
     if pair.transactional:
@@ -145,6 +150,13 @@ def open_session(
             f"SET SESSION sql_mode = '{SQL_MODE}', time_zone = '+00:00', lock_wait_timeout = {wait}"
         )
     return Session(dbapi, cursor, sqlite)
+
+
+def require_list_column(pair: TablePair, lists: Lists | None) -> None:
+    """Refuse a job scoped to ``lists`` on tables without ``list_id``: it could not tell which
+    leads it may touch."""
+    if lists is not None and not any(c.name == "list_id" for c in pair.columns):
+        raise BatchError(f"{LIVE_TABLE} has no list_id column: a job scoped to lists cannot run")
 
 
 def chunk_sizer(tuning: Tuning) -> ChunkSizer:

@@ -40,7 +40,12 @@ from typing import Any, Literal
 
 from sqlalchemy import Connection
 
-from tasks.archive.batch import checked_statements, chunk_sizer, open_session
+from tasks.archive.batch import (
+    checked_statements,
+    chunk_sizer,
+    open_session,
+    require_list_column,
+)
 from tasks.archive.chunk import LockWaits, Tuning, batch_lock
 from tasks.archive.cursor import Cursor, StatementObserver
 from tasks.archive.innodb import prepare_session, with_retries
@@ -183,8 +188,7 @@ def run_restore(
     dbapi, cursor, sqlite = open_session(conn, tuning, observer, "the restore")
     rsql = RestoreStatements(checked_statements(conn, cursor))
     pair = rsql.sql.pair
-    if lists is not None and not any(c.name == "list_id" for c in pair.columns):
-        raise BatchError(f"{LIVE_TABLE} has no list_id column: a job scoped to lists cannot run")
+    require_list_column(pair, lists)
     if pair.transactional:
         prepare_session(cursor, tuning)
     if not dry_run and not sqlite:
