@@ -18,6 +18,7 @@ from sqlalchemy import Connection, Engine
 
 from tasks.db import make_engine
 from tasks.ddl import create_vicidial_tables, drop_vicidial_tables
+from tasks.settings import get_settings
 from testkit.servers import claim_redis_db, scratch_database
 from tests.helpers import jobs_left_behind
 
@@ -132,3 +133,17 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
                 client.close()
             if left and passed:
                 raise AssertionError(f"the test left in the session's Redis: {left}")
+
+
+@pytest.fixture
+def no_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A machine with no LeadArchive settings (no LEADARCHIVE_* variable, no .env, no
+    astguiclient.conf), as the operator's commands read them: a test sets what it needs."""
+    monkeypatch.chdir(tmp_path)
+    for name in [n for n in os.environ if n.startswith("LEADARCHIVE_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("LEADARCHIVE_ASTGUICLIENT_CONF", str(tmp_path / "missing.conf"))
+    monkeypatch.setenv("LEADARCHIVE_DATA_DIR", str(tmp_path / "data"))
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()

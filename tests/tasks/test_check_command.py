@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 from sqlalchemy import Connection
 
@@ -12,7 +9,6 @@ from leadarchive.cli import main
 from tasks.archive import Actions, run_batch
 from tasks.checks import column_definitions
 from tasks.seed import insert_leads, lead_rows
-from tasks.settings import get_settings
 from tests.helpers import CRON_GRANTS, mysql_user
 
 
@@ -29,23 +25,17 @@ def test_check_reports_a_ready_database(
     assert "ready" in out.splitlines()[-1]
 
 
+@pytest.mark.usefixtures("no_settings")
 def test_check_says_the_services_will_not_start_without_office_hours(
     vicidial: Connection,
     database_url: str,
-    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     # This machine's settings, as the service reads them: a database, no office hours.
-    monkeypatch.chdir(tmp_path)
-    for name in [n for n in os.environ if n.startswith("LEADARCHIVE_")]:
-        monkeypatch.delenv(name)
     monkeypatch.setenv("LEADARCHIVE_DATABASE_URL", database_url)
-    get_settings.cache_clear()
-    try:
-        code = main(["check"])
-    finally:
-        get_settings.cache_clear()
+
+    code = main(["check"])
 
     out = " ".join(capsys.readouterr().out.split())
     assert code == 0  # the database is ready

@@ -3,7 +3,6 @@ the line ``leadarchive keys new`` prints read back as the same name, hash and sc
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ from pydantic import ValidationError
 from api.auth import hash_key
 from leadarchive.cli import main
 from tasks.scopes import KeyScope, Lists, ScopeError, key_entry, parse_scope
-from tasks.settings import Settings, get_settings
+from tasks.settings import Settings
 
 A, B = "a" * 64, "b" * 64
 
@@ -115,19 +114,6 @@ def test_scopes_read_back_as_written() -> None:
     assert key_entry("acme", A) == f"acme:{A}"
     with pytest.raises(ScopeError):
         parse_scope("")
-
-
-@pytest.fixture
-def no_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """``keys new`` reads this machine's settings for the global limit: a clean environment."""
-    monkeypatch.chdir(tmp_path)
-    for name in [n for n in __import__("os").environ if n.startswith("LEADARCHIVE_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("LEADARCHIVE_ASTGUICLIENT_CONF", str(tmp_path / "missing.conf"))
-    monkeypatch.setenv("LEADARCHIVE_DATA_DIR", str(tmp_path / "data"))
-    get_settings.cache_clear()
-    yield
-    get_settings.cache_clear()
 
 
 def _keys_new(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, list[str], str]:
