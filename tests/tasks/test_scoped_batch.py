@@ -14,6 +14,8 @@ import pytest
 from sqlalchemy import Connection, Engine
 
 from tasks.archive import Actions, BatchReport, LeadState, Tuning, plan_lead, run_batch
+from tasks.archive.restore import run_restore
+from tasks.errors import BatchError
 from tasks.scopes import Lists
 from tasks.seed import insert_leads, lead_rows
 from tests.helpers import archive, live
@@ -178,6 +180,36 @@ def test_an_unscoped_job_reports_no_forbidden_count_and_touches_every_list(
     assert "forbidden" not in report.counts["insert"]
     assert report.counts["delete"]["deleted"] == 11
     assert live(conn) == {}
+
+
+@pytest.mark.parametrize("job", ["archive", "restore"])
+def test_a_scoped_job_on_tables_without_list_id_is_refused_and_changes_nothing(
+    conn: Connection, job: str
+) -> None:
+    seed_lists(conn)
+    archive_some(conn)
+    for table in ("vicidial_list", "vicidial_list_archive"):
+        conn.exec_driver_sql(f"ALTER TABLE {table} DROP COLUMN list_id")
+
+    def tables() -> list[list[tuple[object, ...]]]:  # every column, as the server has it
+        return [
+            [tuple(row) for row in conn.exec_driver_sql(f"SELECT * FROM {t} ORDER BY lead_id")]
+            for t in ("vicidial_list", "vicidial_list_archive")
+        ]
+
+    before = tables()
+
+    def scoped(lists: Lists | None) -> object:
+        if job == "archive":
+            return run_batch(conn, [1, 2, 3, 5], ALL, lists=lists)
+        return run_restore(conn, [8], False, lists=lists)
+
+    with pytest.raises(BatchError, match="has no list_id column: a job scoped to lists"):
+        scoped(ALLOWED)
+    assert tables() == before
+    # Without a scope the same job runs: the refusal is the scope's, not the tables'.
+    scoped(None)
+    assert tables() != before
 
 
 class Recorder:
