@@ -639,7 +639,8 @@ def build_parser() -> argparse.ArgumentParser:
     submit = commands.add_parser(
         "submit",
         help="archive lead IDs through the API, in batches, with progress and a summary",
-        description="Exit code: 0 all done, 1 some leads were left undeleted, 2 a job failed.",
+        description="Exit code: 0 all done, 1 some leads were left undeleted (with --dearchive:"
+        " some leads are not live at the end), 2 a job failed.",
     )
     submit.add_argument("lead_ids", nargs="*", help="lead IDs (or use --file)")
     submit.add_argument("--file", help="read IDs from this file, or - for standard input")

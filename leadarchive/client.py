@@ -11,7 +11,8 @@ time, so a long run never fills the server's queue (or its per-key cap on unfini
 
 ``--dearchive`` sends the IDs to the restore endpoint instead (``Submitter(path=DEARCHIVE_PATH)``),
 with the same batching, window and waiting; its summary counts each lead's outcome under
-``restore``.
+``restore``, and names the leads that are not live at the end (``not_restored``: in neither table,
+or of a list the key may not touch).
 
 ``leadarchive select`` (``Selector``, ``select``) sends filters instead of IDs: one job on the
 server walks the selection batch by batch, and the client follows its ``progress`` at a client's
@@ -66,6 +67,7 @@ _BUSY = (429, 502, 503, 504)
 _TRANSPORT_ATTEMPTS = 6
 
 EXIT_OK = 0
+# Leads left undeleted by an archive run, or not live at the end of a restore run.
 EXIT_LEFT_LIVE = 1
 EXIT_FAILED = 2
 # The shell's code for a command stopped by Ctrl-C (128 + SIGINT).
@@ -131,6 +133,13 @@ def _left_live(lead: dict[str, Any]) -> bool:
     return outcome in LEFT_LIVE or (outcome == "forbidden" and bool(lead.get("live")))
 
 
+def _not_restored(lead: dict[str, Any]) -> bool:
+    """A lead a restore run asked for that is not (or, in a dry run, would not be) live at the
+    end: in neither table (``not_archived``), or of a list the key may not touch while archived
+    (``forbidden``)."""
+    return lead.get("restore") in ("not_archived", "forbidden") and not lead.get("live")
+
+
 @dataclass
 class Summary:
     """What a run did, totalled over its jobs."""
@@ -139,6 +148,7 @@ class Summary:
     counts: dict[str, Counter[str]] = field(default_factory=dict)
     failed: list[dict[str, Any]] = field(default_factory=list)
     left_live: list[int] = field(default_factory=list)
+    not_restored: list[int] = field(default_factory=list)
 
     def add(self, job: dict[str, Any]) -> None:
         self.jobs.append(job)
@@ -147,7 +157,9 @@ class Summary:
             return
         for action, outcomes in job["result"]["counts"].items():
             self.counts.setdefault(action, Counter()).update(outcomes)
-        self.left_live += [lead["lead_id"] for lead in job["result"]["leads"] if _left_live(lead)]
+        leads = job["result"]["leads"]
+        self.left_live += [lead["lead_id"] for lead in leads if _left_live(lead)]
+        self.not_restored += [lead["lead_id"] for lead in leads if _not_restored(lead)]
 
     @property
     def dry_run(self) -> bool:
@@ -157,7 +169,7 @@ class Summary:
     def exit_code(self) -> int:
         if self.failed:
             return EXIT_FAILED
-        return EXIT_LEFT_LIVE if self.left_live else EXIT_OK
+        return EXIT_LEFT_LIVE if self.left_live or self.not_restored else EXIT_OK
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -168,6 +180,7 @@ class Summary:
                 for j in self.failed
             ],
             "left_live": sorted(self.left_live),
+            "not_restored": sorted(self.not_restored),
             "dry_run": self.dry_run,
             "exit_code": self.exit_code(),
         }
@@ -414,6 +427,12 @@ def print_summary(summary: Summary, out: TextIO | None = None) -> None:
     if summary.left_live:
         verb = "would not be" if summary.dry_run else "were not"
         console.print(f"{len(summary.left_live)} leads {verb} deleted (see --json for IDs)")
+    if summary.not_restored:
+        verb = "would not be" if summary.dry_run else "are not"
+        console.print(
+            f"{len(summary.not_restored)} leads {verb} live: not archived, or of a list"
+            " this key may not touch (see --json for IDs)"
+        )
 
 
 @contextmanager

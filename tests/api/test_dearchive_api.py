@@ -11,7 +11,14 @@ from fastapi.testclient import TestClient
 from rich.console import Console
 from sqlalchemy import Connection
 
-from leadarchive.client import DEARCHIVE_PATH, EXIT_OK, Submitter, print_summary, submit_all
+from leadarchive.client import (
+    DEARCHIVE_PATH,
+    EXIT_LEFT_LIVE,
+    EXIT_OK,
+    Submitter,
+    print_summary,
+    submit_all,
+)
 from tasks.archive import Actions, run_batch
 from tasks.seed import insert_leads, lead_rows
 from tests.api.conftest import ALICE, BOB, FakeClock, poll_until_done
@@ -151,7 +158,9 @@ def test_the_client_submits_dearchive_batches(client: TestClient, vicidial: Conn
     )
     assert len(summary.jobs) == 3
     assert summary.counts["restore"] == {"restored": 5, "already_live": 1, "not_archived": 1}
-    assert summary.exit_code() == EXIT_OK
+    # Lead 99 is in neither table: the run says it is not live at the end.
+    assert summary.not_restored == [99]
+    assert summary.exit_code() == EXIT_LEFT_LIVE
     assert summary.as_json()["counts"] == {
         "restore": {"restored": 5, "already_live": 1, "not_archived": 1}
     }
@@ -160,6 +169,7 @@ def test_the_client_submits_dearchive_batches(client: TestClient, vicidial: Conn
     table = io.StringIO()
     print_summary(summary, table)
     assert "restore" in table.getvalue() and "restored" in table.getvalue()
+    assert "1 leads are not live: not archived" in table.getvalue()
     assert Submitter(client, ALICE_KEY, path=DEARCHIVE_PATH).server_limit() == 500
 
 
@@ -191,7 +201,8 @@ def test_the_command_line_submit_dearchive(
     assert (live(vicidial), archive(vicidial)) == unchanged
     code = main([*argv, "--json", "--batch-size", "2", "1", "2", "3", "99"])
     report = json.loads(capsys.readouterr().out)
-    assert code == EXIT_OK
+    assert code == EXIT_LEFT_LIVE  # lead 99 is in neither table
+    assert report["not_restored"] == [99]
     assert len(report["jobs"]) == 2
     assert report["counts"] == {"restore": {"restored": 2, "already_live": 1, "not_archived": 1}}
     assert report["left_live"] == [] and report["failed"] == [] and report["dry_run"] is False

@@ -16,7 +16,14 @@ from sqlalchemy import Connection
 
 from api.auth import KeyName, require_action, scope_of
 from api.problems import Problem
-from leadarchive.client import EXIT_LEFT_LIVE, BatchTooLarge, Submitter, submit_all
+from leadarchive.client import (
+    DEARCHIVE_PATH,
+    EXIT_LEFT_LIVE,
+    BatchTooLarge,
+    Submitter,
+    print_summary,
+    submit_all,
+)
 from tasks.publishing import publish
 from tasks.requests import ArchiveRequest
 from tasks.runtime import Runtime
@@ -319,3 +326,39 @@ def test_the_client_counts_live_forbidden_leads_as_left_undeleted(
 
 def _quiet() -> Console:
     return Console(file=io.StringIO(), width=100)
+
+
+@pytest.mark.parametrize("dry_run", [False, True], ids=["run", "dry run"])
+def test_the_client_names_the_leads_a_restore_leaves_not_live(
+    client: TestClient, vicidial: Connection, dry_run: bool
+) -> None:
+    """`leadarchive submit --dearchive` with a key limited to list 1001: a lead in neither
+    table, or archived on another list, is not live at the end, so the run says so (exit 1);
+    a live lead of another list is live, whatever the key may touch."""
+    seed_two_lists(vicidial)
+    vicidial.exec_driver_sql(
+        "INSERT INTO vicidial_list_archive SELECT * FROM vicidial_list WHERE lead_id IN (1, 2)"
+    )
+    vicidial.exec_driver_sql("DELETE FROM vicidial_list WHERE lead_id IN (1, 2)")
+    submitter = Submitter(
+        client, SCOPED["listed-restorer"][0], poll_interval=0.02, path=DEARCHIVE_PATH
+    )
+
+    summary = submit_all(submitter, [1, 2, 3, 5, 8, 99], {"dry_run": dry_run}, console=_quiet())
+
+    assert summary.counts["restore"] == {
+        "restored": 2,
+        "already_live": 1,
+        "not_archived": 1,
+        "forbidden": 2,
+    }
+    assert summary.not_restored == [8, 99] and summary.left_live == []
+    assert summary.exit_code() == EXIT_LEFT_LIVE
+    assert summary.as_json()["not_restored"] == [8, 99]
+    shown = io.StringIO()
+    print_summary(summary, shown)
+    verb = "would not be" if dry_run else "are not"
+    assert f"2 leads {verb} live: not archived, or of a list this key may not touch" in (
+        " ".join(shown.getvalue().split())
+    )
+    assert (set(live(vicidial)) >= {1, 2}) is not dry_run
