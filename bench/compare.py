@@ -16,7 +16,9 @@ leads, each run starting from the same freshly copied table:
   walk, ``tasks.selection_job.run_selection``, in this process, with the job record and its
   checkpoints in Redis through the service's own job store, but without the API, Celery, the
   lease or the continuations; each part timed (the window reads of ``next_batch``, ``run_batch``
-  statement by statement, the checkpoint saves), into the JSON's ``profile``;
+  statement by statement, the checkpoint saves), into the JSON's ``profile``; with
+  ``--walk-one-delete``, with the dialer's protection off (each batch's guarded deletes in one
+  500-lead statement, as the bare SQL's, and no pause): what the engine's statements cost alone;
 - **ours, engine only**: the same batches through ``tasks.archive.run_batch`` in this process,
   one after another, without the API, Celery or the client: what the service adds;
 - **restore**: the list archived and deleted first by ``run_batch`` (untimed, before the probe
@@ -677,6 +679,7 @@ class SelectionWalk:
 
     redis: redis.Redis
     batch_size: int = BATCH  # the service's is LEADARCHIVE_MAX_LEAD_IDS (500)
+    tuning: Tuning = field(default_factory=Tuning)  # the service's default
 
     def __call__(self, data: Dataset) -> ToolOutcome:
         request = SelectionRequest.model_validate(json.loads(selection_body(ARCHIVE_LIST)))
@@ -727,7 +730,7 @@ class SelectionWalk:
                 steward,
                 zone=ZoneInfo("UTC"),
                 batch_size=self.batch_size,
-                tuning=Tuning(),
+                tuning=self.tuning,
             )
             wall = time.perf_counter() - started
             cpu = time.thread_time() - cpu
@@ -738,6 +741,7 @@ class SelectionWalk:
         profile = {
             "wall_s": round(wall, 2),
             "batch_size": self.batch_size,
+            "one_delete": self.tuning == ONE_DELETE,
             "batches": n,
             "selected_counted_s": round(first_save[0] - started, 3) if first_save else None,
             "window_reads_ms_per_batch": ms(window_seconds / n),
@@ -768,6 +772,12 @@ class SelectionWalk:
         )
         failed = "" if ending.status == "succeeded" else f"ended {ending.status}"
         return ToolOutcome(wall, cpu, failed=failed, note=note, profile=profile)
+
+
+# The walk with the dialer's protection off: each batch's guarded deletes in one 500-lead
+# statement and no pause after it, whoever waits (``--walk-one-delete``). What the engine's own
+# statements cost when they hold vicidial_list as long as the bare SQL does.
+ONE_DELETE = Tuning(first_chunk=BATCH, min_chunk=BATCH, max_chunk=BATCH, yield_time=timedelta(0))
 
 
 def in_chunks(ids: Sequence[int]) -> list[list[int]]:
@@ -1329,6 +1339,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--walk-batch", type=int, default=BATCH, help="selection-walk: leads per batch"
     )
+    parser.add_argument(
+        "--walk-one-delete",
+        action="store_true",
+        help="selection-walk: each batch's deletes in one statement, no pause (no dialer care)",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--url", default=DEFAULT_URL, help="MariaDB server URL, no database")
     parser.add_argument("--redis-url", default=DEFAULT_REDIS, help="Redis server URL, no database")
@@ -1371,7 +1386,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"loaded in {results['load_seconds']} s")
 
         tools: dict[str, Callable[[Dataset], ToolOutcome]] = {
-            "selection-walk": SelectionWalk(rclient, args.walk_batch),
+            "selection-walk": SelectionWalk(
+                rclient, args.walk_batch, ONE_DELETE if args.walk_one_delete else Tuning()
+            ),
             "engine": run_engine,
             "restore": Restore(),
             "bare": run_bare,

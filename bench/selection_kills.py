@@ -11,10 +11,12 @@ spread over the table), with ``leadarchive api`` and ``leadarchive worker`` as r
 3. each time ``progress.done`` passes ``k / (kills + 1)`` of ``selected`` (k = 1..``--kills``), the
    worker's whole process group (main process and pool) is SIGKILLed (``testkit.processes.
    kill_group``), the job's status read at once (its last checkpoint), and a new worker started.
-   The killed run's message is unacknowledged: kombu delivers it again after the visibility
-   timeout, and the job's lease expires after it too, so the timings are lowered for this run
-   (``--visibility-timeout`` 10 s, ``--task-time-limit`` 6 s, ``--lock-wait-timeout`` 4 s;
-   the settings require task_time_limit + lock_wait_timeout / 2 < visibility_timeout);
+   The killed run's lease runs out after ``--job-lease`` (the service's default, 10 s) and the
+   new worker hands the job back (every third of the lease); kombu would deliver the killed
+   run's unacknowledged message again only after the visibility timeout. The timings are the
+   service's defaults (``--visibility-timeout`` 30 s, ``--task-time-limit`` 20 s,
+   ``--lock-wait-timeout`` 10 s; the settings require task_time_limit + lock_wait_timeout / 2 <
+   visibility_timeout);
 4. when the job has ended, the judge reads every lead of the list back (``bench/oracle.py``,
    byte for byte) and checks: the job succeeded; no lead lost (gone from ``vicidial_list`` with no
    identical archive copy), corrupted or vanished; no lead of another list gone; every lead still
@@ -218,9 +220,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--kills", type=int, default=3, help="SIGKILLs of the whole worker")
     parser.add_argument("--mode", choices=("clean", "aimed"), default="clean")
     parser.add_argument("--concurrency", type=int, default=2, help="worker pool processes")
-    parser.add_argument("--visibility-timeout", type=int, default=10, help="seconds")
-    parser.add_argument("--task-time-limit", type=int, default=6, help="seconds")
-    parser.add_argument("--lock-wait-timeout", type=int, default=4, help="seconds")
+    parser.add_argument("--visibility-timeout", type=int, default=30, help="seconds")
+    parser.add_argument("--job-lease", type=int, default=10, help="seconds")
+    parser.add_argument("--task-time-limit", type=int, default=20, help="seconds")
+    parser.add_argument("--lock-wait-timeout", type=int, default=10, help="seconds")
     parser.add_argument("--poll-s", type=float, default=1.0, help="seconds between polls")
     parser.add_argument("--timeout", type=float, default=3600.0, help="give up after (s)")
     parser.add_argument("--writer-threads", type=int, default=16)
@@ -268,6 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 metrics=False,
                 rate_limit="",
                 visibility_timeout=f"{args.visibility_timeout}s",
+                job_lease=f"{args.job_lease}s",
                 task_time_limit=f"{args.task_time_limit}s",
                 lock_wait_timeout=f"{args.lock_wait_timeout}s",
             )

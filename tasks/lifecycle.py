@@ -11,10 +11,11 @@ message when its share of the time limit is used). Invariants, for every kind:
 
 - the job record is the truth: the batch runs the request the record holds, and a message whose
   request differs from it is refused (logged, acknowledged, the record left alone);
-- a run holds the job under a lease with a run token (``JobStore.start``), renewed while the
-  batch runs; every later change checks the token, so a run whose lease expired (its worker
-  froze or lost Redis, and the sweep handed the job to another run) changes nothing; a duplicate
-  delivery that finds a live lease leaves the record alone;
+- a run holds the job under a lease with a run token (``JobStore.start``; its length is
+  ``Settings.lease``), renewed while the batch runs; every later change checks the token, so a
+  run whose lease expired (its worker died, froze or lost Redis, and the sweep handed the job
+  to another run) changes nothing; a duplicate delivery that finds a live lease leaves the
+  record alone;
 - a job that has ended, or is deferred, is never run again by a late or duplicate message;
 - inside office hours a job is deferred (parked in the job store), never run;
 - a job store that cannot serve (unreachable, OOM, READONLY, ...) hands the message back to the
@@ -290,7 +291,7 @@ def _run_job(
         jobs.defer(job_id, opens_at)
         log.info("job deferred", extra={**fields, "not_before": now_iso(opens_at)})
         return {"job_id": job_id, "status": "deferred", "not_before": now_iso(opens_at)}
-    lease = _Lease(jobs, job_id, secrets.token_urlsafe(12), rt.settings.visibility_timeout)
+    lease = _Lease(jobs, job_id, secrets.token_urlsafe(12), rt.settings.lease)
     taken = jobs.start(job_id, lease.token, lease.length)
     if taken == "leased":
         log.info("job delivered again while another run holds it: left alone", extra=fields)

@@ -115,6 +115,11 @@ class Settings(BaseSettings):
     # A message a worker took and never acknowledged (the worker died) is delivered again after
     # this long. Every task, retry delay and time limit stays well below it.
     visibility_timeout: timedelta = timedelta(seconds=30)
+    # A run holds its job under a lease of this length (at most the visibility timeout), renewed
+    # every third of it while the run lives; a worker hands back a job whose lease has run out
+    # (its run's worker died or froze), so the job runs again this long after a kill, not a
+    # whole visibility timeout later.
+    job_lease: timedelta = timedelta(seconds=10)
     task_time_limit: timedelta = timedelta(seconds=20)
     lock_wait_timeout: timedelta = timedelta(seconds=10)
     # How often a worker looks for deferred jobs whose office-hours window has opened.
@@ -131,6 +136,7 @@ class Settings(BaseSettings):
         "result_ttl",
         "chunk_time",
         "visibility_timeout",
+        "job_lease",
         "task_time_limit",
         "lock_wait_timeout",
         "release_interval",
@@ -145,7 +151,12 @@ class Settings(BaseSettings):
         return value
 
     @field_validator(
-        "chunk_time", "task_time_limit", "lock_wait_timeout", "release_interval", "max_replica_lag"
+        "chunk_time",
+        "job_lease",
+        "task_time_limit",
+        "lock_wait_timeout",
+        "release_interval",
+        "max_replica_lag",
     )
     @classmethod
     def _positive(cls, value: timedelta) -> timedelta:
@@ -355,6 +366,12 @@ class Settings(BaseSettings):
     def office_hours_undecided(self) -> bool:
         """A real database with LEADARCHIVE_OFFICE_HOURS never set: services refuse to start."""
         return self.office_hours is None and not self.embedded_database
+
+    @property
+    def lease(self) -> timedelta:
+        """How long a run's hold on its job lasts unless renewed: ``job_lease``, at most the
+        visibility timeout."""
+        return min(self.job_lease, self.visibility_timeout)
 
     def schedule(self) -> OfficeHours:
         """The parsed office hours; unset counts as no restriction (only the demo gets here)."""

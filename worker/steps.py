@@ -13,9 +13,10 @@ from worker.broker import BrokerConsumer, JobMessageRequest
 
 
 class ReleaseDeferredJobs(bootsteps.StartStopStep):
-    """Every few seconds, send again the deferred jobs whose office-hours window has opened, the
-    jobs whose run's lease expired (``hand_back_expired_runs``), and the queued jobs whose message
-    was lost (``requeue_lost_jobs``).
+    """Every few seconds (``LEADARCHIVE_RELEASE_INTERVAL``), send again the deferred jobs whose
+    office-hours window has opened and the queued jobs whose message was lost
+    (``requeue_lost_jobs``); every third of the job lease, the jobs whose run's lease expired
+    (``hand_back_expired_runs``): a killed worker's job runs again about one lease after the kill.
 
     Deferred jobs wait in a Redis sorted set rather than as countdown messages, which would sit
     unacknowledged in a worker for hours and be delivered twice after the visibility timeout.
@@ -25,20 +26,27 @@ class ReleaseDeferredJobs(bootsteps.StartStopStep):
 
     def __init__(self, parent: Any, **kwargs: Any) -> None:
         super().__init__(parent, **kwargs)
-        self._entry: Any = None
+        self._entries: list[Any] = []
 
     def start(self, parent: Any) -> None:
-        interval = runtime_of(parent.app).settings.release_interval.total_seconds()
-        self._entry = parent.timer.call_repeatedly(interval, self._release, (parent.app,))
+        settings = runtime_of(parent.app).settings
+        every = (
+            (settings.release_interval, self._release),
+            (settings.lease / 3, hand_back_expired_runs),
+        )
+        self._entries = [
+            parent.timer.call_repeatedly(interval.total_seconds(), sweep, (parent.app,))
+            for interval, sweep in every
+        ]
 
     def stop(self, parent: Any) -> None:
-        if self._entry is not None:
-            self._entry.cancel()
+        for entry in self._entries:
+            entry.cancel()
+        self._entries = []
 
     @staticmethod
     def _release(celery_app: Celery) -> None:
         release_due_jobs(celery_app)
-        hand_back_expired_runs(celery_app)
         requeue_lost_jobs(celery_app)
 
 

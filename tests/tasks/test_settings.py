@@ -91,6 +91,7 @@ def test_environment_variables_use_the_leadarchive_prefix(
         ("rate_limit", "lots", "100/second"),
         ("max_lead_ids", 0, "greater than or equal to 1"),
         ("chunk_time", "-PT1S", "must be positive"),
+        ("job_lease", "0", "must be positive"),
         ("task_time_limit", "PT60S", "well below LEADARCHIVE_VISIBILITY_TIMEOUT"),
         ("result_ttl", "0", "at least 1 second"),
         ("result_ttl", "250ms", "at least 1 second"),
@@ -125,6 +126,21 @@ def test_bad_settings_are_refused_with_a_clear_message(
     assert "a-raw-key-pasted" not in str(refused.value)
     if isinstance(value, str) and len(value) > 3:
         assert value not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("values", "seconds"),
+    [
+        ({}, 10.0),  # the default: a third of the default visibility timeout
+        ({"job_lease": "3s"}, 3.0),
+        ({"job_lease": "PT45S"}, 30.0),  # never longer than the visibility timeout
+        ({"visibility_timeout": "8s", "task_time_limit": "4s", "lock_wait_timeout": "4s"}, 8.0),
+    ],
+)
+def test_a_runs_lease_is_the_job_lease_at_most_the_visibility_timeout(
+    tmp_path: Path, values: dict[str, str], seconds: float
+) -> None:
+    assert _settings(tmp_path, **values).lease.total_seconds() == seconds
 
 
 def test_office_hours_unset_are_undecided_with_a_database(tmp_path: Path) -> None:

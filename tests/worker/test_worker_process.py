@@ -1,8 +1,10 @@
 """The real worker process (`leadarchive worker`, prefork) killed in the middle of a job.
 
 The job must be delivered again and end ``succeeded`` within a minute, with every lead either
-live or identically archived. A read lock held by the test (as a busy dialer would) pins the
-batch at its first delete, after its archive copies are written, so the kill lands mid-batch.
+live or identically archived: it runs again once its run's lease has run out
+(``LEADARCHIVE_JOB_LEASE``), not a whole visibility timeout later. A read lock held by the test
+(as a busy dialer would) pins the batch at its first delete, after its archive copies are
+written, so the kill lands mid-batch.
 """
 
 from __future__ import annotations
@@ -51,8 +53,12 @@ def test_a_killed_worker_job_runs_again_and_succeeds_within_a_minute(
 ) -> None:
     insert_leads(vicidial, lead_rows(LEADS, seed=21))
     before = live(vicidial)
-    settings = make_settings(database_url, own_redis, office_hours="")
-    env = service_env(database_url, own_redis)
+    # The default visibility timeout (30 s), a short lease: the job must come back after the
+    # lease, long before kombu would deliver the killed run's message again, and whatever the
+    # other sweeps' interval.
+    settings = make_settings(database_url, own_redis, office_hours="", job_lease="PT3S")
+    env = service_env(database_url, own_redis, job_lease="PT3S", release_interval="PT60S")
+    assert settings.visibility_timeout.total_seconds() == 30
     rt = Runtime(settings)
     jobs: JobStore = rt.jobs
     request = ArchiveRequest(
@@ -109,6 +115,9 @@ def test_a_killed_worker_job_runs_again_and_succeeds_within_a_minute(
     # so this measures the redelivery, not how long the test took to look.
     took = (datetime.fromisoformat(record["started_at"]) - killed_at).total_seconds()
     assert took < 60, f"the job started again {took:.0f}s after the kill"
+    # The lease (3 s), handed back by the sweep every second, not the visibility timeout (30
+    # s): with room for a new worker's boot on a loaded machine.
+    assert took < 25, f"the job started again {took:.0f}s after the kill, as if for the timeout"
     # The invariant, checked on the tables: every lead is live or identically archived.
     live_after, archive_after = live(vicidial), archive(vicidial)
     for lead_id, row in before.items():
