@@ -237,26 +237,29 @@ def _job_task(task: Task, job_id: str, payload: dict[str, Any], kind: JobKind) -
 
 
 class _Lease:
-    """The run's hold on its job: renewed every third of its length by a thread while the batch
-    runs. ``lost`` turns true when the store says another run holds the job."""
+    """The run's hold on its job: renewed every third of its length by a thread while the run
+    works (``kept``: the batch, then the admin log's row). ``lost`` turns true when the store
+    says another run holds the job."""
 
     def __init__(self, jobs: JobStore, job_id: str, token: str, length: timedelta) -> None:
         self.jobs, self.job_id, self.token, self.length = jobs, job_id, token, length
         self.lost = False
-        self._stop = threading.Event()
 
     @contextmanager
     def kept(self) -> Iterator[None]:
-        thread = threading.Thread(target=self._renew, name=f"lease {self.job_id}", daemon=True)
+        stop = threading.Event()
+        thread = threading.Thread(
+            target=self._renew, args=(stop,), name=f"lease {self.job_id}", daemon=True
+        )
         thread.start()
         try:
             yield
         finally:
-            self._stop.set()
+            stop.set()
             thread.join(timeout=5)
 
-    def _renew(self) -> None:
-        while not self._stop.wait(self.length.total_seconds() / 3):
+    def _renew(self, stop: threading.Event) -> None:
+        while not stop.wait(self.length.total_seconds() / 3):
             try:
                 if not self.jobs.renew(self.job_id, self.token, self.length):
                     self.lost = True
@@ -402,7 +405,9 @@ def _run(
             event_code=kind.event_code,
             ended=final,
         )
-        _record_in_admin_log(rt, record, done, "running", lease.token)
+        # The row may wait for the table (Vicidial's own writes lock it) longer than the lease.
+        with lease.kept():
+            _record_in_admin_log(rt, record, done, "running", lease.token)
     ended = jobs.transition(
         job_id,
         ("running",),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,7 +31,15 @@ from tasks.runtime import Runtime
 from tasks.seed import insert_leads, lead_rows
 from testkit.processes import kill_group, service_env, start_worker
 from tests.conftest import claim_redis_database
-from tests.helpers import archive, live, make_settings, private_redis, stored, wait_for
+from tests.helpers import (
+    admin_log_rows,
+    archive,
+    live,
+    make_settings,
+    private_redis,
+    stored,
+    wait_for,
+)
 
 LEADS = 300
 
@@ -174,6 +183,59 @@ def test_a_duplicate_delivery_of_a_running_job_leaves_its_record_alone(
 
 def _text(log: Path) -> str:
     return log.read_text("utf-8", "replace")
+
+
+def test_a_run_keeps_its_lease_while_its_admin_log_row_waits_for_the_table(
+    vicidial: Connection, engine: Engine, database_url: str, own_redis: str, tmp_path: Path
+) -> None:
+    """After its batch, the run writes the job's row in vicidial_admin_log, which may wait for
+    the table (Vicidial's own writes lock it) longer than the job lease: the lease is renewed
+    meanwhile, so the job is not handed to another run, runs once and logs one row."""
+    insert_leads(vicidial, lead_rows(LEADS, seed=25))
+    timings = {"job_lease": "PT3S", "lock_wait_timeout": "PT20S", "task_time_limit": "PT20S"}
+    timings["visibility_timeout"] = "PT60S"
+    settings = make_settings(database_url, own_redis, office_hours="", **timings)
+    env = service_env(database_url, own_redis, **timings)
+    rt = Runtime(settings)
+    request = ArchiveRequest(lead_ids=list(range(1, LEADS + 1)), delete_leads=True)
+    log_path = tmp_path / "worker.log"
+    worker = start_worker(env, log_path)
+    try:
+        with engine.connect() as holder:
+            holder.exec_driver_sql("LOCK TABLES vicidial_admin_log WRITE")
+            try:
+                job_id, _ = rt.jobs.create("alice", request)
+                publish(create_celery(settings), job_id, request)
+                wait_for(lambda: _waiting_for(engine, "vicidial_admin_log"), timeout=90)
+                time.sleep(3 * settings.lease.total_seconds())  # three leases, held
+            finally:
+                holder.exec_driver_sql("UNLOCK TABLES")
+        record = wait_for(
+            lambda: (r := rt.jobs.get(job_id)) and r.status in ("succeeded", "failed") and r,
+            timeout=60,
+        )
+        time.sleep(2 * settings.lease.total_seconds())  # a second run would have begun by now
+        after = rt.jobs.get(job_id)
+    finally:
+        kill_group(worker)
+        rt.close()
+
+    assert (record.status, record.attempts) == ("succeeded", 1), _text(log_path)[-3000:]
+    assert after == record
+    assert "lost" not in _text(log_path)
+    assert [row["record_id"] for row in admin_log_rows(vicidial)] == [job_id]
+    assert live(vicidial) == {}
+
+
+def _waiting_for(engine: Engine, table: str) -> bool:
+    """Whether a statement of another session waits for ``table``'s lock."""
+    with engine.connect() as c:
+        waiting = c.exec_driver_sql(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST"
+            " WHERE STATE LIKE 'Waiting for table%%' AND INFO LIKE %s",
+            (f"%{table}%",),
+        ).scalar()
+    return bool(waiting)
 
 
 def test_a_frozen_worker_past_its_lease_is_replaced_and_changes_nothing_when_it_wakes(
