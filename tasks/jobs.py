@@ -147,59 +147,73 @@ return 1
 """
 
 
-# Running jobs by when their lease ends: the sweep hands back the ones past it.
+# Running jobs by when their lease ends: the sweep hands back the ones past it. Leases are in
+# Redis's own clock (TIME, epoch seconds), so that workers whose clocks differ agree on them.
 LEASES_KEY = f"{_PREFIX}:leases"
+# Redis's clock in a script, in epoch seconds with microseconds.
+_NOW = (
+    "local clock = redis.call('TIME')\nlocal now = tonumber(clock[1]) + tonumber(clock[2]) / 1e6\n"
+)
 
 # Start a run: a queued job (or a running one whose lease has expired: its worker froze, died or
 # lost Redis) becomes running under this run's token and lease. A running job with a live lease
 # is another run's: this delivery is a duplicate and leaves the record alone. KEYS: job hash,
-# queued index, leases. ARGV: job ID, token, now (epoch s), lease s, now (ISO). Returns
+# queued index, leases. ARGV: job ID, token, lease s, now (ISO, shown as started_at). Returns
 # "started", "leased", "missing", or the status that cannot start (deferred, or one that ended).
-_START = """
+_START = (
+    _NOW
+    + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 'missing' end
-local now, lease = tonumber(ARGV[3]), tonumber(ARGV[4])
+local lease = tonumber(ARGV[3])
 if status == 'running' then
   if tonumber(redis.call('HGET', KEYS[1], 'lease_until') or '0') > now then return 'leased' end
 elseif status ~= 'queued' then
   return status
 end
 redis.call('HSET', KEYS[1], 'status', 'running', 'run_token', ARGV[2],
-  'lease_until', tostring(now + lease), 'started_at', ARGV[5])
+  'lease_until', tostring(now + lease), 'started_at', ARGV[4])
 redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZADD', KEYS[3], now + lease, ARGV[1])
 return 'started'
 """
+)
 
-# Renew a run's lease while its batch runs. KEYS: job hash, leases. ARGV: job ID, token, now,
-# lease s. 1 when renewed; 0 when the run no longer holds the job.
-_RENEW = """
+# Renew a run's lease while its batch runs. KEYS: job hash, leases. ARGV: job ID, token, lease
+# s. 1 when renewed; 0 when the run no longer holds the job.
+_RENEW = (
+    _NOW
+    + """
 if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
 if redis.call('HGET', KEYS[1], 'run_token') ~= ARGV[2] then return 0 end
-local expires = tonumber(ARGV[3]) + tonumber(ARGV[4])
+local expires = now + tonumber(ARGV[3])
 redis.call('HSET', KEYS[1], 'lease_until', tostring(expires))
 redis.call('ZADD', KEYS[2], expires, ARGV[1])
 return 1
 """
+)
 
 # Hand a job back to the queue when its lease has expired. KEYS: job hash, leases, queued index.
-# ARGV: job ID, now. 1 when handed back; the entry alone goes when the job is no longer running
-# or its lease was renewed meanwhile (a later score stays).
-_HAND_BACK = """
+# ARGV: job ID. 1 when handed back; the entry alone goes when the job is no longer running or its
+# lease was renewed meanwhile (a later score stays).
+_HAND_BACK = (
+    _NOW
+    + """
 local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
-if not score or tonumber(score) > tonumber(ARGV[2]) then return 0 end
+if not score or tonumber(score) > now then return 0 end
 redis.call('ZREM', KEYS[2], ARGV[1])
 if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
-if tonumber(redis.call('HGET', KEYS[1], 'lease_until') or '0') > tonumber(ARGV[2]) then
+if tonumber(redis.call('HGET', KEYS[1], 'lease_until') or '0') > now then
   redis.call('ZADD', KEYS[2], redis.call('HGET', KEYS[1], 'lease_until'), ARGV[1])
   return 0
 end
 redis.call('HSET', KEYS[1], 'status', 'queued')
 redis.call('HDEL', KEYS[1], 'run_token', 'lease_until')
-redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
+redis.call('ZADD', KEYS[3], clock[1], ARGV[1])
 return 1
 """
+)
 
 # Cancel a job that has not started: queued or deferred, and never run (a job queued again after
 # a transient error has run chunks already). A job that stops between batches (ARGV[3] '1': a
@@ -461,27 +475,28 @@ class RedisJobStore:
         """Take the job for a run (``_START``): ``"started"``, ``"leased"`` (another run holds
         it), ``"missing"``, or the status it is in."""
         keys = [self._key(job_id), QUEUED_KEY, LEASES_KEY]
-        args: list[str | float] = [job_id, token, time.time(), lease.total_seconds(), now_iso()]
+        args: list[str | float] = [job_id, token, lease.total_seconds(), now_iso()]
         found: bytes = self._start(keys=keys, args=args)
         return found.decode()
 
     def renew(self, job_id: str, token: str, lease: timedelta) -> bool:
         """Extend the run's lease; False when the run no longer holds the job."""
-        args: list[str | float] = [job_id, token, time.time(), lease.total_seconds()]
+        args: list[str | float] = [job_id, token, lease.total_seconds()]
         return bool(self._renew(keys=[self._key(job_id), LEASES_KEY], args=args))
 
     def hand_back_expired(self) -> list[str]:
         """Queue again every running job whose lease has expired (at most 100 a call); their
-        IDs, each to one caller. Leases are in real time, whatever clock the service reads."""
-        now = time.time()
+        IDs, each to one caller. Leases are in Redis's clock, whatever clock the service reads
+        and whatever this host's clock says."""
+        seconds, microseconds = self.redis.time()  # type: ignore[misc]
         due: list[bytes] = self.redis.zrangebyscore(  # type: ignore[assignment]
-            LEASES_KEY, "-inf", now, start=0, num=100
+            LEASES_KEY, "-inf", seconds + microseconds / 1e6, start=0, num=100
         )
         handed = []
         for raw in due:
             job_id = raw.decode()
             keys = [self._key(job_id), LEASES_KEY, QUEUED_KEY]
-            if self._hand_back(keys=keys, args=[job_id, now]):
+            if self._hand_back(keys=keys, args=[job_id]):
                 handed.append(job_id)
         return handed
 

@@ -74,6 +74,12 @@ RUN_SHARE = 0.5
 # third of the visibility timeout (10 s): about 100 s in all on average, so a job outlives a
 # MariaDB restart (8 retries, about 30 s, failed jobs in docs/RELIABILITY.md's restart runs).
 MAX_RETRIES = 24
+# After a renewal of a run's lease failed, the next is tried this soon: a lease of 10 s renewed
+# every 3.3 s must not wait another 3.3 s after a renewal that took the job store's whole socket
+# timeout (5 s) to fail.
+RENEW_RETRY = timedelta(milliseconds=500)
+# How long the end of a run waits for its renewal thread: longer than one renewal can take.
+RENEW_JOIN = timedelta(seconds=10)
 
 log = logging.getLogger("leadarchive.worker")
 
@@ -238,8 +244,9 @@ def _job_task(task: Task, job_id: str, payload: dict[str, Any], kind: JobKind) -
 
 class _Lease:
     """The run's hold on its job: renewed every third of its length by a thread while the run
-    works (``kept``: the batch, then the admin log's row). ``lost`` turns true when the store
-    says another run holds the job."""
+    works (``kept``: the batch, then the admin log's row), and again every ``RENEW_RETRY`` after
+    a renewal that failed (Redis away for a moment), so that one slow answer does not let the
+    lease run out. ``lost`` turns true when the store says another run holds the job."""
 
     def __init__(self, jobs: JobStore, job_id: str, token: str, length: timedelta) -> None:
         self.jobs, self.job_id, self.token, self.length = jobs, job_id, token, length
@@ -256,20 +263,28 @@ class _Lease:
             yield
         finally:
             stop.set()
-            thread.join(timeout=5)
+            # Longer than one renewal can take (the job store's socket timeout).
+            thread.join(timeout=RENEW_JOIN.total_seconds())
 
     def _renew(self, stop: threading.Event) -> None:
-        while not stop.wait(self.length.total_seconds() / 3):
+        every = self.length.total_seconds() / 3
+        wait = every
+        while not stop.wait(wait):
             try:
-                if not self.jobs.renew(self.job_id, self.token, self.length):
-                    self.lost = True
-                    log.warning("job lease lost to another run", extra={"job_id": self.job_id})
-                    return
-            except Exception as exc:  # Redis away for a moment: the next renewal may succeed
+                renewed = self.jobs.renew(self.job_id, self.token, self.length)
+            except Exception as exc:  # Redis away for a moment: try again soon
                 log.warning(
                     "job lease not renewed",
                     extra={"job_id": self.job_id, "error": type(exc).__name__},
                 )
+                wait = min(every, RENEW_RETRY.total_seconds())
+                continue
+            if not renewed:
+                if not stop.is_set():  # not a late answer after the run had ended
+                    self.lost = True
+                    log.warning("job lease lost to another run", extra={"job_id": self.job_id})
+                return
+            wait = every
 
 
 def _run_job(
@@ -520,7 +535,8 @@ def _record_in_admin_log(
     delivered again after its row was written (its worker died, or Redis failed, before the job
     was marked succeeded) writes none. Only a worker that dies in the milliseconds between the
     INSERT and that mark would leave two rows. A job that has ended is never run again, and
-    tasks run one at a time (the time limit stays below the visibility timeout).
+    tasks run one at a time (a run's lease is renewed until its row is written and the job
+    marked ended, and a duplicate delivery finds it held).
     """
     settings = rt.settings
     if not settings.admin_log or record.admin_logged is not None:

@@ -15,6 +15,7 @@ import redis
 
 from tasks.errors import IdempotencyConflict, StoreFullError, TooManyPendingJobs
 from tasks.jobs import DEFERRED_KEY, RESERVE_PER_JOB, JobStore, RedisJobStore
+from tasks.lifecycle import _Lease
 from tasks.records import JobRecord
 from tasks.requests import ArchiveRequest, SelectionRequest
 from tasks.sql_jobs import SqliteJobStore
@@ -396,3 +397,58 @@ def test_the_sqlite_store_deletes_expired_jobs_and_claims(tmp_path: Path) -> Non
         claims = db.execute("SELECT COUNT(*) FROM idempotency").fetchone()[0]
         deferred = db.execute("SELECT COUNT(*) FROM deferred").fetchone()[0]
     assert (jobs, claims, deferred) == ([new], 0, 0)
+
+
+def test_leases_follow_redis_clock_not_the_workers(
+    own_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers on hosts whose clocks differ agree on leases: a sweep on a host a minute ahead
+    hands back no live lease, and a run on a host a minute behind takes one that lasts."""
+    store = RedisJobStore(own_redis, timedelta(days=7))
+    live, _ = store.create("alice", REQUEST)
+    assert store.start(live, "run-1", timedelta(seconds=30)) == "started"
+    real = time.time
+
+    monkeypatch.setattr(time, "time", lambda: real() + 60)
+    assert store.hand_back_expired() == []
+    monkeypatch.setattr(time, "time", lambda: real() - 60)
+    late, _ = store.create("alice", REQUEST)
+    assert store.start(late, "run-2", timedelta(seconds=30)) == "started"
+    assert store.renew(live, "run-1", timedelta(seconds=30))
+    monkeypatch.setattr(time, "time", real)
+
+    assert store.hand_back_expired() == []
+    for job_id in (live, late):
+        record = store.get(job_id)
+        assert record is not None and record.status == "running"
+        assert record.lease_until is not None
+        assert abs(float(record.lease_until) - (real() + 30)) < 5
+
+
+def test_a_renewal_that_failed_is_tried_again_before_the_lease_runs_out(
+    tmp_path: Path,
+) -> None:
+    """Redis stops answering long enough for one renewal to time out: the run tries again as
+    soon as it answers, not a third of the lease later, and keeps its job."""
+    with private_redis(tmp_path) as server:
+        client = redis.Redis.from_url(server.url, socket_timeout=4)
+        admin = redis.Redis.from_url(server.url)
+        store = RedisJobStore(client, timedelta(days=7))
+        job_id, _ = store.create("alice", REQUEST)
+        lease = _Lease(store, job_id, "run-1", timedelta(seconds=9))  # renewed every 3 s
+        assert store.start(job_id, lease.token, lease.length) == "started"
+        started = time.monotonic()
+        with lease.kept():
+            time.sleep(1.5)
+            # Every client waits from 1.5 s to 7.5 s: the renewal due at 3 s times out at 7 s,
+            # and the next one, due at 10 s without a retry, would come after the lease's end
+            # at 9 s.
+            admin.execute_command("CLIENT", "PAUSE", 6000, "ALL")
+            time.sleep(max(0.0, 9.5 - (time.monotonic() - started)))
+            handed = store.hand_back_expired()
+            record = store.get(job_id)
+        client.close()
+        admin.close()
+
+    assert handed == [] and not lease.lost
+    assert record is not None and (record.status, record.run_token) == ("running", "run-1")
