@@ -55,6 +55,17 @@ def wait_for(predicate: Any, timeout: float = 20.0, interval: float = 0.02) -> A
     return wait_until(predicate, timeout, interval=interval)
 
 
+def waits_for_a_table(conn: Connection, statement: str) -> bool:
+    """Whether a session on this database runs a statement whose text is LIKE ``statement``
+    and waits for a table's lock (a ``LOCK TABLES`` another session holds)."""
+    waiting = conn.exec_driver_sql(
+        "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE DB = DATABASE()"
+        " AND INFO LIKE %s AND STATE LIKE 'Waiting for table%%'",
+        (statement,),
+    ).scalar()
+    return bool(waiting)
+
+
 def admin_log_rows(conn: Connection) -> list[dict[str, Any]]:
     """Every vicidial_admin_log row, oldest first, by column name."""
     result = conn.exec_driver_sql("SELECT * FROM vicidial_admin_log ORDER BY admin_log_id")

@@ -45,7 +45,16 @@ from tasks.seed import insert_leads, lead_rows
 from tasks.settings import Settings
 from tasks.throttle import Throttles
 from tests.api.conftest import SATURDAY_NIGHT, FakeClock, add_keys
-from tests.helpers import ALICE, ALICE_KEY, Row, archive, free_port, live, wait_for
+from tests.helpers import (
+    ALICE,
+    ALICE_KEY,
+    Row,
+    archive,
+    free_port,
+    live,
+    wait_for,
+    waits_for_a_table,
+)
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -381,15 +390,6 @@ def test_ctrl_c_asks_the_job_to_stop_and_follows_it_to_its_end(
     assert live(vicidial) == leads and archive(vicidial) == {}
 
 
-def _delete_waits(dialer: Connection) -> bool:
-    """Whether a DELETE from vicidial_list waits for the table (the dialer's lock holds it)."""
-    waiting = dialer.exec_driver_sql(
-        "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE DB = DATABASE()"
-        " AND INFO LIKE 'DELETE%%vicidial_list%%' AND STATE LIKE 'Waiting for table%%'"
-    ).scalar()
-    return bool(waiting)
-
-
 @pytest.mark.parametrize("presses", [1, 2], ids=["once", "twice"])
 def test_ctrl_c_while_a_batch_deletes_stops_the_job_after_that_batch(
     api_url: str,
@@ -420,7 +420,7 @@ def test_ctrl_c_while_a_batch_deletes_stops_the_job_after_that_batch(
 
     def operator() -> None:
         try:
-            wait_for(lambda: _delete_waits(dialer))
+            wait_for(lambda: waits_for_a_table(dialer, "DELETE%vicidial_list%"))
             sigint()
             wait_for(asked.is_set)
             if presses == 2:

@@ -39,6 +39,7 @@ from tests.helpers import (
     private_redis,
     stored,
     wait_for,
+    waits_for_a_table,
 )
 
 LEADS = 300
@@ -207,7 +208,10 @@ def test_a_run_keeps_its_lease_while_its_admin_log_row_waits_for_the_table(
             try:
                 job_id, _ = rt.jobs.create("alice", request)
                 publish(create_celery(settings), job_id, request)
-                wait_for(lambda: _waiting_for(engine, "vicidial_admin_log"), timeout=90)
+                wait_for(
+                    lambda: waits_for_a_table(holder, "%INSERT INTO vicidial_admin_log%"),
+                    timeout=90,
+                )
                 time.sleep(3 * settings.lease.total_seconds())  # three leases, held
             finally:
                 holder.exec_driver_sql("UNLOCK TABLES")
@@ -227,17 +231,6 @@ def test_a_run_keeps_its_lease_while_its_admin_log_row_waits_for_the_table(
     assert "job lease expired during the run" not in _text(log_path)
     assert [row["record_id"] for row in admin_log_rows(vicidial)] == [job_id]
     assert live(vicidial) == {}
-
-
-def _waiting_for(engine: Engine, table: str) -> bool:
-    """Whether a statement of another session waits for ``table``'s lock."""
-    with engine.connect() as c:
-        waiting = c.exec_driver_sql(
-            "SELECT COUNT(*) FROM information_schema.PROCESSLIST"
-            " WHERE STATE LIKE 'Waiting for table%%' AND INFO LIKE %s",
-            (f"%{table}%",),
-        ).scalar()
-    return bool(waiting)
 
 
 def test_a_frozen_worker_past_its_lease_is_replaced_and_changes_nothing_when_it_wakes(
