@@ -13,7 +13,7 @@ database of its own, no rate limit.
 2. **Sweep time at a backlog.** With no worker running, ``--queued`` jobs are submitted, so that
    they wait in the queue, and aged past the sweep's cutoff (their entries in the queued index
    are moved an hour back: a backlog that has waited for long). Then the lost-message sweep runs
-   ``--passes`` times in this process, as a worker runs it every ``LEADARCHIVE_RELEASE_INTERVAL``;
+   ``--passes`` times in this process, as a worker runs it every third of ``LEADARCHIVE_JOB_LEASE``;
    for each pass the Redis server's own time (``INFO commandstats``: the microseconds of every
    command, summed) and the pass's wall time are taken. Nothing is lost, so a pass sends nothing.
 

@@ -39,7 +39,8 @@ from tasks.scopes import Lists
 
 _PREFIX = "leadarchive"
 DEFERRED_KEY = f"{_PREFIX}:deferred"
-# Every queued job, by when it was last (re)queued: the sweep for lost messages reads it.
+# Every queued job, by when it was last (re)queued in Redis's clock (TIME, epoch seconds), so
+# that hosts whose clocks differ agree on it: the sweep for lost messages reads it.
 QUEUED_KEY = f"{_PREFIX}:queued"
 # Every job not finished yet (queued, deferred or running), by submission time: the room the
 # store keeps for results is counted from it. And the same per key, for its cap.
@@ -90,7 +91,7 @@ if maxmemory > 0 then
 end
 for i = 11, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('EXPIRE', KEYS[1], ttl)
-redis.call('ZADD', KEYS[3], now, job_id)
+redis.call('ZADD', KEYS[3], redis.call('TIME')[1], job_id)
 redis.call('ZADD', KEYS[4], now, job_id)
 redis.call('ZADD', KEYS[5], now, job_id)
 if ARGV[5] == '1' then redis.call('SET', KEYS[2], ARGV[6], 'EX', ttl) end
@@ -488,9 +489,8 @@ class RedisJobStore:
         """Queue again every running job whose lease has expired (at most 100 a call); their
         IDs, each to one caller. Leases are in Redis's clock, whatever clock the service reads
         and whatever this host's clock says."""
-        seconds, microseconds = self.redis.time()  # type: ignore[misc]
         due: list[bytes] = self.redis.zrangebyscore(  # type: ignore[assignment]
-            LEASES_KEY, "-inf", seconds + microseconds / 1e6, start=0, num=100
+            LEASES_KEY, "-inf", self.clock(), start=0, num=100
         )
         handed = []
         for raw in due:
@@ -499,6 +499,11 @@ class RedisJobStore:
             if self._hand_back(keys=keys, args=[job_id]):
                 handed.append(job_id)
         return handed
+
+    def clock(self) -> float:
+        """Redis's clock (epoch seconds): the one leases and the queued index are kept in."""
+        seconds, microseconds = self.redis.time()  # type: ignore[misc]
+        return float(seconds + microseconds / 1e6)
 
     def any_queued_before(self, cutoff: float) -> bool:
         """Whether any job was queued (or queued again) before ``cutoff`` (epoch seconds)."""
@@ -534,7 +539,7 @@ class RedisJobStore:
 
     def requeued(self, job_id: str) -> None:
         """Note that a queued job's message was sent again now."""
-        self.redis.zadd(QUEUED_KEY, {job_id: time.time()}, xx=True)
+        self.redis.zadd(QUEUED_KEY, {job_id: self.clock()}, xx=True)
 
     def take_due(self, now: datetime) -> list[str]:
         """Remove and return the deferred jobs whose window has opened (each to one caller)."""

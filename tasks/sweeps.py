@@ -1,7 +1,8 @@
 """The worker's two sweeps: release deferred jobs whose window has opened, and send again the
 messages of queued jobs that were lost.
 
-Both run every few seconds in every worker (``worker.steps``) and send through
+Both run in every worker (``worker.steps``), the lost-message sweep every third of the job lease,
+and send through
 ``tasks.publishing.publish``. Sending a job twice is safe: batches are idempotent, a job that
 has ended ignores a second message, and one that is running keeps its lease. The lost-message
 sweep reads kombu's Redis envelopes (a Lua pattern on their JSON): the format of the kombu
@@ -19,7 +20,6 @@ are not lost.
 from __future__ import annotations
 
 import logging
-import time
 
 from celery import Celery
 
@@ -93,14 +93,18 @@ def requeue_lost_jobs(app: Celery) -> list[str]:
     kombu's Redis transport takes a message off the queue (BRPOP) before it records it as
     unacknowledged: a worker killed in between loses the message, and the job would stay
     `queued` forever. Sending it twice is safe: batches are idempotent (two at once on the same
-    leads take turns), and a job that has ended ignores a second message.
+    leads take turns), a job that has ended ignores a second message, and one that is running
+    keeps its lease. So a job counts as lost once it has been queued for a job lease (10 s by
+    default) with its message neither waiting nor held: a killed worker's job comes back about
+    as soon whether or not a run of it had started.
     """
     rt = runtime_of(app)
     jobs, broker = rt.jobs, rt.broker
     if broker is None or not isinstance(jobs, RedisJobStore):
         return []
-    # Long enough for a message to be taken off the queue and recorded as unacknowledged.
-    cutoff = time.time() - 2 * rt.settings.visibility_timeout.total_seconds()
+    # Far longer than a message takes from the queue to kombu's unacknowledged hash (a few
+    # milliseconds), or from a job's record to its message (the API writes both in one request).
+    cutoff = jobs.clock() - rt.settings.lease.total_seconds()
     # One sweeper at a time, so that two workers never both send a lost job again.
     if not jobs.any_queued_before(cutoff) or not broker.set(SWEEP_LOCK, "1", nx=True, ex=30):
         return []

@@ -14,9 +14,10 @@ from worker.broker import BrokerConsumer, JobMessageRequest
 
 class ReleaseDeferredJobs(bootsteps.StartStopStep):
     """Every few seconds (``LEADARCHIVE_RELEASE_INTERVAL``), send again the deferred jobs whose
-    office-hours window has opened and the queued jobs whose message was lost
-    (``requeue_lost_jobs``); every third of the job lease, the jobs whose run's lease expired
-    (``hand_back_expired_runs``): a killed worker's job runs again about one lease after the kill.
+    office-hours window has opened; every third of the job lease, the jobs whose run's lease
+    expired (``hand_back_expired_runs``) and the queued jobs whose message was lost
+    (``requeue_lost_jobs``): a killed worker's job runs again about one lease after the kill,
+    whether it was running or its message had just been taken off the queue.
 
     Deferred jobs wait in a Redis sorted set rather than as countdown messages, which would sit
     unacknowledged in a worker for hours and be delivered twice after the visibility timeout.
@@ -31,8 +32,8 @@ class ReleaseDeferredJobs(bootsteps.StartStopStep):
     def start(self, parent: Any) -> None:
         settings = runtime_of(parent.app).settings
         every = (
-            (settings.release_interval, self._release),
-            (settings.lease / 3, hand_back_expired_runs),
+            (settings.release_interval, release_due_jobs),
+            (settings.lease / 3, self._give_back),
         )
         self._entries = [
             parent.timer.call_repeatedly(interval.total_seconds(), sweep, (parent.app,))
@@ -45,8 +46,9 @@ class ReleaseDeferredJobs(bootsteps.StartStopStep):
         self._entries = []
 
     @staticmethod
-    def _release(celery_app: Celery) -> None:
-        release_due_jobs(celery_app)
+    def _give_back(celery_app: Celery) -> None:
+        """Queue again the jobs nobody works on: a run's lease ran out, or a message was lost."""
+        hand_back_expired_runs(celery_app)
         requeue_lost_jobs(celery_app)
 
 

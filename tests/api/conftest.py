@@ -109,10 +109,12 @@ def add_keys(
     monkeypatch.setattr(settings, "api_keys", ",".join([settings.api_keys, *entries]))
 
 
-def poll_until_done(client: TestClient, url: str, headers: dict[str, str]) -> dict[str, Any]:
+def poll_until_done(
+    client: TestClient, url: str, headers: dict[str, str], timeout: float = 20.0
+) -> dict[str, Any]:
     def finished() -> dict[str, Any] | None:
         body: dict[str, Any] = client.get(url, headers=headers).json()
         return body if body["status"] in ("succeeded", "failed", "cancelled") else None
 
-    result: dict[str, Any] = wait_for(finished)
+    result: dict[str, Any] = wait_for(finished, timeout)
     return result

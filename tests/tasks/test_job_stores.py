@@ -425,6 +425,26 @@ def test_leases_follow_redis_clock_not_the_workers(
         assert abs(float(record.lease_until) - (real() + 30)) < 5
 
 
+def test_the_queued_index_follows_redis_clock_not_the_hosts(
+    own_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Jobs queued and sent again by hosts a minute behind are not a minute old to the
+    lost-message sweep, whose cutoff (one lease back) is in Redis's clock too."""
+    store = RedisJobStore(own_redis, timedelta(days=7))
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() - 60)
+    queued, _ = store.create("alice", REQUEST)
+    sent_again, _ = store.create("alice", REQUEST)
+    store.requeued(sent_again)
+    monkeypatch.setattr(time, "time", real)
+
+    cutoff = store.clock() - 10
+    assert abs(store.clock() - real()) < 5
+    assert not store.any_queued_before(cutoff)
+    assert store.queued_before(cutoff) == []
+    assert set(store.queued_before(store.clock() + 2)) == {queued, sent_again}
+
+
 def test_a_renewal_that_failed_is_tried_again_before_the_lease_runs_out(
     tmp_path: Path,
 ) -> None:

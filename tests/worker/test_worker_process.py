@@ -136,6 +136,61 @@ def test_a_killed_worker_job_runs_again_and_succeeds_within_a_minute(
     assert live_after == {}
 
 
+def test_a_job_whose_message_a_dying_worker_took_runs_about_one_lease_later(
+    vicidial: Connection, database_url: str, own_redis: str, tmp_path: Path
+) -> None:
+    """kombu takes a message off the queue before it records it as unacknowledged: a worker
+    killed in between leaves a queued job whose message is nowhere. The lost-message sweep sends
+    it again once it has been queued for a job lease, not two visibility timeouts later."""
+    insert_leads(vicidial, lead_rows(LEADS, seed=23))
+    before = live(vicidial)
+    timings = {"job_lease": "PT3S", "visibility_timeout": "PT60S"}
+    settings = make_settings(database_url, own_redis, office_hours="", **timings)
+    env = service_env(database_url, own_redis, release_interval="PT60S", **timings)
+    rt = Runtime(settings)
+    jobs: JobStore = rt.jobs
+    log_path = tmp_path / "worker.log"
+    worker = start_worker(env, log_path)
+    try:
+        # A job sent as usual first: the worker is up and waiting on the queue.
+        warm_up = ArchiveRequest(lead_ids=[1], insert_leads=True, dry_run=False)
+        warm_id, _ = jobs.create("alice", warm_up)
+        publish(create_celery(settings), warm_id, warm_up)
+        wait_for(lambda: (stored(jobs.get(warm_id)) or {}).get("status") == "succeeded", 90)
+
+        request = ArchiveRequest(
+            lead_ids=list(range(2, LEADS + 1)),
+            insert_leads=True,
+            update_leads=True,
+            delete_leads=True,
+            dry_run=False,
+        )
+        job_id, _ = jobs.create("alice", request)  # the record; its message died with a worker
+        queued_at = datetime.now(UTC)
+        record = wait_for(
+            lambda: (
+                (r := stored(jobs.get(job_id))) and r["status"] in ("succeeded", "failed") and r
+            ),
+            timeout=90,
+        )
+    finally:
+        kill_group(worker)
+        rt.close()
+
+    assert record["status"] == "succeeded", _text(log_path)[-3000:]
+    assert int(record["attempts"]) == 1
+    assert "job message lost, sent again" in _text(log_path)
+    took = (datetime.fromisoformat(record["started_at"]) - queued_at).total_seconds()
+    # Not before it had been queued for most of a lease (3 s; the queued index is in Redis's
+    # clock in whole seconds), and about then: the sweep runs every third of a lease. Before:
+    # two visibility timeouts (120 s).
+    assert 1 < took < 20, f"the job started {took:.1f}s after it was queued"
+    live_after, archive_after = live(vicidial), archive(vicidial)
+    assert set(live_after) == {1}
+    for lead_id in range(2, LEADS + 1):
+        assert archive_after[lead_id] == before[lead_id]
+
+
 def _pinned_job(
     engine: Engine, jobs: JobStore, settings: Any, request: ArchiveRequest, dialer: Connection
 ) -> str:
