@@ -245,6 +245,24 @@ redis.call('ZREM', 'leadarchive:pending:' .. redis.call('HGET', KEYS[1], 'owner'
 return status
 """
 
+# Remove a job whose message could not be sent, with its idempotency claim and its entries, if
+# no run has begun. KEYS: job hash, queued index, unfinished set. ARGV: job ID. 1 when removed
+# (or already gone), 0 when a run has begun.
+_FORGET = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status and (status ~= 'queued' or redis.call('HEXISTS', KEYS[1], 'started_at') == 1) then
+  return 0
+end
+local claim = redis.call('HGET', KEYS[1], 'idempotency')
+if claim and claim ~= '' then redis.call('DEL', claim) end
+local owner = redis.call('HGET', KEYS[1], 'owner')
+if owner then redis.call('ZREM', 'leadarchive:pending:' .. owner, ARGV[1]) end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+return 1
+"""
+
 # Save a running job's progress (a selection's, after a batch): the fields are set only while
 # this run holds the job. KEYS: job hash. ARGV: the run's token, then field/value pairs. Returns
 # "running", "stopping" (a cancel asked it to stop after this batch), "lost" (another run holds
@@ -294,7 +312,7 @@ class JobStore(Protocol):
     def renew(self, job_id: str, token: str, lease: timedelta) -> bool: ...
     def hand_back_expired(self) -> list[str]: ...
     def refresh_ttl(self, job_id: str) -> None: ...
-    def forget(self, job_id: str) -> None: ...
+    def forget(self, job_id: str) -> bool: ...
     def defer(self, job_id: str, not_before: datetime, *, token: str | None = None) -> bool: ...
     def cancel(self, job_id: str, *, between_batches: bool = False) -> str | None: ...
     def save_progress(self, job_id: str, token: str, **fields: Any) -> str | None: ...
@@ -316,6 +334,7 @@ class RedisJobStore:
         self._cancel = client.register_script(_CANCEL)
         self._save_progress = client.register_script(_SAVE_PROGRESS)
         self._release = client.register_script(_RELEASE)
+        self._forget = client.register_script(_FORGET)
 
     @staticmethod
     def _key(job_id: str) -> str:
@@ -393,21 +412,12 @@ class RedisJobStore:
         """Raise when Redis cannot be reached."""
         self.redis.ping()
 
-    def forget(self, job_id: str) -> None:
-        """Remove a record whose task could not be enqueued, and its idempotency claim."""
-        found: list[bytes | None] = self.redis.hmget(  # type: ignore[assignment]
-            self._key(job_id), ["idempotency", "owner"]
-        )
-        idem_key, owner = found
-        pipe = self.redis.pipeline()
-        if idem_key:
-            pipe.delete(idem_key)
-        if owner:
-            pipe.zrem(_PENDING_PREFIX + owner.decode(), job_id)
-        pipe.delete(self._key(job_id))
-        pipe.zrem(QUEUED_KEY, job_id)
-        pipe.zrem(UNFINISHED_KEY, job_id)
-        pipe.execute()
+    def forget(self, job_id: str) -> bool:
+        """Remove a record whose task could not be enqueued, and its idempotency claim; False,
+        and nothing removed, when a run has begun: the lost-message sweep sent the job meanwhile
+        (the API's send can take longer than a lease when Redis is failing), so it exists."""
+        keys = [self._key(job_id), QUEUED_KEY, UNFINISHED_KEY]
+        return bool(self._forget(keys=keys, args=[job_id]))
 
     def get(self, job_id: str) -> JobRecord | None:
         """The record, or None when it does not exist or has expired."""

@@ -153,7 +153,6 @@ class Settings(BaseSettings):
 
     @field_validator(
         "chunk_time",
-        "job_lease",
         "task_time_limit",
         "lock_wait_timeout",
         "release_interval",
@@ -163,6 +162,15 @@ class Settings(BaseSettings):
     def _positive(cls, value: timedelta) -> timedelta:
         if value <= timedelta(0):
             raise ValueError("must be positive")
+        return value
+
+    @field_validator("job_lease")
+    @classmethod
+    def _lease_of_seconds(cls, value: timedelta) -> timedelta:
+        # The queued index is in whole seconds: a shorter lease could count a job whose message
+        # is on its way as lost, and every worker would sweep several times a second.
+        if value < timedelta(seconds=2):
+            raise ValueError("must be at least 2 seconds (e.g. 10s)")
         return value
 
     @field_validator("result_ttl")

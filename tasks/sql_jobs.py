@@ -237,11 +237,16 @@ class SqliteJobStore:
         with self._write() as db:
             db.execute("UPDATE jobs SET expires_at = ? WHERE job_id = ?", (self._expiry(), job_id))
 
-    def forget(self, job_id: str) -> None:
-        """Remove a record whose task could not be enqueued, and its idempotency claim."""
+    def forget(self, job_id: str) -> bool:
+        """Remove a record whose task could not be enqueued, and its idempotency claim, unless a
+        run has begun; see ``RedisJobStore.forget``."""
         with self._write() as db:
+            found = self._read(db, job_id)
+            if found is not None and (found[0] != "queued" or "started_at" in found[1]):
+                return False
             db.execute("DELETE FROM idempotency WHERE job_id = ?", (job_id,))
             db.execute("DELETE FROM jobs WHERE job_id = ?", (job_id,))
+        return True
 
     def defer(self, job_id: str, not_before: datetime, *, token: str | None = None) -> bool:
         """Park a job until ``not_before`` (scheduled first, as in ``RedisJobStore.defer``)."""

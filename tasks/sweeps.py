@@ -1,8 +1,8 @@
-"""The worker's two sweeps: release deferred jobs whose window has opened, and send again the
-messages of queued jobs that were lost.
+"""The worker's sweeps: release deferred jobs whose window has opened, hand back jobs whose run's
+lease expired, and send again the messages of queued jobs that were lost.
 
-Both run in every worker (``worker.steps``), the lost-message sweep every third of the job lease,
-and send through
+They run in every worker (``worker.steps``), the last two every third of the job lease, and send
+through
 ``tasks.publishing.publish``. Sending a job twice is safe: batches are idempotent, a job that
 has ended ignores a second message, and one that is running keeps its lease. The lost-message
 sweep reads kombu's Redis envelopes (a Lua pattern on their JSON): the format of the kombu
@@ -19,9 +19,11 @@ are not lost.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from celery import Celery
+from redis.exceptions import LockError
 
 from tasks.celery_config import QUEUE
 from tasks.jobs import RedisJobStore
@@ -103,10 +105,16 @@ def requeue_lost_jobs(app: Celery) -> list[str]:
     if broker is None or not isinstance(jobs, RedisJobStore):
         return []
     # Far longer than a message takes from the queue to kombu's unacknowledged hash (a few
-    # milliseconds), or from a job's record to its message (the API writes both in one request).
-    cutoff = jobs.clock() - rt.settings.lease.total_seconds()
-    # One sweeper at a time, so that two workers never both send a lost job again.
-    if not jobs.any_queued_before(cutoff) or not broker.set(SWEEP_LOCK, "1", nx=True, ex=30):
+    # milliseconds) or, usually, from a job's record to its message. An API whose send is slower
+    # (Redis failing) finds the job sent by the sweep, and answers with it (``JobStore.forget``).
+    lease = rt.settings.lease.total_seconds()
+    cutoff = jobs.clock() - lease
+    if not jobs.any_queued_before(cutoff):
+        return []
+    # One sweeper at a time, so that two workers never both send a lost job again; a sweeper
+    # that dies holds the lock for a lease at most.
+    lock = broker.lock(SWEEP_LOCK, timeout=lease)
+    if not lock.acquire(blocking=False):
         return []
     try:
         found: list[bytes] = broker.eval(  # type: ignore[assignment]
@@ -132,4 +140,5 @@ def requeue_lost_jobs(app: Celery) -> list[str]:
             log.warning("job message lost, sent again", extra={"job_id": job_id})
         return lost
     finally:
-        broker.delete(SWEEP_LOCK)
+        with contextlib.suppress(LockError):  # it expired: another sweeper may hold it now
+            lock.release()

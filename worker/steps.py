@@ -33,7 +33,8 @@ class ReleaseDeferredJobs(bootsteps.StartStopStep):
         settings = runtime_of(parent.app).settings
         every = (
             (settings.release_interval, release_due_jobs),
-            (settings.lease / 3, self._give_back),
+            (settings.lease / 3, hand_back_expired_runs),
+            (settings.lease / 3, requeue_lost_jobs),
         )
         self._entries = [
             parent.timer.call_repeatedly(interval.total_seconds(), sweep, (parent.app,))
@@ -44,12 +45,6 @@ class ReleaseDeferredJobs(bootsteps.StartStopStep):
         for entry in self._entries:
             entry.cancel()
         self._entries = []
-
-    @staticmethod
-    def _give_back(celery_app: Celery) -> None:
-        """Queue again the jobs nobody works on: a run's lease ran out, or a message was lost."""
-        hand_back_expired_runs(celery_app)
-        requeue_lost_jobs(celery_app)
 
 
 def install(celery_app: Celery) -> Celery:

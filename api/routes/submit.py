@@ -200,6 +200,12 @@ def _create_and_enqueue(
     if created:
         try:
             publish(services.celery, job_id, job_request, rt.broker)
+        except Exception:
+            if rt.jobs.forget(job_id):
+                raise
+            # The send failed after the lost-message sweep had sent the job and a worker began
+            # it: the job exists and runs, so the answer is its ID, not an error.
+            log.warning("job sent by the sweep while its send failed", extra={"job_id": job_id})
         except BaseException:
             rt.jobs.forget(job_id)
             raise

@@ -409,7 +409,7 @@ def test_a_job_queued_again_after_its_run_began_cannot_be_cancelled(
 
     answer = client.delete(f"{URL}/{job_id}", headers=ALICE)
     after = client.get(f"{URL}/{job_id}", headers=ALICE).json()
-    rt.jobs.forget(job_id)  # it has no message: the session's worker would never end it
+    rt.jobs.transition(job_id, ("queued",), "failed")  # ended: it has no message to run by
 
     problem = _problem(answer, 409)
     assert "has started" in problem["detail"]
@@ -573,6 +573,45 @@ def test_broker_down_after_the_record_is_made_leaves_no_job_behind(
     assert elapsed < 10
 
 
+def test_a_send_that_fails_after_the_sweep_sent_the_job_answers_with_that_job(
+    client: TestClient,
+    vicidial: Connection,
+    rt,
+    redis_client: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The API's send can outlast a lease while Redis is failing, and meanwhile the lost-message
+    sweep sends the job and a worker begins it. The job exists and runs: the answer is its ID
+    (202), not a 503 that would make the client submit it again, and its record stays."""
+    from datetime import timedelta
+
+    import api.routes.submit
+
+    insert_leads(vicidial, lead_rows(2, seed=16))
+    rows = live(vicidial)
+
+    def sent_by_the_sweep_meanwhile(celery: Any, job_id: str, *args: Any) -> None:
+        # What the sweep's message does: a worker begins the job (a short lease: this test has
+        # no such worker, so the lease hand-back sends it to the session's own).
+        assert rt.jobs.start(job_id, "sweep's run", timedelta(seconds=1)) == "started"
+        raise redis.ConnectionError("Timeout reading from socket")
+
+    monkeypatch.setattr(api.routes.submit, "publish", sent_by_the_sweep_meanwhile)
+    body = {"lead_ids": [1, 2], "delete_leads": True}
+    answer = submit(client, body, {"Idempotency-Key": "k-slow-send"})
+    monkeypatch.undo()
+    again = submit(client, body, {"Idempotency-Key": "k-slow-send"})
+
+    assert answer.status_code == 202, answer.text
+    job_id = answer.json()["job_id"]
+    assert again.status_code == 202 and again.json()["job_id"] == job_id  # the claim stayed
+    final = poll_until_done(client, f"{URL}/{job_id}", ALICE, timeout=60)
+    assert final["status"] == "succeeded"
+    assert final["attempts"] == 2  # the sweep's run, handed back, then the session worker's
+    assert live(vicidial) == {}
+    assert archive(vicidial) == rows
+
+
 def test_logs_name_the_job_and_key_name_never_the_key(
     client: TestClient, vicidial: Connection, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -628,8 +667,6 @@ def test_a_job_whose_message_was_lost_is_sent_again_and_succeeds(
     """kombu's Redis transport loses a message if the worker dies between taking it off the
     queue and recording it as unacknowledged: the job record, still queued, brings it back once
     it has been queued for a job lease, and not before."""
-    from datetime import UTC, datetime
-
     from tasks.jobs import QUEUED_KEY
     from tasks.requests import ArchiveRequest
 

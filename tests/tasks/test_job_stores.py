@@ -128,11 +128,28 @@ def test_a_cancelled_deferred_job_is_never_released(store: JobStore) -> None:
 def test_forget_removes_the_job_and_its_idempotency_claim(store: JobStore) -> None:
     job_id, _ = store.create("alice", REQUEST, idempotency_key="k2", fingerprint="A")
 
-    store.forget(job_id)
+    forgotten = store.forget(job_id)
     fresh, created = store.create("alice", REQUEST, idempotency_key="k2", fingerprint="A")
 
+    assert forgotten
     assert store.get(job_id) is None
     assert created and fresh != job_id
+
+
+def test_forget_leaves_a_job_a_run_has_begun(store: JobStore) -> None:
+    """The API forgets a job whose send failed, unless the lost-message sweep sent it and a run
+    began meanwhile: then the job, its claim and its entries stay."""
+    job_id, _ = store.create("alice", REQUEST, idempotency_key="k3", fingerprint="A")
+    store.start(job_id, "run", timedelta(seconds=30))
+    running = store.forget(job_id)
+    store.transition(job_id, ("running",), "queued", token="run")  # a retry: queued, has run
+    requeued = store.forget(job_id)
+    same, created = store.create("alice", REQUEST, idempotency_key="k3", fingerprint="A")
+
+    assert (running, requeued) == (False, False)
+    record = store.get(job_id)
+    assert record is not None and record.status == "queued"
+    assert (same, created) == (job_id, False)
 
 
 def test_attempts_are_counted(store: JobStore) -> None:

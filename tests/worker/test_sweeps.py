@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
 import redis
 
 from tasks.celery_config import QUEUE, create_celery
@@ -53,3 +54,32 @@ def test_the_sweep_sends_again_only_the_lost_jobs_of_a_backlog(database_url: str
     assert again == []  # sent just now: no longer before the cutoff
     assert waiting == BACKLOG - 2 + 1
     assert fresh not in sent
+
+
+def test_a_sweep_on_a_host_a_minute_ahead_sends_no_job_queued_just_now(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sweep's cutoff (one lease back) is in Redis's clock, as the queued index is: a
+    worker whose clock runs a minute ahead does not take a job queued just now for lost; once
+    the job has been queued for a lease, it does."""
+    with claim_redis_database() as url:
+        rt = Runtime(make_settings(database_url, url, office_hours=""))
+        app = create_celery(rt.settings, rt)
+        client = redis.Redis.from_url(url)
+        try:
+            job_id, _ = rt.jobs.create("alice", ArchiveRequest(lead_ids=[1], insert_leads=True))
+            real = time.time
+            monkeypatch.setattr(time, "time", lambda: real() + 60)
+            ahead = requeue_lost_jobs(app)
+            monkeypatch.setattr(time, "time", real)
+            lease = rt.settings.lease.total_seconds()
+            client.zadd(QUEUED_KEY, {job_id: rt.jobs.clock() - lease - 1})
+            later = requeue_lost_jobs(app)
+            waiting = client.llen(QUEUE)
+        finally:
+            client.close()
+            rt.close()
+
+    assert ahead == []
+    assert later == [job_id]
+    assert waiting == 1
