@@ -152,7 +152,7 @@ return 1
 # Redis's own clock (TIME, epoch seconds), so that workers whose clocks differ agree on them.
 LEASES_KEY = f"{_PREFIX}:leases"
 # Redis's clock in a script, in epoch seconds with microseconds.
-_NOW = (
+LUA_NOW = (
     "local clock = redis.call('TIME')\nlocal now = tonumber(clock[1]) + tonumber(clock[2]) / 1e6\n"
 )
 
@@ -162,7 +162,7 @@ _NOW = (
 # queued index, leases. ARGV: job ID, token, lease s, now (ISO, shown as started_at). Returns
 # "started", "leased", "missing", or the status that cannot start (deferred, or one that ended).
 _START = (
-    _NOW
+    LUA_NOW
     + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 'missing' end
@@ -184,7 +184,7 @@ return 'started'
 # Renew a run's lease while its batch runs. KEYS: job hash, leases. ARGV: job ID, token, lease
 # s. 1 when renewed; 0 when the run no longer holds the job.
 _RENEW = (
-    _NOW
+    LUA_NOW
     + """
 if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
 if redis.call('HGET', KEYS[1], 'run_token') ~= ARGV[2] then return 0 end
@@ -199,7 +199,7 @@ return 1
 # ARGV: job ID. 1 when handed back; the entry alone goes when the job is no longer running or its
 # lease was renewed meanwhile (a later score stays).
 _HAND_BACK = (
-    _NOW
+    LUA_NOW
     + """
 local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
 if not score or tonumber(score) > now then return 0 end

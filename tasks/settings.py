@@ -118,8 +118,8 @@ class Settings(BaseSettings):
     # A run holds its job under a lease of this length (at most the visibility timeout), renewed
     # every third of it while the run lives; a worker hands back a job whose lease has run out
     # (its run's worker died or froze), so the job runs again this long after a kill, not a
-    # whole visibility timeout later; and a queued job whose message is nowhere once it has been
-    # queued this long (a worker died between taking the message and recording it).
+    # whole visibility timeout later; and a queued job whose message no worker has taken within
+    # this long once it has been queued this long (its worker died before a run began).
     job_lease: timedelta = timedelta(seconds=10)
     task_time_limit: timedelta = timedelta(seconds=20)
     lock_wait_timeout: timedelta = timedelta(seconds=10)

@@ -2,19 +2,19 @@
 lease expired, and send again the messages of queued jobs that were lost.
 
 They run in every worker (``worker.steps``), the last two every third of the job lease, and send
-through
-``tasks.publishing.publish``. Sending a job twice is safe: batches are idempotent, a job that
-has ended ignores a second message, and one that is running keeps its lease. The lost-message
-sweep reads kombu's Redis envelopes (a Lua pattern on their JSON): the format of the kombu
-versions pyproject.toml pins, which ``tests/worker/test_messages.py`` covers.
+through ``tasks.publishing.publish``. Sending a job twice is safe: batches are idempotent, a job
+that has ended ignores a second message, and one that is running keeps its lease. The
+lost-message sweep reads kombu's Redis envelopes (a Lua pattern on their JSON) and its index of
+when each unacknowledged message was taken: the format of the kombu versions pyproject.toml
+pins, which ``tests/worker/test_messages.py`` covers.
 
 The lost-message sweep costs O(stale jobs), not O(queue): it never reads the whole queue. The
 queue is first in, first out, and a job's score in the queued index is when its message was
 last sent, so a queued job whose score is below that of every message still waiting cannot have
 one waiting. Only the few messages at the consuming end are read (those kombu put back there
 after a worker died included), and only the jobs queued before the oldest of them, and before
-the cutoff, are candidates; of those, the ones a worker holds unacknowledged (a short list)
-are not lost.
+the cutoff, are candidates; of those, the ones whose message a worker took within the lease
+(kombu's unacknowledged messages: a short list) are not lost.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from celery import Celery
 from redis.exceptions import LockError
 
 from tasks.celery_config import QUEUE
-from tasks.jobs import RedisJobStore
+from tasks.jobs import LUA_NOW, RedisJobStore
 from tasks.publishing import publish
 from tasks.runtime import runtime_of
 
@@ -45,19 +45,30 @@ for _, message in ipairs(redis.call('LRANGE', KEYS[1], -count, -1)) do
 end
 return ids
 """
-# KEYS[1] kombu's hash of unacknowledged messages: their task IDs.
-_UNACKED_IDS = """
-local ids = {}
-for _, message in ipairs(redis.call('HVALS', KEYS[1])) do
-  local id = string.match(message, ', "id": "([^"]+)"')
-  if id then table.insert(ids, id) end
+# KEYS[1] kombu's hash of unacknowledged messages (delivery tag -> message), KEYS[2] its index
+# (delivery tag -> when a worker took it, in that worker's clock); ARGV[1] the job lease (s).
+# Returns task ID, flag pairs: '1' for a message taken within the last lease (or of unknown
+# age), '0' for one a worker took longer ago (in Redis's clock).
+_UNACKED_IDS = (
+    LUA_NOW
+    + """
+local taken = {}
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  local id = string.match(all[i + 1], ', "id": "([^"]+)"')
+  if id then
+    local at = redis.call('ZSCORE', KEYS[2], all[i])
+    table.insert(taken, id)
+    table.insert(taken, (not at or tonumber(at) > now - tonumber(ARGV[1])) and '1' or '0')
+  end
 end
-return ids
+return taken
 """
+)
 NEXT_MESSAGES = 64
 # At most this many lost jobs are sent again per pass.
 SWEEP_BATCH = 200
-UNACKED_KEY = "unacked"  # kombu's Redis transport's default
+UNACKED_KEY, UNACKED_INDEX_KEY = "unacked", "unacked_index"  # kombu's Redis transport's
 SWEEP_LOCK = "leadarchive:sweep"
 
 
@@ -94,11 +105,15 @@ def requeue_lost_jobs(app: Celery) -> list[str]:
 
     kombu's Redis transport takes a message off the queue (BRPOP) before it records it as
     unacknowledged: a worker killed in between loses the message, and the job would stay
-    `queued` forever. Sending it twice is safe: batches are idempotent (two at once on the same
-    leads take turns), a job that has ended ignores a second message, and one that is running
-    keeps its lease. So a job counts as lost once it has been queued for a job lease (10 s by
-    default) with its message neither waiting nor held: a killed worker's job comes back about
-    as soon whether or not a run of it had started.
+    `queued` forever. A worker killed after that, before a run began, leaves the message
+    unacknowledged until the visibility timeout (30 s). Sending a job twice is safe: batches
+    are idempotent (two at once on the same leads take turns), a job that has ended ignores a
+    second message, and one that is running keeps its lease. So a job counts as lost once it
+    has been queued for a job lease (10 s by default) with its message neither waiting nor
+    taken by a worker within the lease (a live worker begins a message it takes at once; only a
+    retry's countdown, at most a third of the visibility timeout, holds one longer, and an early
+    retry is harmless): a killed worker's job comes back about a lease after the kill, whatever
+    it was doing. The returned jobs are those sent again.
     """
     rt = runtime_of(app)
     jobs, broker = rt.jobs, rt.broker
@@ -128,17 +143,27 @@ def requeue_lost_jobs(app: Celery) -> list[str]:
         stale = jobs.queued_before(limit, SWEEP_BATCH)
         if not stale:
             return []
-        held: list[bytes] = broker.eval(_UNACKED_IDS, 1, UNACKED_KEY)  # type: ignore[assignment]
-        present = {raw.decode() for raw in held}
-        lost = [job_id for job_id in stale if job_id not in present]
-        for job_id in lost:
+        taken: list[bytes] = broker.eval(  # type: ignore[assignment]
+            _UNACKED_IDS, 2, UNACKED_KEY, UNACKED_INDEX_KEY, str(lease)
+        )
+        pairs = zip(taken[::2], taken[1::2], strict=True)
+        flags = {raw.decode(): flag == b"1" for raw, flag in pairs}
+        sent = []
+        for job_id in stale:
+            if flags.get(job_id):
+                continue  # a worker took its message within the lease
             record = jobs.get(job_id)
             if record is None or record.status != "queued":
                 continue
             publish(app, job_id, record.request, broker)
             jobs.requeued(job_id)
-            log.warning("job message lost, sent again", extra={"job_id": job_id})
-        return lost
+            if job_id in flags:
+                why = "job message held by a worker for a lease without a run, sent again"
+            else:
+                why = "job message lost, sent again"
+            log.warning(why, extra={"job_id": job_id})
+            sent.append(job_id)
+        return sent
     finally:
         with contextlib.suppress(LockError):  # it expired: another sweeper may hold it now
             lock.release()

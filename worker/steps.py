@@ -17,7 +17,7 @@ class ReleaseDeferredJobs(bootsteps.StartStopStep):
     office-hours window has opened; every third of the job lease, the jobs whose run's lease
     expired (``hand_back_expired_runs``) and the queued jobs whose message was lost
     (``requeue_lost_jobs``): a killed worker's job runs again about one lease after the kill,
-    whether it was running or its message had just been taken off the queue.
+    whether a run of it had begun or not.
 
     Deferred jobs wait in a Redis sorted set rather than as countdown messages, which would sit
     unacknowledged in a worker for hours and be delivered twice after the visibility timeout.

@@ -94,8 +94,10 @@ def test_the_lost_message_sweep_reads_the_next_and_the_unacknowledged_messages(
     database_url: str,
 ) -> None:
     """The sweep's two scripts find task IDs in both kinds of envelope (Celery's own and the
-    one the service pushes), at the queue's consuming end and among unacknowledged messages."""
-    from tasks.sweeps import _UNACKED_IDS, _WAITING_NEXT, UNACKED_KEY
+    one the service pushes), at the queue's consuming end and among the messages kombu itself
+    recorded as unacknowledged, and tell one a worker took within the lease from an older one
+    (kombu's index of when each was taken) or one of unknown age."""
+    from tasks.sweeps import _UNACKED_IDS, _WAITING_NEXT, UNACKED_INDEX_KEY, UNACKED_KEY
 
     with claim_redis_database() as url:
         app = create_celery(make_settings(database_url, url))
@@ -104,12 +106,19 @@ def test_the_lost_message_sweep_reads_the_next_and_the_unacknowledged_messages(
             publish(app, "first", ArchiveRequest(lead_ids=[1], **REQUEST), client)
             publish(app, "sent-by-celery", ArchiveRequest(lead_ids=[1], **REQUEST))
             publish(app, "pushed", ArchiveRequest(lead_ids=[2], **REQUEST), client)
-            # What kombu keeps for a message a worker has taken: [message, exchange, key].
-            taken = client.rpop(QUEUE)
-            client.hset(UNACKED_KEY, "tag-1", json.dumps([json.loads(taken), "", QUEUE]))
-            # One message read at the consuming end, plus one per unacknowledged message.
-            waiting = client.eval(_WAITING_NEXT, 2, QUEUE, UNACKED_KEY, "1")
-            held = client.eval(_UNACKED_IDS, 1, UNACKED_KEY)
+            with app.connection_for_write() as connection:
+                # A worker takes the next message: kombu records it as unacknowledged.
+                taken = connection.default_channel.basic_get(QUEUE, no_ack=False)
+                assert taken is not None and taken.headers["id"] == "first"
+                # One message read at the consuming end, plus one per unacknowledged message.
+                waiting = client.eval(_WAITING_NEXT, 2, QUEUE, UNACKED_KEY, "1")
+                keys = (UNACKED_KEY, UNACKED_INDEX_KEY)
+                just_taken = client.eval(_UNACKED_IDS, 2, *keys, "10")
+                tag = taken.delivery_tag
+                client.zadd(UNACKED_INDEX_KEY, {tag: client.zscore(UNACKED_INDEX_KEY, tag) - 11})
+                taken_long_ago = client.eval(_UNACKED_IDS, 2, *keys, "10")
+                client.zrem(UNACKED_INDEX_KEY, tag)
+                unknown_age = client.eval(_UNACKED_IDS, 2, *keys, "10")
         finally:
             client.close()
 
@@ -118,7 +127,9 @@ def test_the_lost_message_sweep_reads_the_next_and_the_unacknowledged_messages(
         "pushed",
         "sent-by-celery",
     ]
-    assert [raw.decode() for raw in held] == ["first"]
+    assert [raw.decode() for raw in just_taken] == ["first", "1"]
+    assert [raw.decode() for raw in taken_long_ago] == ["first", "0"]
+    assert [raw.decode() for raw in unknown_age] == ["first", "1"]
 
 
 @pytest.mark.parametrize("action", ["acknowledge", "reject"])

@@ -1,5 +1,5 @@
 """The lost-message sweep on a backlog sends again exactly the jobs whose message is neither
-waiting nor held by a worker (what it costs Redis per pass: bench/jobstore.py)."""
+waiting nor taken by a worker within the lease (what it costs Redis per pass: bench/jobstore.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from tasks.jobs import QUEUED_KEY
 from tasks.publishing import publish
 from tasks.requests import ArchiveRequest
 from tasks.runtime import Runtime
-from tasks.sweeps import UNACKED_KEY, requeue_lost_jobs
+from tasks.sweeps import UNACKED_INDEX_KEY, UNACKED_KEY, requeue_lost_jobs
 from tests.conftest import claim_redis_database
 from tests.helpers import make_settings
 
@@ -36,11 +36,15 @@ def test_the_sweep_sends_again_only_the_lost_jobs_of_a_backlog(database_url: str
             # Queued an hour ago, in order: a backlog that has waited for long.
             hour_ago = time.time() - 3600
             client.zadd(QUEUED_KEY, {j: hour_ago + n / 1000 for n, j in enumerate(ids)})
-            # The two next messages taken by workers: one died before kombu recorded it (lost),
-            # the other is recorded as unacknowledged (held, not lost).
+            # The three next messages taken by workers: one died before kombu recorded it
+            # (lost); one recorded as unacknowledged just now (held, not lost); one recorded
+            # longer than a lease ago by a worker that began no run of it (its worker died).
             client.rpop(QUEUE)
-            held = client.rpop(QUEUE)
-            client.hset(UNACKED_KEY, "tag-1", json.dumps([json.loads(held), "", QUEUE]))
+            lease = rt.settings.lease.total_seconds()
+            for tag, taken_at in (("tag-1", time.time()), ("tag-2", time.time() - lease - 1)):
+                held = client.rpop(QUEUE)
+                client.hset(UNACKED_KEY, tag, json.dumps([json.loads(held), "", QUEUE]))
+                client.zadd(UNACKED_INDEX_KEY, {tag: taken_at})
             fresh, _ = rt.jobs.create("alice", request)  # queued just now, message lost too
 
             sent = requeue_lost_jobs(app)
@@ -50,9 +54,9 @@ def test_the_sweep_sends_again_only_the_lost_jobs_of_a_backlog(database_url: str
             client.close()
             rt.close()
 
-    assert sent == [ids[0]]
+    assert sent == [ids[0], ids[2]]
     assert again == []  # sent just now: no longer before the cutoff
-    assert waiting == BACKLOG - 2 + 1
+    assert waiting == BACKLOG - 3 + 2
     assert fresh not in sent
 
 

@@ -10,6 +10,7 @@ written, so the kill lands mid-batch.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import time
@@ -25,10 +26,11 @@ from sqlalchemy import Connection, Engine
 
 from tasks.celery_config import create_celery
 from tasks.jobs import JobStore
-from tasks.publishing import publish
+from tasks.publishing import _redis_messages, publish
 from tasks.requests import ArchiveRequest
 from tasks.runtime import Runtime
 from tasks.seed import insert_leads, lead_rows
+from tasks.sweeps import UNACKED_INDEX_KEY, UNACKED_KEY
 from testkit.processes import kill_group, service_env, start_worker
 from tests.conftest import claim_redis_database
 from tests.helpers import (
@@ -136,12 +138,15 @@ def test_a_killed_worker_job_runs_again_and_succeeds_within_a_minute(
     assert live_after == {}
 
 
+@pytest.mark.parametrize("recorded", [False, True], ids=["lost", "unacknowledged"])
 def test_a_job_whose_message_a_dying_worker_took_runs_about_one_lease_later(
-    vicidial: Connection, database_url: str, own_redis: str, tmp_path: Path
+    vicidial: Connection, database_url: str, own_redis: str, tmp_path: Path, recorded: bool
 ) -> None:
-    """kombu takes a message off the queue before it records it as unacknowledged: a worker
-    killed in between leaves a queued job whose message is nowhere. The lost-message sweep sends
-    it again once it has been queued for a job lease, not two visibility timeouts later."""
+    """kombu takes a message off the queue before it records it as unacknowledged. A worker
+    killed in between leaves a queued job whose message is nowhere (lost); one killed after
+    that, before a run began, leaves it unacknowledged, which kombu delivers again only after
+    the visibility timeout. Either way the sweep sends the job again once it has been queued,
+    and its message taken, for a job lease."""
     insert_leads(vicidial, lead_rows(LEADS, seed=23))
     before = live(vicidial)
     timings = {"job_lease": "PT3S", "visibility_timeout": "PT60S"}
@@ -149,13 +154,14 @@ def test_a_job_whose_message_a_dying_worker_took_runs_about_one_lease_later(
     env = service_env(database_url, own_redis, release_interval="PT60S", **timings)
     rt = Runtime(settings)
     jobs: JobStore = rt.jobs
+    celery_app = create_celery(settings)
     log_path = tmp_path / "worker.log"
     worker = start_worker(env, log_path)
     try:
         # A job sent as usual first: the worker is up and waiting on the queue.
         warm_up = ArchiveRequest(lead_ids=[1], insert_leads=True, dry_run=False)
         warm_id, _ = jobs.create("alice", warm_up)
-        publish(create_celery(settings), warm_id, warm_up)
+        publish(celery_app, warm_id, warm_up)
         wait_for(lambda: (stored(jobs.get(warm_id)) or {}).get("status") == "succeeded", 90)
 
         request = ArchiveRequest(
@@ -165,7 +171,15 @@ def test_a_job_whose_message_a_dying_worker_took_runs_about_one_lease_later(
             delete_leads=True,
             dry_run=False,
         )
-        job_id, _ = jobs.create("alice", request)  # the record; its message died with a worker
+        job_id, _ = jobs.create("alice", request)  # its message went with a worker
+        if recorded:
+            # What kombu keeps for the message the dead worker took: [message, exchange, key]
+            # under its delivery tag, and when it was taken.
+            message, _ = _redis_messages(celery_app, request.task_name, job_id, {})
+            client = redis.Redis.from_url(own_redis)
+            with contextlib.closing(client):
+                client.hset(UNACKED_KEY, "tag-dead", json.dumps([json.loads(message), "", "x"]))
+                client.zadd(UNACKED_INDEX_KEY, {"tag-dead": time.time()})
         queued_at = datetime.now(UTC)
         record = wait_for(
             lambda: (
@@ -179,11 +193,12 @@ def test_a_job_whose_message_a_dying_worker_took_runs_about_one_lease_later(
 
     assert record["status"] == "succeeded", _text(log_path)[-3000:]
     assert int(record["attempts"]) == 1
-    assert "job message lost, sent again" in _text(log_path)
+    why = "held by a worker for a lease without a run" if recorded else "job message lost"
+    assert f"{why}, sent again" in _text(log_path)
     took = (datetime.fromisoformat(record["started_at"]) - queued_at).total_seconds()
     # Not before it had been queued for most of a lease (3 s; the queued index is in Redis's
     # clock in whole seconds), and about then: the sweep runs every third of a lease. Before:
-    # two visibility timeouts (120 s).
+    # two visibility timeouts (120 s) when lost, one (60 s) when unacknowledged.
     assert 1.5 < took < 20, f"the job started {took:.1f}s after it was queued"
     live_after, archive_after = live(vicidial), archive(vicidial)
     assert set(live_after) == {1}
