@@ -100,7 +100,8 @@ return {'created', job_id}
 
 # KEYS[1] job hash, KEYS[2] the queued index, KEYS[3] the unfinished set, KEYS[4] the leases;
 # ARGV[1] JSON list of statuses allowed now; ARGV[2] new status; ARGV[3] the job ID; ARGV[4] the
-# run's token ('' for none: a change that is not a run's); ARGV[5..] field/value pairs to set.
+# run's token ('' for none: a change that is not a run's); ARGV[5] for `queued`, in how many
+# seconds its message is due (a retry's countdown); ARGV[6..] field/value pairs to set.
 # Returns the status found (the change applied only if it was allowed), "lost" when the token is
 # not the one holding the job (its lease expired and another run took it), or false when the job
 # does not exist. A job that leaves `running` drops its lease; one that ends leaves the unfinished
@@ -113,13 +114,13 @@ local allowed = cjson.decode(ARGV[1])
 for _, status in ipairs(allowed) do
   if status == current then
     redis.call('HSET', KEYS[1], 'status', ARGV[2])
-    for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+    for i = 6, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
     if ARGV[2] ~= 'running' then
       redis.call('HDEL', KEYS[1], 'run_token', 'lease_until')
       redis.call('ZREM', KEYS[4], ARGV[3])
     end
     if ARGV[2] == 'queued' then
-      redis.call('ZADD', KEYS[2], redis.call('TIME')[1], ARGV[3])
+      redis.call('ZADD', KEYS[2], redis.call('TIME')[1] + tonumber(ARGV[5]), ARGV[3])
     else
       redis.call('ZREM', KEYS[2], ARGV[3])
     end
@@ -306,6 +307,7 @@ class JobStore(Protocol):
         status: Status,
         *,
         token: str | None = None,
+        due_in: float = 0.0,
         **fields: Any,
     ) -> str | None: ...
     def start(self, job_id: str, token: str, lease: timedelta) -> str: ...
@@ -433,16 +435,21 @@ class RedisJobStore:
         status: Status,
         *,
         token: str | None = None,
+        due_in: float = 0.0,
         **fields: Any,
     ) -> str | None:
         """Set ``status`` (and ``fields``) if the job is in one of ``allowed`` and, with a
         ``token``, still held by that run.
 
+        ``due_in``: for ``queued``, in how many seconds its message is due (a retry's countdown,
+        which a worker holds meanwhile): the lost-message sweep counts the job's time in the queue
+        from then, so that it never takes the waiting retry for a lost message.
+
         ``fields`` are typed as ``JobRecord``'s (``records.encode`` stores them). Returns the
         status the job had (the change was made only if it is in ``allowed``), ``"lost"`` when
         another run holds the job, or None when the job does not exist.
         """
-        args: list[str] = [json.dumps(list(allowed)), status, job_id, token or ""]
+        args = [json.dumps(list(allowed)), status, job_id, token or "", str(due_in)]
         for name, value in encode(fields).items():
             args += [name, value]
         keys = [self._key(job_id), QUEUED_KEY, UNFINISHED_KEY, LEASES_KEY]

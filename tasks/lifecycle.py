@@ -360,8 +360,6 @@ def _run(
                 "job will be retried",
                 extra={**fields, "error": type(exc).__name__, "retry": task.request.retries + 1},
             )
-            if jobs.transition(job_id, ("running",), "queued", token=lease.token) == "lost":
-                return _lost(job_id, fields)
             # Backoff with full jitter, capped well below the visibility timeout.
             countdown = get_exponential_backoff_interval(
                 factor=1,
@@ -369,6 +367,11 @@ def _run(
                 maximum=int(rt.settings.visibility_timeout.total_seconds() // 3),
                 full_jitter=True,
             )
+            queued = jobs.transition(
+                job_id, ("running",), "queued", token=lease.token, due_in=countdown
+            )
+            if queued == "lost":
+                return _lost(job_id, fields)
             raise task.retry(exc=exc, countdown=countdown) from exc
         if not _fail(rt, job_id, exc, fields, lease.token):
             return _lost(job_id, fields)

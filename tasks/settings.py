@@ -164,11 +164,12 @@ class Settings(BaseSettings):
             raise ValueError("must be positive")
         return value
 
-    @field_validator("job_lease")
+    @field_validator("job_lease", "visibility_timeout")
     @classmethod
     def _lease_of_seconds(cls, value: timedelta) -> timedelta:
-        # The queued index is in whole seconds: a shorter lease could count a job whose message
-        # is on its way as lost, and every worker would sweep several times a second.
+        # The lease is the shorter of the two. The queued index is in whole seconds: a shorter
+        # lease could count a job whose message is on its way as lost, and every worker would
+        # sweep several times a second.
         if value < timedelta(seconds=2):
             raise ValueError("must be at least 2 seconds (e.g. 10s)")
         return value

@@ -146,10 +146,12 @@ class SqliteJobStore:
         status: Status,
         *,
         token: str | None = None,
+        due_in: float = 0.0,
         **fields: Any,
     ) -> str | None:
         """Set ``status`` and ``fields`` if the job is in one of ``allowed`` (and held by the
-        run with ``token``, if given); the old status, or ``"lost"``, as in ``RedisJobStore``."""
+        run with ``token``, if given); the old status, or ``"lost"``, as in ``RedisJobStore``.
+        ``due_in`` is for the queued index this store has no need of (no lost-message sweep)."""
         with self._write() as db:
             found = self._read(db, job_id)
             if found is None:

@@ -14,13 +14,15 @@ last sent, so a queued job whose score is below that of every message still wait
 one waiting. Only the few messages at the consuming end are read (those kombu put back there
 after a worker died included), and only the jobs queued before the oldest of them, and before
 the cutoff, are candidates; of those, the ones whose message a worker took within the lease
-(kombu's unacknowledged messages: a short list) are not lost.
+(kombu's unacknowledged messages: one per busy worker process, plus retries waiting for their
+countdown) are not lost.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import time
 
 from celery import Celery
 from redis.exceptions import LockError
@@ -110,10 +112,11 @@ def requeue_lost_jobs(app: Celery) -> list[str]:
     are idempotent (two at once on the same leads take turns), a job that has ended ignores a
     second message, and one that is running keeps its lease. So a job counts as lost once it
     has been queued for a job lease (10 s by default) with its message neither waiting nor
-    taken by a worker within the lease (a live worker begins a message it takes at once; only a
-    retry's countdown, at most a third of the visibility timeout, holds one longer, and an early
-    retry is harmless): a killed worker's job comes back about a lease after the kill, whatever
-    it was doing. The returned jobs are those sent again.
+    taken by a worker within the lease: a killed worker's job comes back about a lease after the
+    kill, whatever it was doing. A live worker holds a message longer only while a retry's
+    countdown runs (the job's time in the queue counts from when it is due: ``due_in``) or while
+    all its processes are busy (then another worker may run the job first, and the held copy
+    finds it leased or ended). The returned jobs are those sent again.
     """
     rt = runtime_of(app)
     jobs, broker = rt.jobs, rt.broker
@@ -131,6 +134,9 @@ def requeue_lost_jobs(app: Celery) -> list[str]:
     lock = broker.lock(SWEEP_LOCK, timeout=lease)
     if not lock.acquire(blocking=False):
         return []
+    # Sends stop at half the lock's life: an expired lock would let a second sweeper send the
+    # same jobs again.
+    deadline = time.monotonic() + lease / 2
     try:
         found: list[bytes] = broker.eval(  # type: ignore[assignment]
             _WAITING_NEXT, 2, QUEUE, UNACKED_KEY, str(NEXT_MESSAGES)
@@ -146,18 +152,21 @@ def requeue_lost_jobs(app: Celery) -> list[str]:
         taken: list[bytes] = broker.eval(  # type: ignore[assignment]
             _UNACKED_IDS, 2, UNACKED_KEY, UNACKED_INDEX_KEY, str(lease)
         )
-        pairs = zip(taken[::2], taken[1::2], strict=True)
-        flags = {raw.decode(): flag == b"1" for raw, flag in pairs}
+        held: dict[str, bool] = {}  # a job's messages, taken within the lease by a worker?
+        for raw, flag in zip(taken[::2], taken[1::2], strict=True):
+            held[raw.decode()] = held.get(raw.decode(), False) or flag == b"1"
         sent = []
         for job_id in stale:
-            if flags.get(job_id):
-                continue  # a worker took its message within the lease
+            if time.monotonic() > deadline:
+                break  # the rest on the next pass
+            if held.get(job_id):
+                continue  # a worker took a message of it within the lease
             record = jobs.get(job_id)
             if record is None or record.status != "queued":
                 continue
             publish(app, job_id, record.request, broker)
             jobs.requeued(job_id)
-            if job_id in flags:
+            if job_id in held:
                 why = "job message held by a worker for a lease without a run, sent again"
             else:
                 why = "job message lost, sent again"

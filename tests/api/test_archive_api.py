@@ -543,6 +543,44 @@ def test_a_lock_wait_timeout_is_retried_until_the_batch_succeeds(
     assert archive(vicidial) == {1: rows[1]}
 
 
+def test_a_retry_counts_as_queued_from_when_its_countdown_ends(
+    client: TestClient,
+    vicidial: Connection,
+    engine,
+    rt,
+    redis_client: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker holds a retry's message until its countdown ends, which can outlast a lease (a
+    third of the visibility timeout): the queued index says the job is queued from then, so the
+    lost-message sweep never takes the waiting retry for a message a dead worker left."""
+    import tasks.lifecycle
+    from tasks.jobs import QUEUED_KEY
+
+    monkeypatch.setattr(tasks.lifecycle, "get_exponential_backoff_interval", lambda **_: 4)
+    insert_leads(vicidial, lead_rows(2, seed=16))
+    rows = live(vicidial)
+    with engine.connect() as blocker:
+        blocker.exec_driver_sql("LOCK TABLES vicidial_list READ")
+        url = submit(client, SEED_REQUEST).headers["location"]
+        job_id = url.rsplit("/", 1)[1]
+
+        def retry_waits() -> bool:
+            body = client.get(url, headers=ALICE).json()
+            return body["status"] == "queued" and body.get("attempts") == 1
+
+        wait_for(retry_waits, 30)  # the first run met the lock and was retried, countdown 4 s
+        due, now = redis_client.zscore(QUEUED_KEY, job_id), rt.jobs.clock()
+        blocker.exec_driver_sql("UNLOCK TABLES")
+
+    final = poll_until_done(client, url, ALICE)
+    assert due is not None and due > now + 2, (due, now)  # not as of the failure: when it is due
+    assert final["status"] == "succeeded"
+    assert final["attempts"] == 2
+    assert live(vicidial) == {2: rows[2]}
+    assert archive(vicidial) == {1: rows[1]}
+
+
 def test_broker_down_after_the_record_is_made_leaves_no_job_behind(
     database_url: str, redis_url: str, clock: FakeClock, redis_client: redis.Redis
 ) -> None:

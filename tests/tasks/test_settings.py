@@ -93,6 +93,7 @@ def test_environment_variables_use_the_leadarchive_prefix(
         ("chunk_time", "-PT1S", "must be positive"),
         ("job_lease", "0", "at least 2 seconds"),
         ("job_lease", "1500ms", "at least 2 seconds"),
+        ("visibility_timeout", "1s", "at least 2 seconds"),
         ("task_time_limit", "PT60S", "well below LEADARCHIVE_VISIBILITY_TIMEOUT"),
         ("result_ttl", "0", "at least 1 second"),
         ("result_ttl", "250ms", "at least 1 second"),

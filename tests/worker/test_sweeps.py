@@ -87,3 +87,72 @@ def test_a_sweep_on_a_host_a_minute_ahead_sends_no_job_queued_just_now(
     assert ahead == []
     assert later == [job_id]
     assert waiting == 1
+
+
+def test_a_retry_waiting_for_its_countdown_is_not_sent_again_until_it_is_overdue(
+    database_url: str,
+) -> None:
+    """A worker holds a retry's message until its countdown ends (up to a third of the
+    visibility timeout: 20 s here, longer than the 10 s lease). The job counts as queued from
+    when it is due, so the sweep leaves it alone meanwhile; a lease after that, with no run
+    begun, its worker is taken for dead and the job is sent again."""
+    with claim_redis_database() as url:
+        settings = make_settings(database_url, url, office_hours="", visibility_timeout="PT60S")
+        rt = Runtime(settings)
+        app = create_celery(rt.settings, rt)
+        client = redis.Redis.from_url(url)
+        try:
+            request = ArchiveRequest(lead_ids=[1], insert_leads=True)
+            job_id, _ = rt.jobs.create("alice", request)
+            publish(app, job_id, request, rt.broker)
+            message = client.rpop(QUEUE)  # a worker takes it; its run meets a lock wait
+            assert rt.jobs.start(job_id, "run", rt.settings.lease) == "started"
+            assert rt.jobs.transition(job_id, ("running",), "queued", token="run", due_in=20)
+            # The retry's message, held by that worker since, and time moved on a lease and a
+            # second: the countdown still runs.
+            lease = rt.settings.lease.total_seconds()
+            client.zincrby(QUEUED_KEY, -(lease + 1), job_id)
+            client.hset(UNACKED_KEY, "tag-retry", json.dumps([json.loads(message), "", QUEUE]))
+            client.zadd(UNACKED_INDEX_KEY, {"tag-retry": time.time() - lease - 1})
+            counting_down = requeue_lost_jobs(app)
+            client.zincrby(QUEUED_KEY, -20, job_id)  # and the 20 s went by, with no run
+            overdue = requeue_lost_jobs(app)
+        finally:
+            client.close()
+            rt.close()
+
+    assert counting_down == []
+    assert overdue == [job_id]
+
+
+def test_a_job_with_a_freshly_taken_copy_of_its_message_is_held_whatever_else_is_left(
+    database_url: str,
+) -> None:
+    """A job can have two unacknowledged messages: one a reconnected worker left behind, long
+    ago, and the one a worker took just now. The fresh one says a live worker has the job,
+    whichever the sweep reads last."""
+    with claim_redis_database() as url:
+        rt = Runtime(make_settings(database_url, url, office_hours=""))
+        app = create_celery(rt.settings, rt)
+        client = redis.Redis.from_url(url)
+        try:
+            request = ArchiveRequest(lead_ids=[1], insert_leads=True)
+            job_id, _ = rt.jobs.create("alice", request)
+            publish(app, job_id, request, rt.broker)
+            message = json.loads(client.rpop(QUEUE))
+            lease = rt.settings.lease.total_seconds()
+            client.zadd(QUEUED_KEY, {job_id: rt.jobs.clock() - 3 * lease})
+            for tag in ("a", "b"):
+                client.hset(UNACKED_KEY, tag, json.dumps([message, "", QUEUE]))
+            # The copy the sweep reads first is the fresh one, the one it reads last the stale.
+            fresh, stale = (raw.decode() for raw in client.hkeys(UNACKED_KEY))
+            client.zadd(UNACKED_INDEX_KEY, {fresh: time.time(), stale: time.time() - 2 * lease})
+            both = requeue_lost_jobs(app)
+            client.hdel(UNACKED_KEY, fresh)
+            stale_only = requeue_lost_jobs(app)
+        finally:
+            client.close()
+            rt.close()
+
+    assert both == []
+    assert stale_only == [job_id]
