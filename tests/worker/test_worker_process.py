@@ -54,6 +54,15 @@ def own_redis() -> Iterator[str]:
         yield url
 
 
+def _short_lease(database_url: str, redis_url: str) -> tuple[Any, dict[str, str]]:
+    """Settings and a worker's environment with a 3 s lease, a 60 s visibility timeout and a
+    60 s release interval: a job that comes back must come back with the lease, long before
+    kombu would deliver its message again, and whatever the other sweeps' interval."""
+    timings = {"job_lease": "PT3S", "visibility_timeout": "PT60S"}
+    settings = make_settings(database_url, redis_url, office_hours="", **timings)
+    return settings, service_env(database_url, redis_url, release_interval="PT60S", **timings)
+
+
 @pytest.mark.parametrize("victim", ["pool process", "whole worker"])
 def test_a_killed_worker_job_runs_again_and_succeeds_within_a_minute(
     engine: Engine,
@@ -65,12 +74,7 @@ def test_a_killed_worker_job_runs_again_and_succeeds_within_a_minute(
 ) -> None:
     insert_leads(vicidial, lead_rows(LEADS, seed=21))
     before = live(vicidial)
-    # A short lease and a long visibility timeout: the job must come back after the lease,
-    # long before kombu would deliver the killed run's message again, and whatever the other
-    # sweeps' interval.
-    timings = {"job_lease": "PT3S", "visibility_timeout": "PT60S"}
-    settings = make_settings(database_url, own_redis, office_hours="", **timings)
-    env = service_env(database_url, own_redis, release_interval="PT60S", **timings)
+    settings, env = _short_lease(database_url, own_redis)
     rt = Runtime(settings)
     jobs: JobStore = rt.jobs
     request = ArchiveRequest(
@@ -149,9 +153,7 @@ def test_a_job_whose_message_a_dying_worker_took_runs_about_one_lease_later(
     and its message taken, for a job lease."""
     insert_leads(vicidial, lead_rows(LEADS, seed=23))
     before = live(vicidial)
-    timings = {"job_lease": "PT3S", "visibility_timeout": "PT60S"}
-    settings = make_settings(database_url, own_redis, office_hours="", **timings)
-    env = service_env(database_url, own_redis, release_interval="PT60S", **timings)
+    settings, env = _short_lease(database_url, own_redis)
     rt = Runtime(settings)
     jobs: JobStore = rt.jobs
     celery_app = create_celery(settings)
